@@ -1,0 +1,97 @@
+# marketd — see README.md. `make run` / `make test` are the two commands;
+# everything else here is what they are made of.
+
+SHELL := /bin/bash
+CC    ?= cc
+CLANG ?= clang
+
+PKGS := libpq libh2o-evloop libsodium jansson
+# Debian's libh2o-evloop.pc lacks -DH2O_USE_LIBUV=0; without it h2o/socket.h
+# pulls in uv.h (shared/spec/limits.md).
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -DH2O_USE_LIBUV=0
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lssl -lcrypto -lpthread -lm
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers
+BASE    := -std=c11 -D_GNU_SOURCE -Isrc -Ibuild/gen $(WARN)
+SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+SRC_ALL := $(sort $(shell find src -name '*.c'))
+SRC_LIB := $(filter-out src/main.c,$(SRC_ALL))
+GEN_C   := build/gen/migrations_embed.c
+MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+
+# flavour: release (-O2) and asan (tests). Objects per flavour.
+REL_OBJ  := $(patsubst %.c,build/release/obj/%.o,$(SRC_LIB) $(GEN_C))
+ASAN_OBJ := $(patsubst %.c,build/asan/obj/%.o,$(SRC_LIB) $(GEN_C))
+FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(SRC_LIB) $(GEN_C))
+UNIT_BIN := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+
+.PHONY: all build asan unit fuzz run stop status test bench deps fmt lint clean
+all: build
+build: build/release/marketd
+asan: build/asan/marketd
+unit: $(UNIT_BIN)
+fuzz: $(FUZZ_BIN)
+
+$(GEN_C): scripts/embed-migrations.sh $(MIGRATIONS)
+	@mkdir -p $(dir $@)
+	bash scripts/embed-migrations.sh migrations > $@.tmp && mv $@.tmp $@
+
+build/release/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) -O2 -g $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+build/asan/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) -O1 -g $(SANITIZE) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BASE) -O1 -g $(SANITIZE) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+build/release/libmarketd.a: $(REL_OBJ)
+	ar rcs $@ $^
+build/asan/libmarketd.a: $(ASAN_OBJ)
+	ar rcs $@ $^
+build/fuzz/libmarketd.a: $(FUZZ_OBJ)
+	ar rcs $@ $^
+
+build/release/marketd: build/release/obj/src/main.o build/release/libmarketd.a
+	$(CC) -g $^ $(PKG_LIBS) -o $@
+build/asan/marketd: build/asan/obj/src/main.o build/asan/libmarketd.a
+	$(CC) -g $(SANITIZE) $^ $(PKG_LIBS) -o $@
+
+build/asan/tests/%: tests/unit/%.c build/asan/libmarketd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) -O1 -g $(SANITIZE) $(PKG_CFLAGS) $< build/asan/libmarketd.a $(PKG_LIBS) -lcmocka -o $@
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libmarketd.a
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BASE) -O1 -g $(SANITIZE) -fsanitize=fuzzer $(PKG_CFLAGS) $< build/fuzz/libmarketd.a $(PKG_LIBS) -o $@
+
+-include $(shell find build -name '*.d' 2>/dev/null)
+
+# --- the commands of README.md ----------------------------------------------
+deps:
+	bash scripts/deps.sh
+run: deps
+	$(MAKE) build
+	bash scripts/stack.sh start
+stop:
+	bash scripts/stack.sh stop
+status:
+	bash scripts/stack.sh status
+test: deps
+	bash scripts/test.sh
+bench: deps
+	$(MAKE) build
+	bash bench/run.sh
+
+fmt:
+	clang-format -i $(SRC_ALL) $(shell find src tests -name '*.h') $(UNIT_SRC) $(FUZZ_SRC)
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -Isrc -DH2O_USE_LIBUV=0 src
+clean:
+	rm -rf build

@@ -1,0 +1,37 @@
+#ifndef MARKETD_API_COMMON_H
+#define MARKETD_API_COMMON_H
+/* Small helpers every handler uses: path ids, queries that answer their own
+ * refusal, and rendering PostgreSQL text values as JSON. */
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "core/json.h"
+#include "db/pool.h"
+#include "http/reply.h"
+
+/* Parses path parameter `idx` as an id; on failure answers 404 naming
+ * `what` ("product") and returns -1. */
+int api_path_id(rctx_t *r, int idx, const char *what, int64_t *out);
+
+/* Sends a query on the worker's primary pool; if the pool refuses it,
+ * answers 503 and returns -1 (the callback will not run). */
+int api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, db_result_cb cb);
+
+/* Answers a failed query (err < 0) of a callback. */
+void api_db_failed(rctx_t *r, int err, PGresult *res, const char *what);
+
+/* JSON of column c of row i: text → string, NULL → null. */
+void api_json_text(jbuf_t *b, const PGresult *res, int i, int c);
+/* A number PostgreSQL printed (int8, numeric) is already valid JSON. */
+void api_json_num(jbuf_t *b, const PGresult *res, int i, int c);
+/* A `timestamp` column (selected AT TIME ZONE 'UTC') → RFC 3339 string. */
+void api_json_ts(jbuf_t *b, const PGresult *res, int i, int c);
+/* A text[] column ({a,b}) → JSON array of strings, each prefixed. */
+void api_json_text_array(jbuf_t *b, const PGresult *res, int i, int c, const char *prefix);
+
+/* The cursor text of a row's (key, id) */
+void api_json_cursor(jbuf_t *b, int kind, int64_t key, int64_t id);
+
+int64_t api_int(const PGresult *res, int i, int c);
+
+#endif

@@ -1,0 +1,200 @@
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+enum { T_INT, T_STR, T_BOOL, T_LISTEN, T_LEVEL, T_DURATION };
+
+typedef struct option {
+    const char *name;
+    int type;
+    size_t offset;
+    const char *def; /* NULL: no default (unset stays NULL / 0) */
+    long min, max;   /* T_INT, T_DURATION bounds; T_STR: min > 0 means required */
+} option_t;
+
+#define OFF(f) offsetof(config_t, f)
+
+/* The one table of every setting. WORKERS' default is filled at load time. */
+static const option_t options[] = {
+    {"LISTEN", T_LISTEN, 0, "0.0.0.0:8080", 0, 0},
+    {"WORKERS", T_INT, OFF(workers), NULL, 1, 256},
+    {"DATABASE_URL", T_STR, OFF(database_url), NULL, 1, 0},
+    {"DB_READ_REPLICA_URL", T_STR, OFF(db_read_replica_url), NULL, 0, 0},
+    {"DB_POOL_SIZE", T_INT, OFF(db_pool_size), "50", 1, 10000},
+    {"DB_MAX_OVERFLOW", T_INT, OFF(db_max_overflow), "100", 0, 10000},
+    {"DB_POOL_TIMEOUT_MS", T_INT, OFF(db_pool_timeout_ms), "2000", 1, 600000},
+    {"DB_POOL_IDLE_MS", T_INT, OFF(db_pool_idle_ms), "30000", 100, 86400000},
+    {"DB_POOL_QUEUE", T_INT, OFF(db_pool_queue), "10000", 1, 1000000},
+    {"DB_PIPELINE_DEPTH", T_INT, OFF(db_pipeline_depth), "16", 1, 1024},
+    {"DB_PREPARE", T_BOOL, OFF(db_prepare), "1", 0, 1},
+    {"DB_STATEMENT_TIMEOUT_MS", T_INT, OFF(db_statement_timeout_ms), "5000", 1, 3600000},
+    {"REDIS_URL", T_STR, OFF(redis_url), NULL, 0, 0},
+    {"REDIS_CLUSTER_NODES", T_STR, OFF(redis_cluster_nodes), NULL, 0, 0},
+    {"CACHE_TTL_PRODUCTS", T_DURATION, OFF(cache_ttl_products), "300", 1, 86400},
+    {"CACHE_TTL_REFERENCE", T_DURATION, OFF(cache_ttl_reference), "3600", 1, 86400},
+    {"CACHE_TTL_POPULAR_SELLERS", T_DURATION, OFF(cache_ttl_popular_sellers), "900", 1, 86400},
+    {"CDN_BASE_URL", T_STR, OFF(cdn_base_url), "http://127.0.0.1:8080/media", 0, 0},
+    {"MEDIA_DIR", T_STR, OFF(media_dir), "./media", 0, 0},
+    {"JWT_SECRET", T_STR, OFF(jwt_secret), NULL, 0, 0},
+    {"JWT_TTL", T_DURATION, OFF(jwt_ttl), "24h", 60, 31536000},
+    {"LOG_LEVEL", T_LEVEL, OFF(log_level), "info", 0, 0},
+    {"ACCESS_LOG", T_BOOL, OFF(access_log), "1", 0, 1},
+    {"HTTP_HEADER_TIMEOUT_MS", T_INT, OFF(http_header_timeout_ms), "15000", 100, 3600000},
+    {"SHUTDOWN_TIMEOUT_MS", T_INT, OFF(shutdown_timeout_ms), "20000", 0, 3600000},
+};
+
+/* Strict integer: optional sign, digits only, no trailing junk. */
+static int parse_long(const char *s, long *out)
+{
+    if (*s == '\0' || isspace((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+long config_parse_duration(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 20)
+        return -1;
+    long mult = 1;
+    char num[24];
+    memcpy(num, s, n + 1);
+    switch (num[n - 1]) {
+    case 's':
+        num[--n] = '\0';
+        break;
+    case 'm':
+        mult = 60, num[--n] = '\0';
+        break;
+    case 'h':
+        mult = 3600, num[--n] = '\0';
+        break;
+    }
+    long v;
+    if (parse_long(num, &v) != 0 || v < 0 || v > LONG_MAX / mult)
+        return -1;
+    return v * mult;
+}
+
+static int parse_listen(config_t *cfg, const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(cfg->listen_host))
+        return -1;
+    long port;
+    if (parse_long(colon + 1, &port) != 0 || port < 1 || port > 65535)
+        return -1;
+    memcpy(cfg->listen_host, s, (size_t)(colon - s));
+    cfg->listen_host[colon - s] = '\0';
+    cfg->listen_port = (int)port;
+    return 0;
+}
+
+static int load_one(config_t *cfg, const option_t *o, const char *v, char *err, size_t errlen)
+{
+    char *field = (char *)cfg + o->offset;
+    long n;
+    switch (o->type) {
+    case T_LISTEN:
+        if (parse_listen(cfg, v) == 0)
+            return 0;
+        snprintf(err, errlen, "%s: expected host:port (e.g. 0.0.0.0:8080), got \"%s\"", o->name, v);
+        return -1;
+    case T_STR:
+        *(char **)field = strdup(v);
+        if (*(char **)field == NULL)
+            abort();
+        return 0;
+    case T_BOOL:
+        if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "on") == 0) {
+            *(int *)field = 1;
+            return 0;
+        }
+        if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "off") == 0) {
+            *(int *)field = 0;
+            return 0;
+        }
+        snprintf(err, errlen, "%s: expected 1/0, true/false or on/off, got \"%s\"", o->name, v);
+        return -1;
+    case T_LEVEL:
+        if ((*(int *)field = log_parse_level(v)) >= 0)
+            return 0;
+        snprintf(err, errlen, "%s: expected debug, info, warn or error, got \"%s\"", o->name, v);
+        return -1;
+    case T_DURATION:
+        n = config_parse_duration(v);
+        if (n >= o->min && n <= o->max) {
+            *(int *)field = (int)n;
+            return 0;
+        }
+        snprintf(err, errlen, "%s: expected a duration of %ld..%ld seconds (e.g. 300, 15m, 24h), got \"%s\"",
+                 o->name, o->min, o->max, v);
+        return -1;
+    case T_INT:
+        if (parse_long(v, &n) == 0 && n >= o->min && n <= o->max) {
+            *(int *)field = (int)n;
+            return 0;
+        }
+        snprintf(err, errlen, "%s: expected an integer in %ld..%ld, got \"%s\"", o->name, o->min, o->max, v);
+        return -1;
+    }
+    return -1;
+}
+
+int config_load(config_t *cfg, config_getenv_fn get, int ncpu, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    char ncpu_s[16];
+    snprintf(ncpu_s, sizeof(ncpu_s), "%d", ncpu < 1 ? 1 : ncpu);
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        const option_t *o = &options[i];
+        const char *v = get(o->name);
+        if (v == NULL || *v == '\0')
+            v = strcmp(o->name, "WORKERS") == 0 ? ncpu_s : o->def;
+        if (v == NULL) {
+            if (o->type == T_STR && o->min > 0) {
+                snprintf(err, errlen, "%s: required but not set", o->name);
+                goto fail;
+            }
+            continue;
+        }
+        if (load_one(cfg, o, v, err, errlen) != 0)
+            goto fail;
+    }
+    if (cfg->jwt_secret != NULL && strlen(cfg->jwt_secret) < 32) {
+        snprintf(err, errlen, "JWT_SECRET: must be at least 32 bytes, got %zu", strlen(cfg->jwt_secret));
+        goto fail;
+    }
+    if (cfg->redis_url != NULL && cfg->redis_cluster_nodes != NULL) {
+        snprintf(err, errlen, "REDIS_CLUSTER_NODES: set either REDIS_URL or REDIS_CLUSTER_NODES, not both");
+        goto fail;
+    }
+    return 0;
+fail:
+    config_free(cfg);
+    return -1;
+}
+
+void config_free(config_t *cfg)
+{
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        if (options[i].type == T_STR) {
+            char **p = (char **)((char *)cfg + options[i].offset);
+            free(*p);
+            *p = NULL;
+        }
+    }
+}

@@ -1,0 +1,54 @@
+#ifndef MARKETD_CORE_CONFIG_H
+#define MARKETD_CORE_CONFIG_H
+/*
+ * Configuration from the environment (api.md "Configuration"), described by
+ * one table in config.c: name, type, default, bounds. Loaded and validated
+ * once at start-up, read-only afterwards; a bad value stops start-up with a
+ * message naming the variable.
+ */
+#include <stddef.h>
+
+typedef struct config {
+    char listen_host[64];
+    int listen_port;
+    int workers;
+    char *database_url;
+    char *db_read_replica_url; /* comma-separated list, or NULL */
+    int db_pool_size;          /* base connections per instance (S3) */
+    int db_max_overflow;       /* extra connections, closed when idle */
+    int db_pool_timeout_ms;    /* longest wait for a connection before 503 */
+    int db_pool_idle_ms;       /* an overflow connection idle this long closes */
+    int db_pool_queue;         /* most requests waiting per worker */
+    int db_pipeline_depth;     /* most queries in flight per connection */
+    int db_prepare;            /* 1: named prepared statements; 0: PgBouncer-safe */
+    int db_statement_timeout_ms;
+    char *redis_url;
+    char *redis_cluster_nodes;
+    int cache_ttl_products;
+    int cache_ttl_reference;
+    int cache_ttl_popular_sellers;
+    char *cdn_base_url;
+    char *media_dir;
+    char *jwt_secret;
+    int jwt_ttl; /* seconds */
+    int log_level;
+    int access_log;
+    int http_header_timeout_ms; /* request header/body/keep-alive idle timeout */
+    int shutdown_timeout_ms;    /* longest SIGTERM drain */
+} config_t;
+
+/* Where values come from: getenv in production, a fake in unit tests. */
+typedef const char *(*config_getenv_fn)(const char *name);
+
+/*
+ * Fills `cfg` from the environment. Returns 0, or -1 with a message naming
+ * the offending variable in `err`. `ncpu` is the default for WORKERS.
+ * Strings are heap copies released by config_free.
+ */
+int config_load(config_t *cfg, config_getenv_fn get, int ncpu, char *err, size_t errlen);
+void config_free(config_t *cfg);
+
+/* Parses a duration: "90", "90s", "15m", "24h" → seconds; -1 if malformed. */
+long config_parse_duration(const char *s);
+
+#endif

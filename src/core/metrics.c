@@ -1,0 +1,154 @@
+#include "core/metrics.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static const char *route_names[METRICS_MAX_ROUTES];
+static const char *const method_names[METRICS_NMETHODS] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OTHER"};
+static const int status_codes[METRICS_NSTATUS - 1] = {200, 201, 204, 304, 400, 401, 403, 404, 405,
+                                                      409, 413, 415, 422, 429, 500, 502, 503, 504, 301};
+/* Upper bounds in seconds; the last bucket is +Inf. */
+static const double bucket_bounds[METRICS_NBUCKETS - 1] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                           0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define BUMP(x) __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED)
+#define ADD(x, v) __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + (v), __ATOMIC_RELAXED)
+
+void metrics_set_route_name(int route, const char *name)
+{
+    if (route >= 0 && route < METRICS_MAX_ROUTES)
+        route_names[route] = name;
+}
+
+int metrics_method_index(const char *method, size_t len)
+{
+    for (int i = 0; i < METRICS_NMETHODS - 1; i++)
+        if (strlen(method_names[i]) == len && memcmp(method_names[i], method, len) == 0)
+            return i;
+    return METRICS_NMETHODS - 1;
+}
+
+static int status_index(int status)
+{
+    for (int i = 0; i < METRICS_NSTATUS - 1; i++)
+        if (status_codes[i] == status)
+            return i;
+    return METRICS_NSTATUS - 1;
+}
+
+void metrics_observe(metrics_t *m, int route, int method, int status, uint64_t duration_us)
+{
+    if (route < 0 || route >= METRICS_MAX_ROUTES)
+        return;
+    BUMP(m->requests[route][method][status_index(status)]);
+    int b = 0;
+    while (b < METRICS_NBUCKETS - 1 && (double)duration_us / 1e6 > bucket_bounds[b])
+        b++;
+    BUMP(m->latency[route][b]);
+    BUMP(m->latency_count[route]);
+    ADD(m->latency_sum_us[route], duration_us);
+}
+
+void metrics_render_http(jbuf_t *out, metrics_t *const *all, int n)
+{
+    char line[256];
+    jbuf_puts(out, "# HELP http_requests_total HTTP requests by method, route and status.\n"
+                   "# TYPE http_requests_total counter\n");
+    for (int r = 0; r < METRICS_MAX_ROUTES; r++) {
+        if (route_names[r] == NULL)
+            continue;
+        for (int mth = 0; mth < METRICS_NMETHODS; mth++) {
+            for (int s = 0; s < METRICS_NSTATUS; s++) {
+                uint64_t v = 0;
+                for (int w = 0; w < n; w++)
+                    v += LOAD(all[w]->requests[r][mth][s]);
+                if (v == 0)
+                    continue;
+                char st[8];
+                if (s < METRICS_NSTATUS - 1)
+                    snprintf(st, sizeof(st), "%d", status_codes[s]);
+                else
+                    snprintf(st, sizeof(st), "other");
+                snprintf(line, sizeof(line), "http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %llu\n",
+                         method_names[mth], route_names[r], st, (unsigned long long)v);
+                jbuf_puts(out, line);
+            }
+        }
+    }
+    jbuf_puts(out, "# HELP http_request_duration_seconds HTTP request latency by route.\n"
+                   "# TYPE http_request_duration_seconds histogram\n");
+    for (int r = 0; r < METRICS_MAX_ROUTES; r++) {
+        if (route_names[r] == NULL)
+            continue;
+        uint64_t cum = 0, count = 0, sum = 0;
+        for (int w = 0; w < n; w++) {
+            count += LOAD(all[w]->latency_count[r]);
+            sum += LOAD(all[w]->latency_sum_us[r]);
+        }
+        for (int b = 0; b < METRICS_NBUCKETS; b++) {
+            for (int w = 0; w < n; w++)
+                cum += LOAD(all[w]->latency[r][b]);
+            if (b < METRICS_NBUCKETS - 1)
+                snprintf(line, sizeof(line), "http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                         route_names[r], bucket_bounds[b], (unsigned long long)cum);
+            else
+                snprintf(line, sizeof(line), "http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                         route_names[r], (unsigned long long)cum);
+            jbuf_puts(out, line);
+        }
+        snprintf(line, sizeof(line),
+                 "http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+                 "http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+                 route_names[r], (double)sum / 1e6, route_names[r], (unsigned long long)count);
+        jbuf_puts(out, line);
+    }
+    static const char *const cache_results[3] = {"hit", "miss", "bypass"};
+    jbuf_puts(out, "# HELP cache_requests_total Cacheable requests by cache result.\n"
+                   "# TYPE cache_requests_total counter\n");
+    for (int i = 0; i < 3; i++) {
+        uint64_t v = 0;
+        for (int w = 0; w < n; w++)
+            v += LOAD(all[w]->cache[i]);
+        snprintf(line, sizeof(line), "cache_requests_total{result=\"%s\"} %llu\n", cache_results[i],
+                 (unsigned long long)v);
+        jbuf_puts(out, line);
+    }
+}
+
+void metrics_render_process(jbuf_t *out)
+{
+    char line[768];
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                 (double)ru.ru_stime.tv_usec / 1e6;
+    long rss_pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f != NULL) {
+        long size;
+        if (fscanf(f, "%ld %ld", &size, &rss_pages) != 2)
+            rss_pages = 0;
+        fclose(f);
+    }
+    long fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        while (readdir(d) != NULL)
+            fds++;
+        closedir(d);
+        fds -= 3; /* ".", ".." and the directory's own fd */
+    }
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    snprintf(line, sizeof(line),
+             "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.3f\n"
+             "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n"
+             "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n"
+             "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
+             cpu, rss_pages * sysconf(_SC_PAGESIZE), fds, (unsigned long long)rl.rlim_cur);
+    jbuf_puts(out, line);
+}

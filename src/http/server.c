@@ -1,0 +1,371 @@
+#include "http/server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "http/reply.h"
+#include "h2o/http1.h"
+
+/* h2o's own limit on a request body: the largest body any route takes
+ * (an image, 5 MiB) plus slack. Routes enforce their own smaller limits so
+ * that those answers are RFC 9457 bodies; past this one h2o answers 413. */
+#define MAX_ENTITY (5 * 1024 * 1024 + 64 * 1024)
+#define JSON_BODY_MAX (1024 * 1024)
+
+uint64_t server_now_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+worker_t *server_worker_of(h2o_req_t *req)
+{
+    return H2O_STRUCT_FROM_MEMBER(worker_t, ctx, req->conn->ctx);
+}
+
+/* ---- request entry ----------------------------------------------------- */
+
+static int valid_request_id(const char *s, size_t n)
+{
+    if (n == 0 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.' || c == ':'))
+            return 0;
+    }
+    return 1;
+}
+
+static int method_of(h2o_iovec_t m)
+{
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("GET")) || h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")))
+        return M_GET;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("POST")))
+        return M_POST;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("PATCH")))
+        return M_PATCH;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("DELETE")))
+        return M_DELETE;
+    return -1;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    worker_t *w = server_worker_of(req);
+    rctx_t *r = h2o_mem_alloc_pool(&req->pool, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->req = req;
+    r->w = w;
+    r->route = -1;
+    r->start_us = server_now_us();
+    r->method = metrics_method_index(req->method.base, req->method.len);
+    w->inflight++;
+
+    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (h >= 0 && valid_request_id(req->headers.entries[h].value.base, req->headers.entries[h].value.len)) {
+        r->request_id = (slice_t){req->headers.entries[h].value.base, req->headers.entries[h].value.len};
+    } else {
+        char *id = h2o_mem_alloc_pool(&req->pool, 25);
+        snprintf(id, 25, "%08x%016llx", w->request_id_prefix, (unsigned long long)++w->next_request_id);
+        r->request_id = (slice_t){id, 24};
+    }
+
+    slice_t path = {req->path_normalized.base, req->path_normalized.len};
+    int route = router_match(api_routes, api_routes_count, path, r->params);
+    if (route < 0) {
+        reply_problem(r, 404, "no route for %.*s", (int)(path.len > 200 ? 200 : path.len), path.ptr);
+        return 0;
+    }
+    r->route = route;
+    const route_t *rt = &api_routes[route];
+    int m = method_of(req->method);
+    if (m < 0 || rt->handlers[m] == NULL) {
+        char allow[64];
+        router_allow(rt, allow, sizeof(allow));
+        reply_header(r, "allow", allow, strlen(allow));
+        reply_problem(r, 405, "%.*s is not allowed here; allowed: %s", (int)req->method.len, req->method.base, allow);
+        return 0;
+    }
+    if (rt->body_json && m != M_GET && req->entity.len > JSON_BODY_MAX) {
+        reply_error(r, MKD_ETOOBIG, "");
+        return 0;
+    }
+    if (req->query_at != SIZE_MAX) {
+        const char *qs = req->path.base + req->query_at + 1;
+        size_t qn = req->path.len - req->query_at - 1;
+        char *buf = h2o_mem_alloc_pool(&req->pool, qn + 1);
+        if (query_parse(qs, qn, &r->query, buf) != 0) {
+            reply_problem(r, 400, "malformed query string");
+            return 0;
+        }
+    }
+    if (w->draining)
+        reply_header(r, "connection", "close", 5);
+    rt->handlers[m](r);
+    return 0;
+}
+
+/* ---- listening ---------------------------------------------------------- */
+
+static int open_listener(const config_t *cfg, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port[8];
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    int rc = getaddrinfo(cfg->listen_host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "LISTEN: cannot resolve \"%s\": %s", cfg->listen_host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 65535) != 0) {
+        snprintf(err, errlen, "LISTEN: cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    worker_t *w = listener->data;
+    if (err != NULL || w->draining)
+        return;
+    /* Take a bounded batch per wakeup so one busy listener cannot starve
+     * the requests already on this loop. */
+    for (int i = 0; i < 64; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break;
+        h2o_accept(&w->accept_ctx, sock);
+    }
+}
+
+/* ---- drain (B7) ---------------------------------------------------------- */
+
+static void on_tick(h2o_timeout_entry_t *entry)
+{
+    worker_t *w = H2O_STRUCT_FROM_MEMBER(worker_t, tick, entry);
+    if (!w->draining && __atomic_load_n(&w->server->stopping, __ATOMIC_ACQUIRE)) {
+        /* Stop accepting first, so the load balancer's retries go to
+         * other instances; then ask h2o to close idle keep-alive
+         * connections and to end busy ones after their response. */
+        w->draining = 1;
+        w->drain_deadline_us = server_now_us() + (uint64_t)w->server->cfg->shutdown_timeout_ms * 1000;
+        if (w->listener != NULL) {
+            h2o_socket_read_stop(w->listener);
+            h2o_socket_close(w->listener);
+            w->listener = NULL;
+        }
+        h2o_context_request_shutdown(&w->ctx);
+        log_info("worker %d: draining, %d request(s) in flight", w->index, w->inflight);
+    }
+    h2o_timeout_link(w->loop, &w->tick_timeout, &w->tick);
+}
+
+static int drained(worker_t *w)
+{
+    if (!w->draining)
+        return 0;
+    if (w->inflight == 0 && h2o_linklist_is_empty(&w->ctx.http1._conns))
+        return 1;
+    if (server_now_us() >= w->drain_deadline_us) {
+        log_warn("worker %d: drain deadline reached with %d request(s) in flight", w->index, w->inflight);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- workers -------------------------------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    server_t *s = w->server;
+    const config_t *cfg = s->cfg;
+    char err[256];
+
+    w->loop = h2o_evloop_create();
+    h2o_context_init(&w->ctx, w->loop, &s->globalconf);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = s->globalconf.hosts;
+    jbuf_init(&w->out, 64 * 1024);
+    jbuf_init(&w->logbuf, 1024);
+    w->request_id_prefix = (uint32_t)((unsigned)getpid() * 2654435761u) ^ ((uint32_t)w->index << 24) ^
+                           (uint32_t)server_now_us();
+
+    int fd = open_listener(cfg, err, sizeof(err));
+    if (fd < 0) {
+        log_error("%s", err);
+        w->start_error = 1;
+    } else {
+        w->listener = h2o_evloop_socket_create(w->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        w->listener->data = w;
+        h2o_socket_read_start(w->listener, on_accept);
+    }
+
+    /* The instance-wide pool is divided among the workers (S3). */
+    int n = s->nworkers;
+    db_pool_options_t po = {
+        .conninfo = cfg->database_url,
+        .label = "primary",
+        .base = (cfg->db_pool_size + n - 1 - w->index) / n,
+        .overflow = (cfg->db_max_overflow + n - 1 - w->index) / n,
+        .pipeline_depth = cfg->db_pipeline_depth,
+        .timeout_ms = cfg->db_pool_timeout_ms,
+        .idle_ms = cfg->db_pool_idle_ms,
+        .max_waiters = cfg->db_pool_queue,
+        .prepare = cfg->db_prepare,
+        .statement_timeout_ms = cfg->db_statement_timeout_ms,
+    };
+    if (po.base < 1)
+        po.base = 1;
+    w->primary = db_pool_create(w->ctx.loop, &po);
+
+    h2o_timeout_init(w->loop, &w->tick_timeout, 100);
+    w->tick.cb = on_tick;
+    h2o_timeout_link(w->loop, &w->tick_timeout, &w->tick);
+
+    pthread_barrier_wait(&s->started);
+    if (!w->start_error) {
+        while (!drained(w))
+            h2o_evloop_run(w->loop, 100);
+    }
+
+    /* Another worker may still be rendering /metrics from this pool. */
+    pthread_barrier_wait(&s->finished);
+    db_pool_destroy(w->primary);
+    w->primary = NULL;
+    h2o_timeout_unlink(&w->tick);
+    if (w->listener != NULL) {
+        h2o_socket_close(w->listener);
+        w->listener = NULL;
+    }
+    /* Let closed sockets finish disposing before the context goes. */
+    for (int i = 0; i < 3; i++)
+        h2o_evloop_run(w->loop, 0);
+    h2o_timeout_dispose(w->loop, &w->tick_timeout);
+    /* h2o_context_request_shutdown arms HTTP/2's graceful-shutdown timer
+     * even though no HTTP/2 connection exists; disposing the context with it
+     * still linked trips an assertion in h2o. */
+    if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&w->ctx.http2._graceful_shutdown_timeout);
+    h2o_context_dispose(&w->ctx);
+    jbuf_free(&w->out);
+    jbuf_free(&w->logbuf);
+    return NULL;
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("cannot raise RLIMIT_NOFILE: %s", strerror(errno));
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 11000)
+        log_warn("RLIMIT_NOFILE is %llu: fewer than 10,000 concurrent connections will fit",
+                 (unsigned long long)rl.rlim_cur);
+}
+
+int server_run(const config_t *cfg)
+{
+    server_t s;
+    memset(&s, 0, sizeof(s));
+    s.cfg = cfg;
+    s.nworkers = cfg->workers;
+    raise_nofile();
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Signals go to this thread only (sigwait below); workers never see
+     * them, so no handler runs in the middle of a request. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    h2o_config_init(&s.globalconf);
+    s.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("marketd"));
+    s.globalconf.max_request_entity_size = MAX_ENTITY;
+    s.globalconf.http1.req_timeout = (uint64_t)cfg->http_header_timeout_ms;
+    s.globalconf.http1.upgrade_to_http2 = 0;
+    s.globalconf.http1.callbacks = H2O_HTTP1_CALLBACKS;
+    h2o_hostconf_t *host = h2o_config_register_host(&s.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
+    handler->on_req = on_req;
+
+    s.workers = calloc((size_t)s.nworkers, sizeof(worker_t));
+    s.metrics_all = calloc((size_t)s.nworkers, sizeof(metrics_t *));
+    if (s.workers == NULL || s.metrics_all == NULL)
+        abort();
+    pthread_barrier_init(&s.started, NULL, (unsigned)s.nworkers + 1);
+    pthread_barrier_init(&s.finished, NULL, (unsigned)s.nworkers);
+    for (int i = 0; i < s.nworkers; i++) {
+        worker_t *w = &s.workers[i];
+        w->server = &s;
+        w->index = i;
+        s.metrics_all[i] = &w->metrics;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            log_error("cannot start worker thread %d", i);
+            abort();
+        }
+    }
+    pthread_barrier_wait(&s.started);
+    int failed = 0;
+    for (int i = 0; i < s.nworkers; i++)
+        failed |= s.workers[i].start_error;
+
+    int exit_code = 0;
+    if (failed) {
+        exit_code = 1;
+    } else {
+        log_info("marketd listening on %s:%d with %d worker(s), db pool %d+%d", cfg->listen_host, cfg->listen_port,
+                 s.nworkers, cfg->db_pool_size, cfg->db_max_overflow);
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        log_info("received %s: draining (up to %d ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                 cfg->shutdown_timeout_ms);
+    }
+    __atomic_store_n(&s.stopping, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < s.nworkers; i++)
+        pthread_join(s.workers[i].thread, NULL);
+    for (int i = 0; i < s.nworkers; i++)
+        if (s.workers[i].loop != NULL)
+            h2o_evloop_destroy(s.workers[i].loop);
+    pthread_barrier_destroy(&s.started);
+    pthread_barrier_destroy(&s.finished);
+    h2o_config_dispose(&s.globalconf);
+    free(s.workers);
+    free(s.metrics_all);
+    log_info("marketd stopped");
+    return exit_code;
+}

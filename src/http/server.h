@@ -1,0 +1,61 @@
+#ifndef MARKETD_HTTP_SERVER_H
+#define MARKETD_HTTP_SERVER_H
+/*
+ * `marketd serve`: WORKERS threads, each with its own h2o event loop, its own
+ * SO_REUSEPORT listening socket (the kernel spreads connections), its own
+ * database pool and its own metrics — no lock is taken on the request path.
+ */
+#include <pthread.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/json.h"
+#include "core/metrics.h"
+#include "db/pool.h"
+#include "h2o.h"
+
+typedef struct server server_t;
+
+typedef struct worker {
+    server_t *server;
+    int index;
+    pthread_t thread;
+    h2o_evloop_t *loop;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    db_pool_t *primary;
+    jbuf_t out;     /* scratch buffer responses are rendered into */
+    jbuf_t logbuf;  /* scratch buffer of the access-log line */
+    metrics_t metrics;
+    uint64_t next_request_id;
+    uint32_t request_id_prefix;
+    int inflight; /* requests accepted by a handler and not yet answered */
+    int draining;
+    uint64_t drain_deadline_us;
+    h2o_timeout_t tick_timeout;
+    h2o_timeout_entry_t tick;
+    int start_error; /* set by the thread when it could not start */
+} worker_t;
+
+struct server {
+    const config_t *cfg;
+    h2o_globalconf_t globalconf;
+    int nworkers;
+    worker_t *workers;
+    metrics_t **metrics_all; /* &workers[i].metrics, for /metrics */
+    int stopping;            /* set by the signal thread (atomic) */
+    pthread_barrier_t started;
+    pthread_barrier_t finished; /* all workers drained: pools may go */
+};
+
+/* Runs the server until SIGTERM/SIGINT, then drains (B7). Returns the
+ * process exit code. */
+int server_run(const config_t *cfg);
+
+/* The worker owning a request (its loop thread is the caller's). */
+worker_t *server_worker_of(h2o_req_t *req);
+
+uint64_t server_now_us(void);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * marketd: one binary, several modes (after redis-server).
+ *
+ *   marketd serve                      the HTTP API (configuration: environment, api.md)
+ *   marketd migrate                    apply schema migrations to DATABASE_URL
+ *   marketd seed --scale demo|bench    load deterministic demo/benchmark data
+ *   marketd version
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "cli/seed.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "db/migrate.h"
+#include "http/server.h"
+
+#define MARKETD_VERSION "0.1.0"
+
+static const char *env_get(const char *name)
+{
+    return getenv(name);
+}
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: marketd serve | migrate | seed --scale demo|bench [--force] | version\n"
+               "configuration comes from the environment; see README.md\n");
+    return f == stderr ? 2 : 0;
+}
+
+static int cmd_serve(void)
+{
+    config_t cfg;
+    char err[512];
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (config_load(&cfg, env_get, (int)(ncpu > 0 ? ncpu : 1), err, sizeof(err)) != 0) {
+        fprintf(stderr, "marketd: bad configuration: %s\n", err);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+    api_init();
+    int rc = server_run(&cfg);
+    config_free(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (sodium_init() < 0) {
+        fprintf(stderr, "marketd: libsodium failed to initialise\n");
+        return 1;
+    }
+    if (argc < 2)
+        return usage(stderr);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve();
+    if (strcmp(cmd, "migrate") == 0) {
+        const char *url = getenv("DATABASE_URL");
+        if (url == NULL || *url == '\0') {
+            fprintf(stderr, "marketd: bad configuration: DATABASE_URL: required but not set\n");
+            return 2;
+        }
+        return migrate_run(url) == 0 ? 0 : 1;
+    }
+    if (strcmp(cmd, "seed") == 0)
+        return seed_main(argc - 1, argv + 1) == 0 ? 0 : 1;
+    if (strcmp(cmd, "version") == 0) {
+        printf("marketd %s (schema %d)\n", MARKETD_VERSION, migrate_latest_version());
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
+        return usage(stdout);
+    fprintf(stderr, "marketd: unknown command \"%s\"\n", cmd);
+    return usage(stderr);
+}
