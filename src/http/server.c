@@ -167,6 +167,41 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
+/* ---- partition upkeep (S6) ----------------------------------------------- */
+
+/* Months of order partitions kept ready ahead of today. `marketd migrate`
+ * creates them too; this job keeps a long-running instance ahead without a
+ * cron. marketd_ensure_partitions ATTACHes (SHARE UPDATE EXCLUSIVE), and
+ * lock_timeout makes it give up rather than queue behind traffic; it simply
+ * tries again on the next run. */
+#define PARTITION_JOB_FIRST_US (10ull * 1000000)
+#define PARTITION_JOB_EVERY_US (3600ull * 1000000)
+static const db_stmt_t *st_ensure_partitions;
+static uint64_t partition_job_due_us;
+
+static void on_partitions(void *arg, PGresult *res, int err)
+{
+    (void)arg;
+    if (err != 0) {
+        log_warn("partition upkeep failed (%s): %s", mkd_strerror(err),
+                 res != NULL ? PQresultErrorMessage(res) : "no result");
+        return;
+    }
+    int created = atoi(PQgetvalue(res, 0, 1));
+    if (created > 0)
+        log_info("partition upkeep: created %d partition(s)", created);
+}
+
+static void partition_job(worker_t *w)
+{
+    uint64_t now = server_now_us();
+    if (w->index != 0 || w->draining || now < partition_job_due_us)
+        return;
+    partition_job_due_us = now + PARTITION_JOB_EVERY_US;
+    if (db_pool_query(w->primary, st_ensure_partitions, NULL, on_partitions, NULL) != 0)
+        log_warn("partition upkeep: database unavailable, will retry");
+}
+
 /* ---- drain (B7) ---------------------------------------------------------- */
 
 static void on_tick(h2o_timeout_entry_t *entry)
@@ -186,6 +221,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
         h2o_context_request_shutdown(&w->ctx);
         log_info("worker %d: draining, %d request(s) in flight", w->index, w->inflight);
     }
+    partition_job(w);
     h2o_timeout_link(w->loop, &w->tick_timeout, &w->tick);
 }
 
@@ -311,6 +347,10 @@ int server_run(const config_t *cfg)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    st_ensure_partitions = db_stmt_register(
+        "SELECT set_config('lock_timeout', '2s', true), marketd_ensure_partitions(0, 3)", 0);
+    partition_job_due_us = server_now_us() + PARTITION_JOB_FIRST_US;
 
     h2o_config_init(&s.globalconf);
     s.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("marketd"));
