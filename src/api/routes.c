@@ -9,14 +9,14 @@ const route_t api_routes[] = {
     {"/healthz", {[M_GET] = api_healthz}, 0},
     {"/readyz", {[M_GET] = api_readyz}, 0},
     {"/metrics", {[M_GET] = api_metrics}, 0},
-    {"/api/v1/cities", {[M_GET] = api_cities_list}, 1},
-    {"/api/v1/cities/{id}/districts", {[M_GET] = api_districts_list}, 1},
-    {"/api/v1/categories", {[M_GET] = api_categories_list}, 1},
+    {"/api/v1/cities", {[M_GET] = api_cities_list}, 1, 1},
+    {"/api/v1/cities/{id}/districts", {[M_GET] = api_districts_list}, 1, 1},
+    {"/api/v1/categories", {[M_GET] = api_categories_list}, 1, 1},
     {"/api/v1/sellers", {[M_GET] = api_sellers_list}, 1},
-    {"/api/v1/sellers/popular", {[M_GET] = api_sellers_popular}, 0},
-    {"/api/v1/sellers/{id}", {[M_GET] = api_sellers_get}, 1},
-    {"/api/v1/products", {[M_GET] = api_products_list}, 1},
-    {"/api/v1/products/{id}", {[M_GET] = api_products_get}, 1},
+    {"/api/v1/sellers/popular", {[M_GET] = api_sellers_popular}, 0, 1},
+    {"/api/v1/sellers/{id}", {[M_GET] = api_sellers_get}, 1, 1},
+    {"/api/v1/products", {[M_GET] = api_products_list}, 1, 1},
+    {"/api/v1/products/{id}", {[M_GET] = api_products_get}, 1, 1},
 };
 const int api_routes_count = sizeof(api_routes) / sizeof(api_routes[0]);
 

@@ -158,13 +158,13 @@ int query_limit(const query_t *q, int def, int max, verr_t *v)
         return def;
     int64_t n;
     /* A huge number is still "larger than max": clamp rather than reject. */
-    if (s->len > 0 && s->len <= 40 && s->ptr[0] != '-') {
-        size_t i = 0;
-        while (i < s->len && s->ptr[i] >= '0' && s->ptr[i] <= '9')
-            i++;
-        if (i == s->len && s->len > 18)
-            return max;
-    }
+    size_t i = 0, zeros = 0;
+    while (i < s->len && s->ptr[i] >= '0' && s->ptr[i] <= '9')
+        i++;
+    while (zeros + 1 < s->len && s->ptr[zeros] == '0')
+        zeros++;
+    if (s->len > 0 && i == s->len && s->len - zeros > 18)
+        return max;
     if (parse_int64(s->ptr, s->len, &n) != 0) {
         verr_add(v, "limit", "must be an integer");
         return -1;

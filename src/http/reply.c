@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include <sodium.h>
 
 static const char *status_title(int status)
 {
@@ -120,8 +121,55 @@ static void finish(rctx_t *r, int status, const char *content_type, const char *
     h2o_send_inline(req, body, len);
 }
 
+/* Does an If-None-Match value (a list of entity tags, or *) name `etag`?
+ * Weak comparison, as RFC 9110 prescribes for If-None-Match. */
+static int etag_matches(const char *v, size_t n, const char *etag, size_t elen)
+{
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == ',' || v[i] == '\t'))
+            i++;
+        if (i < n && v[i] == '*')
+            return 1;
+        if (i + 2 <= n && v[i] == 'W' && v[i + 1] == '/')
+            i += 2;
+        size_t start = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && v[end - 1] == ' ')
+            end--;
+        if (end - start == elen && memcmp(v + start, etag, elen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 void reply_json(rctx_t *r, int status, const jbuf_t *body)
 {
+    if (status == 200 && r->cacheable) {
+        /* A fixed key: the tag only has to change when the bytes do, and be
+         * the same on every instance for the same bytes. */
+        static const unsigned char key[crypto_shorthash_KEYBYTES] = "marketd-etag-v1";
+        unsigned char h[crypto_shorthash_BYTES];
+        crypto_shorthash(h, (const unsigned char *)body->data, body->len, key);
+        char etag[2 + 2 * crypto_shorthash_BYTES + 1];
+        etag[0] = '"';
+        sodium_bin2hex(etag + 1, sizeof(etag) - 1, h, sizeof(h));
+        etag[1 + 2 * sizeof(h)] = '"';
+        size_t elen = 2 + 2 * sizeof(h);
+        const char *xc = r->cache_result != NULL ? r->cache_result : "BYPASS";
+        reply_header(r, "etag", etag, elen);
+        reply_header(r, "x-cache", xc, strlen(xc));
+        ssize_t h_inm = h2o_find_header(&r->req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
+        if (h_inm >= 0) {
+            h2o_iovec_t v = r->req->headers.entries[h_inm].value;
+            if (etag_matches(v.base, v.len, etag, elen)) {
+                finish(r, 304, "application/json", "", 0);
+                return;
+            }
+        }
+    }
     finish(r, status, "application/json", body->data, body->len);
 }
 

@@ -24,18 +24,23 @@ typedef struct rctx {
     worker_t *w;
     int route;  /* index in the route table, -1 if none matched */
     int method; /* metrics_method_index */
+    int cacheable; /* the route's `cacheable` flag, for GET */
     uint64_t start_us;
     slice_t request_id;
     slice_t params[ROUTE_MAX_PARAMS]; /* path {params}, raw */
     query_t query;
     verr_t verr;
-    void *data; /* the handler's own state */
+    void *data;             /* the handler's own state */
+    const char *cache_result; /* "HIT" | "MISS" | "BYPASS" (NULL: BYPASS) */
 } rctx_t;
 
 /* Renders into this worker's scratch buffer, emptied first. */
 jbuf_t *reply_buffer(rctx_t *r);
 
-/* 2xx/3xx with an application/json body (copied). */
+/* 2xx/3xx with an application/json body (copied). On a cacheable route a
+ * 200 also gets a strong ETag (SipHash of the body) and X-Cache (BYPASS
+ * unless r->cache_result says otherwise), and becomes 304 without a body
+ * when If-None-Match names that ETag. */
 void reply_json(rctx_t *r, int status, const jbuf_t *body);
 /* Any body with its content type. */
 void reply_body(rctx_t *r, int status, const char *content_type, const char *body, size_t len);

@@ -18,6 +18,7 @@ typedef struct route {
     const char *pattern;
     handler_fn handlers[M_NMETHODS];
     int body_json; /* 1: POST/PATCH take a JSON body (1 MiB limit) */
+    int cacheable; /* 1: its GET answers carry X-Cache, a strong ETag, and honour If-None-Match */
 } route_t;
 
 /* Matches `path`; returns the route index (params filled) or -1. */

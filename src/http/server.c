@@ -102,6 +102,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_problem(r, 405, "%.*s is not allowed here; allowed: %s", (int)req->method.len, req->method.base, allow);
         return 0;
     }
+    r->cacheable = rt->cacheable && m == M_GET;
     if (rt->body_json && m != M_GET && req->entity.len > JSON_BODY_MAX) {
         reply_error(r, MKD_ETOOBIG, "");
         return 0;
