@@ -15,6 +15,11 @@ extern const int api_routes_count;
  * metrics. Called once before the workers start. */
 void api_init(void);
 
+/* auth.c */
+void api_auth_register(rctx_t *r);
+void api_auth_login(rctx_t *r);
+void api_auth_me(rctx_t *r);
+void api_auth_init(void);
 /* ops.c */
 void api_healthz(rctx_t *r);
 void api_ops_init(void);

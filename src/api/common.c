@@ -118,6 +118,18 @@ void api_json_cursor(jbuf_t *b, int kind, int64_t key, int64_t id)
     jbuf_putc(b, '"');
 }
 
+const char *api_content_type(rctx_t *r)
+{
+    ssize_t h = h2o_find_header(&r->req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    return h < 0 ? NULL : r->req->headers.entries[h].value.base;
+}
+
+size_t api_content_type_len(rctx_t *r)
+{
+    ssize_t h = h2o_find_header(&r->req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    return h < 0 ? 0 : r->req->headers.entries[h].value.len;
+}
+
 int64_t api_int(const PGresult *res, int i, int c)
 {
     return strtoll(PQgetvalue(res, i, c), NULL, 10);

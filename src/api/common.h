@@ -34,4 +34,12 @@ void api_json_cursor(jbuf_t *b, int kind, int64_t key, int64_t id);
 
 int64_t api_int(const PGresult *res, int i, int c);
 
+/* The request's Content-Type value (NULL/0 when absent). */
+const char *api_content_type(rctx_t *r);
+size_t api_content_type_len(rctx_t *r);
+
+/* Checks the bearer token: 0 with *user_id set, or answers 401 and returns
+ * -1. (api/auth.c) */
+int api_authenticate(rctx_t *r, int64_t *user_id);
+
 #endif

@@ -9,6 +9,9 @@ const route_t api_routes[] = {
     {"/healthz", {[M_GET] = api_healthz}, 0},
     {"/readyz", {[M_GET] = api_readyz}, 0},
     {"/metrics", {[M_GET] = api_metrics}, 0},
+    {"/api/v1/auth/register", {[M_POST] = api_auth_register}, 1},
+    {"/api/v1/auth/login", {[M_POST] = api_auth_login}, 1},
+    {"/api/v1/me", {[M_GET] = api_auth_me}, 0},
     {"/api/v1/cities", {[M_GET] = api_cities_list}, 1, 1},
     {"/api/v1/cities/{id}/districts", {[M_GET] = api_districts_list}, 1, 1},
     {"/api/v1/categories", {[M_GET] = api_categories_list}, 1, 1},
@@ -25,6 +28,7 @@ void api_init(void)
     for (int i = 0; i < api_routes_count; i++)
         metrics_set_route_name(i, api_routes[i].pattern);
     api_ops_init();
+    api_auth_init();
     api_reference_init();
     api_sellers_init();
     api_products_init();

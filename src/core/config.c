@@ -42,7 +42,7 @@ static const option_t options[] = {
     {"CACHE_TTL_POPULAR_SELLERS", T_DURATION, OFF(cache_ttl_popular_sellers), "900", 1, 86400},
     {"CDN_BASE_URL", T_STR, OFF(cdn_base_url), "http://127.0.0.1:8080/media", 0, 0},
     {"MEDIA_DIR", T_STR, OFF(media_dir), "./media", 0, 0},
-    {"JWT_SECRET", T_STR, OFF(jwt_secret), NULL, 0, 0},
+    {"JWT_SECRET", T_STR, OFF(jwt_secret), NULL, 1, 0},
     {"JWT_TTL", T_DURATION, OFF(jwt_ttl), "24h", 60, 31536000},
     {"LOG_LEVEL", T_LEVEL, OFF(log_level), "info", 0, 0},
     {"ACCESS_LOG", T_BOOL, OFF(access_log), "1", 0, 1},

@@ -252,6 +252,7 @@ static void *worker_main(void *arg)
     h2o_context_init(&w->ctx, w->loop, &s->globalconf);
     w->accept_ctx.ctx = &w->ctx;
     w->accept_ctx.hosts = s->globalconf.hosts;
+    offload_receiver_init(&w->offload, &w->ctx);
     jbuf_init(&w->out, 64 * 1024);
     jbuf_init(&w->logbuf, 1024);
     w->request_id_prefix = (uint32_t)((unsigned)getpid() * 2654435761u) ^ ((uint32_t)w->index << 24) ^
@@ -308,6 +309,7 @@ static void *worker_main(void *arg)
     for (int i = 0; i < 3; i++)
         h2o_evloop_run(w->loop, 0);
     h2o_timeout_dispose(w->loop, &w->tick_timeout);
+    offload_receiver_dispose(&w->offload, &w->ctx);
     /* h2o_context_request_shutdown arms HTTP/2's graceful-shutdown timer
      * even though no HTTP/2 connection exists; disposing the context with it
      * still linked trips an assertion in h2o. */
@@ -364,6 +366,12 @@ int server_run(const config_t *cfg)
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = on_req;
 
+    /* Argon2id is CPU- and memory-bound: one thread per core, and a queue
+     * that refuses (503) rather than letting logins pile up unboundedly. */
+    if (offload_start(cfg->workers, 256) != 0) {
+        log_error("cannot start the offload threads");
+        return 1;
+    }
     s.workers = calloc((size_t)s.nworkers, sizeof(worker_t));
     s.metrics_all = calloc((size_t)s.nworkers, sizeof(metrics_t *));
     if (s.workers == NULL || s.metrics_all == NULL)
@@ -399,6 +407,7 @@ int server_run(const config_t *cfg)
     __atomic_store_n(&s.stopping, 1, __ATOMIC_RELEASE);
     for (int i = 0; i < s.nworkers; i++)
         pthread_join(s.workers[i].thread, NULL);
+    offload_stop();
     for (int i = 0; i < s.nworkers; i++)
         if (s.workers[i].loop != NULL)
             h2o_evloop_destroy(s.workers[i].loop);

@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/json.h"
 #include "core/metrics.h"
+#include "core/offload.h"
 #include "db/pool.h"
 #include "h2o.h"
 
@@ -25,6 +26,7 @@ typedef struct worker {
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
     db_pool_t *primary;
+    offload_receiver_t offload; /* completions of offloaded work (Argon2id, file writes) */
     jbuf_t out;     /* scratch buffer responses are rendered into */
     jbuf_t logbuf;  /* scratch buffer of the access-log line */
     metrics_t metrics;
