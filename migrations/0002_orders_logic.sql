@@ -171,17 +171,6 @@ BEGIN
 END
 $$;
 
--- The order `id` if `actor` may see it: its buyer, or the user owning its
--- seller. Reads exactly one partition: the id carries its month.
-CREATE FUNCTION marketd_order_for(order_id bigint, actor bigint) RETURNS orders
-    LANGUAGE sql STABLE AS $$
-    SELECT o.* FROM orders o
-     WHERE o.id = order_id
-       AND o.created_at >= marketd_order_month(order_id)
-       AND o.created_at < marketd_order_month(order_id) + interval '1 month'
-       AND (o.buyer_id = actor OR o.seller_id = (SELECT s.id FROM sellers s WHERE s.user_id = actor))
-    $$;
-
 -- POST /orders/{id}/cancel (role 'buyer') and PATCH /orders/{id}
 -- (role 'seller'). Transitions: new → confirmed → shipped → delivered;
 -- new | confirmed → cancelled (stock returned).

@@ -20,6 +20,13 @@ void api_auth_register(rctx_t *r);
 void api_auth_login(rctx_t *r);
 void api_auth_me(rctx_t *r);
 void api_auth_init(void);
+/* orders.c */
+void api_orders_create(rctx_t *r);
+void api_orders_list(rctx_t *r);
+void api_orders_get(rctx_t *r);
+void api_orders_cancel(rctx_t *r);
+void api_orders_patch(rctx_t *r);
+void api_orders_init(void);
 /* ops.c */
 void api_healthz(rctx_t *r);
 void api_ops_init(void);

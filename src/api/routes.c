@@ -20,6 +20,9 @@ const route_t api_routes[] = {
     {"/api/v1/sellers/{id}", {[M_GET] = api_sellers_get}, 1, 1},
     {"/api/v1/products", {[M_GET] = api_products_list}, 1, 1},
     {"/api/v1/products/{id}", {[M_GET] = api_products_get}, 1, 1},
+    {"/api/v1/orders", {[M_GET] = api_orders_list, [M_POST] = api_orders_create}, 1},
+    {"/api/v1/orders/{id}", {[M_GET] = api_orders_get, [M_PATCH] = api_orders_patch}, 1},
+    {"/api/v1/orders/{id}/cancel", {[M_POST] = api_orders_cancel}, 0},
 };
 const int api_routes_count = sizeof(api_routes) / sizeof(api_routes[0]);
 
@@ -29,6 +32,7 @@ void api_init(void)
         metrics_set_route_name(i, api_routes[i].pattern);
     api_ops_init();
     api_auth_init();
+    api_orders_init();
     api_reference_init();
     api_sellers_init();
     api_products_init();
