@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/timefmt.h"
 
 #define CURSOR_VERSION 1
 #define RAW_LEN 18 /* version, kind, key (8, big-endian), id (8) */
@@ -40,6 +41,14 @@ int cursor_decode(const char *s, size_t n, int want_kind, cursor_t *c)
     const char *end = NULL;
     if (n != CURSOR_TEXT_LEN)
         return MKD_EINVAL;
+    /* libsodium 1.0.18 maps some bytes outside the alphabet to valid
+     * digits; accept the alphabet only. */
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+              ch == '_'))
+            return MKD_EINVAL;
+    }
     if (sodium_base642bin(raw, sizeof(raw), s, n, NULL, &len, &end, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
         len != RAW_LEN || end != s + n)
         return MKD_EINVAL;
@@ -49,6 +58,10 @@ int cursor_decode(const char *s, size_t n, int want_kind, cursor_t *c)
     if (id < 1)
         return MKD_EINVAL;
     if (want_kind == CURSOR_ID && key != 0)
+        return MKD_EINVAL;
+    /* Time keys must be timestamps PostgreSQL and our formatter handle:
+     * years 1..9999. */
+    if ((want_kind == CURSOR_NEWEST || want_kind == CURSOR_ORDERS) && (key < TS_MIN_US || key > TS_MAX_US))
         return MKD_EINVAL;
     if ((want_kind == CURSOR_PRICE_ASC || want_kind == CURSOR_PRICE_DESC) && key < 1)
         return MKD_EINVAL;

@@ -97,6 +97,9 @@ static int parse_listen(config_t *cfg, const char *s)
     long port;
     if (parse_long(colon + 1, &port) != 0 || port < 1 || port > 65535)
         return -1;
+    /* "[::1]:8080": the brackets only delimit an IPv6 address. */
+    if (s[0] == '[' && colon[-1] == ']' && colon - s >= 3)
+        s++, colon--;
     memcpy(cfg->listen_host, s, (size_t)(colon - s));
     cfg->listen_host[colon - s] = '\0';
     cfg->listen_port = (int)port;
@@ -158,7 +161,7 @@ int config_load(config_t *cfg, config_getenv_fn get, int ncpu, char *err, size_t
 {
     memset(cfg, 0, sizeof(*cfg));
     char ncpu_s[16];
-    snprintf(ncpu_s, sizeof(ncpu_s), "%d", ncpu < 1 ? 1 : ncpu);
+    snprintf(ncpu_s, sizeof(ncpu_s), "%d", ncpu < 1 ? 1 : (ncpu > 256 ? 256 : ncpu));
     for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
         const option_t *o = &options[i];
         const char *v = get(o->name);

@@ -26,8 +26,8 @@ typedef struct metrics {
 /* Route names by id, registered once at start-up by the router. */
 void metrics_set_route_name(int route, const char *name);
 
-/* Index of a method / status in the tables (statuses outside the table go
- * to a final "other" slot, reported as its class, e.g. 418 → "4xx"). */
+/* Index of a method / status in the tables (statuses outside the table
+ * share a final slot, reported as status="other"). */
 int metrics_method_index(const char *method, size_t len);
 void metrics_observe(metrics_t *m, int route, int method, int status, uint64_t duration_us);
 

@@ -100,6 +100,9 @@ int ts_parse_pg(const char *s, size_t n, int64_t *us)
 
 static size_t format(int64_t us, char out[TS_BUFSZ], char sep, const char *zone, int always_frac)
 {
+    /* Callers validate their input; clamping keeps any other value from
+     * overflowing below (and from printing a year PostgreSQL rejects). */
+    us = us < TS_MIN_US ? TS_MIN_US : (us > TS_MAX_US ? TS_MAX_US : us);
     int64_t secs = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
     int64_t frac = us - secs * 1000000;
     int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
@@ -145,7 +148,7 @@ int ts_parse_rfc3339(const char *s, size_t n, int64_t *us)
             return MKD_EINVAL;
         int64_t off = ((int64_t)hh * 3600 + mm * 60) * 1000000;
         *us += z == '+' ? -off : off;
-        return 0;
+        return *us >= TS_MIN_US && *us <= TS_MAX_US ? 0 : MKD_EINVAL;
     }
     return MKD_EINVAL;
 }

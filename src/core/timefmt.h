@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The range every function here accepts and produces: years 1..9999. */
+#define TS_MIN_US (-62135596800LL * 1000000)
+#define TS_MAX_US (253402300799LL * 1000000 + 999999)
+
 /* Longest output of the formatters below, with the NUL. */
 #define TS_BUFSZ 40
 

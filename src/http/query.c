@@ -157,14 +157,23 @@ int query_limit(const query_t *q, int def, int max, verr_t *v)
     if (s == NULL)
         return def;
     int64_t n;
-    /* A huge number is still "larger than max": clamp rather than reject. */
+    /* Digits only: leading zeros are dropped, and a number too long for
+     * int64 is still "larger than max", so it is clamped, not rejected. */
     size_t i = 0, zeros = 0;
     while (i < s->len && s->ptr[i] >= '0' && s->ptr[i] <= '9')
         i++;
     while (zeros + 1 < s->len && s->ptr[zeros] == '0')
         zeros++;
-    if (s->len > 0 && i == s->len && s->len - zeros > 18)
-        return max;
+    if (s->len > 0 && i == s->len) {
+        if (s->len - zeros > 18)
+            return max;
+        if (parse_int64(s->ptr + zeros, s->len - zeros, &n) == 0) {
+            if (n >= 1)
+                return n > max ? max : (int)n;
+            verr_add(v, "limit", "must be at least 1");
+            return -1;
+        }
+    }
     if (parse_int64(s->ptr, s->len, &n) != 0) {
         verr_add(v, "limit", "must be an integer");
         return -1;

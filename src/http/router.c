@@ -46,7 +46,7 @@ static int match_one(const char *pattern, slice_t path, slice_t params[ROUTE_MAX
 int router_match(const route_t *routes, int n, slice_t path, slice_t params[ROUTE_MAX_PARAMS])
 {
     int best = -1, best_score = -1;
-    slice_t tmp[ROUTE_MAX_PARAMS];
+    slice_t tmp[ROUTE_MAX_PARAMS] = {{0}};
     for (int i = 0; i < n; i++) {
         int score;
         if (match_one(routes[i].pattern, path, tmp, &score) && score > best_score) {
