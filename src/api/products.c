@@ -67,9 +67,13 @@ static char *build_list_sql(int sort, int nwords, int mask)
     };
     char sql[2048];
     int n = 0;
+    /* The page is cut first and the sellers joined to its rows only: when
+     * the planner has to sort (a wide price range, a search), the join then
+     * touches `limit` sellers instead of every candidate row. */
     size_t len = (size_t)snprintf(sql, sizeof(sql),
-                                  "SELECT " PRODUCT_COLS " FROM products p JOIN sellers s ON s.id = p.seller_id"
-                                  " WHERE p.status = 'active'");
+                                  "SELECT " PRODUCT_COLS " FROM (SELECT p.id, p.seller_id, p.category_id, p.title,"
+                                  " p.price, p.currency, p.stock, p.city_id, p.district_id, p.images, p.status,"
+                                  " p.created_at, p.updated_at FROM products p WHERE p.status = 'active'");
 #define ADD(...) len += (size_t)snprintf(sql + len, sizeof(sql) - len, __VA_ARGS__)
     if (mask & F_CITY)
         ADD(" AND p.city_id = $%d::int8", ++n);
@@ -101,7 +105,7 @@ static char *build_list_sql(int sort, int nwords, int mask)
         else /* price desc, id asc: not a row comparison; the first clause bounds the index scan */
             ADD(" AND p.price <= $%d::int8 AND (p.price < $%d::int8 OR p.id > $%d::int8)", k, k, id);
     }
-    ADD("%s LIMIT $%d::int4", order_by[sort], ++n);
+    ADD("%s LIMIT $%d::int4) p JOIN sellers s ON s.id = p.seller_id%s", order_by[sort], ++n, order_by[sort]);
 #undef ADD
     char *s = strdup(sql);
     if (s == NULL)
