@@ -34,6 +34,7 @@ MAKE=${MAKE:-make}
 SAN_ENV=(
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp:print_suppressions=0"
 )
 if [ -x /usr/lib/llvm-14/bin/llvm-symbolizer ]; then
 	SAN_ENV+=(ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer)

@@ -46,5 +46,18 @@ void api_sellers_init(void);
 void api_products_list(rctx_t *r);
 void api_products_get(rctx_t *r);
 void api_products_init(void);
+/* catalogue_write.c: admin reference writes, seller profiles, products */
+void api_cities_create(rctx_t *r);
+void api_districts_create(rctx_t *r);
+void api_categories_create(rctx_t *r);
+void api_sellers_create(rctx_t *r);
+void api_sellers_patch(rctx_t *r);
+void api_products_create(rctx_t *r);
+void api_products_patch(rctx_t *r);
+void api_products_delete(rctx_t *r);
+void api_catalogue_write_init(void);
+/* images.c */
+void api_product_images_upload(rctx_t *r);
+void api_images_init(void);
 
 #endif

@@ -298,110 +298,332 @@ typedef struct seed_child {
 } seed_child_t;
 
 static const seed_child_t seed_children[] = {
-    {0, "Смартфоны", "smartfony", 4000, 99000, 1, {{"Смартфон", G_M}},
+    {0,
+     "Смартфоны",
+     "smartfony",
+     4000,
+     99000,
+     1,
+     {{"Смартфон", G_M}},
      {"Samsung Galaxy", "Apple iPhone", "Xiaomi Redmi", "Honor", "realme", "POCO"}},
-    {0, "Ноутбуки", "noutbuki", 25000, 100000, 1, {{"Ноутбук", G_M}},
-     {"Lenovo IdeaPad", "ASUS VivoBook", "HP Pavilion", "Acer Aspire", "Apple MacBook Air", "Huawei MateBook"}},
-    {0, "Планшеты", "planshety", 7000, 90000, 1, {{"Планшет", G_M}},
+    {0,
+     "Ноутбуки",
+     "noutbuki",
+     25000,
+     100000,
+     1,
+     {{"Ноутбук", G_M}},
+     {"Lenovo IdeaPad", "ASUS VivoBook", "HP Pavilion", "Acer Aspire", "Apple MacBook Air",
+      "Huawei MateBook"}},
+    {0,
+     "Планшеты",
+     "planshety",
+     7000,
+     90000,
+     1,
+     {{"Планшет", G_M}},
      {"Apple iPad", "Samsung Galaxy Tab", "Xiaomi Pad", "Lenovo Tab", "Huawei MatePad"}},
-    {0, "Наушники", "naushniki", 500, 40000, 1, {{"Наушники", G_PL}, {"Гарнитура", G_F}},
+    {0,
+     "Наушники",
+     "naushniki",
+     500,
+     40000,
+     1,
+     {{"Наушники", G_PL}, {"Гарнитура", G_F}},
      {"Sony", "JBL Tune", "Apple AirPods", "Sennheiser", "Marshall", "Xiaomi"}},
-    {0, "Телевизоры", "televizory", 12000, 100000, 1, {{"Телевизор", G_M}},
+    {0,
+     "Телевизоры",
+     "televizory",
+     12000,
+     100000,
+     1,
+     {{"Телевизор", G_M}},
      {"Samsung", "LG", "Xiaomi Mi TV", "Sony Bravia", "TCL", "Haier"}},
-    {1, "Мужская одежда", "muzhskaya-odezhda", 800, 25000, 1,
+    {1,
+     "Мужская одежда",
+     "muzhskaya-odezhda",
+     800,
+     25000,
+     1,
      {{"Куртка", G_F}, {"Джинсы", G_PL}, {"Рубашка", G_F}, {"Пальто", G_N}, {"Свитер", G_M}},
      {"Levi's", "Zara", "Uniqlo", "Gloria Jeans", "Columbia", "Tom Tailor"}},
-    {1, "Женская одежда", "zhenskaya-odezhda", 700, 30000, 1,
+    {1,
+     "Женская одежда",
+     "zhenskaya-odezhda",
+     700,
+     30000,
+     1,
      {{"Платье", G_N}, {"Юбка", G_F}, {"Блузка", G_F}, {"Пуховик", G_M}, {"Кардиган", G_M}},
      {"Mango", "Zarina", "Love Republic", "H&M", "Befree", "Lime"}},
-    {1, "Детская одежда", "detskaya-odezhda", 300, 12000, 1,
+    {1,
+     "Детская одежда",
+     "detskaya-odezhda",
+     300,
+     12000,
+     1,
      {{"Комбинезон", G_M}, {"Футболка", G_F}, {"Шапка", G_F}, {"Костюм", G_M}},
      {"Acoola", "Futurino", "Reima", "Crockid", "Kerry"}},
-    {1, "Обувь", "obuv", 1500, 25000, 1,
+    {1,
+     "Обувь",
+     "obuv",
+     1500,
+     25000,
+     1,
      {{"Кроссовки", G_PL}, {"Ботинки", G_PL}, {"Туфли", G_PL}, {"Кеды", G_PL}, {"Сапоги", G_PL}},
      {"Nike", "Adidas", "Puma", "New Balance", "Reebok", "ECCO"}},
-    {1, "Аксессуары", "aksessuary", 400, 35000, 1,
+    {1,
+     "Аксессуары",
+     "aksessuary",
+     400,
+     35000,
+     1,
      {{"Сумка", G_F}, {"Рюкзак", G_M}, {"Ремень", G_M}, {"Шарф", G_M}, {"Кошелек", G_M}},
      {"Michael Kors", "Samsonite", "Xiaomi", "Guess", "Calvin Klein"}},
-    {2, "Мебель", "mebel", 3000, 100000, 1,
+    {2,
+     "Мебель",
+     "mebel",
+     3000,
+     100000,
+     1,
      {{"Диван", G_M}, {"Стол обеденный", G_M}, {"Кресло", G_N}, {"Шкаф", G_M}, {"Комод", G_M}},
      {"IKEA", "Hoff", "Askona", "Шатура", "Лазурит"}},
-    {2, "Посуда", "posuda", 200, 15000, 1,
+    {2,
+     "Посуда",
+     "posuda",
+     200,
+     15000,
+     1,
      {{"Сковорода", G_F}, {"Кастрюля", G_F}, {"Набор тарелок", G_M}, {"Чайник заварочный", G_M}},
      {"Tefal", "Rondell", "Luminarc", "Fissman", "Kukmara"}},
-    {2, "Текстиль", "tekstil", 300, 12000, 1,
+    {2,
+     "Текстиль",
+     "tekstil",
+     300,
+     12000,
+     1,
      {{"Плед", G_M}, {"Комплект постельного белья", G_M}, {"Полотенце", G_N}, {"Подушка", G_F}},
      {"Togas", "Cleanelly", "Mona Liza", "Sofi de Marko", "Askona"}},
-    {2, "Инструменты", "instrumenty", 1500, 60000, 0,
+    {2,
+     "Инструменты",
+     "instrumenty",
+     1500,
+     60000,
+     0,
      {{"Дрель", G_F}, {"Шуруповерт", G_M}, {"Перфоратор", G_M}, {"Болгарка", G_F}, {"Лобзик", G_M}},
      {"Bosch", "Makita", "DeWalt", "Интерскол", "Metabo", "Зубр"}},
-    {2, "Сад и огород", "sad-i-ogorod", 300, 50000, 0,
+    {2,
+     "Сад и огород",
+     "sad-i-ogorod",
+     300,
+     50000,
+     0,
      {{"Газонокосилка", G_F}, {"Шланг садовый", G_M}, {"Теплица", G_F}, {"Триммер", G_M}},
      {"Gardena", "Husqvarna", "Champion", "Patriot", "Greenworks"}},
-    {3, "Холодильники", "kholodilniki", 18000, 100000, 1, {{"Холодильник", G_M}},
+    {3,
+     "Холодильники",
+     "kholodilniki",
+     18000,
+     100000,
+     1,
+     {{"Холодильник", G_M}},
      {"Atlant", "Bosch", "LG", "Samsung", "Haier", "Indesit"}},
-    {3, "Стиральные машины", "stiralnye-mashiny", 17000, 90000, 1, {{"Стиральная машина", G_F}},
+    {3,
+     "Стиральные машины",
+     "stiralnye-mashiny",
+     17000,
+     90000,
+     1,
+     {{"Стиральная машина", G_F}},
      {"LG", "Bosch", "Candy", "Indesit", "Haier", "Weissgauff"}},
-    {3, "Пылесосы", "pylesosy", 3000, 70000, 1, {{"Пылесос", G_M}, {"Робот-пылесос", G_M}},
+    {3,
+     "Пылесосы",
+     "pylesosy",
+     3000,
+     70000,
+     1,
+     {{"Пылесос", G_M}, {"Робот-пылесос", G_M}},
      {"Dyson", "Xiaomi", "Samsung", "Philips", "Tefal", "Karcher"}},
-    {3, "Кухонная техника", "kukhonnaya-tekhnika", 1000, 80000, 1,
-     {{"Микроволновая печь", G_F}, {"Электрочайник", G_M}, {"Блендер", G_M}, {"Мультиварка", G_F},
+    {3,
+     "Кухонная техника",
+     "kukhonnaya-tekhnika",
+     1000,
+     80000,
+     1,
+     {{"Микроволновая печь", G_F},
+      {"Электрочайник", G_M},
+      {"Блендер", G_M},
+      {"Мультиварка", G_F},
       {"Кофемашина", G_F}},
      {"Redmond", "Philips", "Bosch", "De'Longhi", "Polaris", "Kitfort"}},
-    {3, "Климатическая техника", "klimaticheskaya-tekhnika", 1500, 90000, 1,
+    {3,
+     "Климатическая техника",
+     "klimaticheskaya-tekhnika",
+     1500,
+     90000,
+     1,
      {{"Кондиционер", G_M}, {"Обогреватель", G_M}, {"Увлажнитель воздуха", G_M}, {"Вентилятор", G_M}},
      {"Ballu", "Electrolux", "Timberk", "Xiaomi", "Zanussi"}},
-    {4, "Игрушки", "igrushki", 200, 25000, 1,
+    {4,
+     "Игрушки",
+     "igrushki",
+     200,
+     25000,
+     1,
      {{"Конструктор", G_M}, {"Кукла", G_F}, {"Машинка", G_F}, {"Мягкая игрушка", G_F}},
      {"LEGO", "Barbie", "Hot Wheels", "Playmobil", "Мякиши", "Полесье"}},
-    {4, "Коляски", "kolyaski", 8000, 100000, 1, {{"Коляска", G_F}, {"Прогулочная коляска", G_F}},
+    {4,
+     "Коляски",
+     "kolyaski",
+     8000,
+     100000,
+     1,
+     {{"Коляска", G_F}, {"Прогулочная коляска", G_F}},
      {"Cybex", "Tutis", "Anex", "Happy Baby", "Chicco"}},
-    {4, "Автокресла", "avtokresla", 4000, 60000, 1, {{"Автокресло", G_N}},
+    {4,
+     "Автокресла",
+     "avtokresla",
+     4000,
+     60000,
+     1,
+     {{"Автокресло", G_N}},
      {"Britax Römer", "Cybex", "Siger", "Joie", "Heyner"}},
-    {4, "Детское питание", "detskoe-pitanie", 60, 3000, 0, {{"Смесь", G_F}, {"Пюре", G_N}, {"Каша", G_F}},
+    {4,
+     "Детское питание",
+     "detskoe-pitanie",
+     60,
+     3000,
+     0,
+     {{"Смесь", G_F}, {"Пюре", G_N}, {"Каша", G_F}},
      {"Nutrilon", "ФрутоНяня", "Агуша", "Heinz", "Gerber", "Бабушкино лукошко"}},
-    {4, "Школьные товары", "shkolnye-tovary", 100, 10000, 1,
+    {4,
+     "Школьные товары",
+     "shkolnye-tovary",
+     100,
+     10000,
+     1,
      {{"Рюкзак школьный", G_M}, {"Пенал", G_M}, {"Набор фломастеров", G_M}, {"Тетрадь", G_F}},
      {"Erich Krause", "Hatber", "Brauberg", "Faber-Castell", "Юнландия"}},
-    {5, "Велосипеды", "velosipedy", 8000, 100000, 1, {{"Велосипед", G_M}, {"Самокат", G_M}},
+    {5,
+     "Велосипеды",
+     "velosipedy",
+     8000,
+     100000,
+     1,
+     {{"Велосипед", G_M}, {"Самокат", G_M}},
      {"Stels", "Forward", "Merida", "Trek", "GT", "Kugoo"}},
-    {5, "Фитнес", "fitnes", 300, 30000, 1,
+    {5,
+     "Фитнес",
+     "fitnes",
+     300,
+     30000,
+     1,
      {{"Гантели", G_PL}, {"Коврик для йоги", G_M}, {"Фитнес-браслет", G_M}, {"Эспандер", G_M}},
      {"Demix", "Torneo", "Xiaomi Mi Band", "Starfit", "Kettler"}},
-    {5, "Туризм", "turizm", 500, 60000, 1,
+    {5,
+     "Туризм",
+     "turizm",
+     500,
+     60000,
+     1,
      {{"Палатка", G_F}, {"Спальный мешок", G_M}, {"Термос", G_M}, {"Рюкзак туристический", G_M}},
      {"Tramp", "Nova Tour", "Outventure", "Stanley", "Sivera"}},
-    {5, "Зимний спорт", "zimniy-sport", 1500, 80000, 1,
+    {5,
+     "Зимний спорт",
+     "zimniy-sport",
+     1500,
+     80000,
+     1,
      {{"Лыжи", G_PL}, {"Сноуборд", G_M}, {"Коньки", G_PL}, {"Санки", G_PL}},
      {"Fischer", "Atomic", "Burton", "Bauer", "Nordway", "Larsen"}},
-    {5, "Рыбалка", "rybalka", 300, 70000, 0, {{"Спиннинг", G_M}, {"Катушка", G_F}, {"Эхолот", G_M}},
+    {5,
+     "Рыбалка",
+     "rybalka",
+     300,
+     70000,
+     0,
+     {{"Спиннинг", G_M}, {"Катушка", G_F}, {"Эхолот", G_M}},
      {"Shimano", "Daiwa", "Salmo", "Garmin", "Lowrance"}},
-    {6, "Уход за лицом", "ukhod-za-litsom", 200, 8000, 0,
+    {6,
+     "Уход за лицом",
+     "ukhod-za-litsom",
+     200,
+     8000,
+     0,
      {{"Крем для лица", G_M}, {"Сыворотка", G_F}, {"Маска для лица", G_F}, {"Тоник", G_M}},
      {"La Roche-Posay", "Vichy", "Garnier", "Natura Siberica", "CeraVe", "Чистая линия"}},
-    {6, "Парфюмерия", "parfyumeriya", 900, 30000, 0, {{"Туалетная вода", G_F}, {"Парфюмерная вода", G_F}},
+    {6,
+     "Парфюмерия",
+     "parfyumeriya",
+     900,
+     30000,
+     0,
+     {{"Туалетная вода", G_F}, {"Парфюмерная вода", G_F}},
      {"Chanel", "Dior", "Lacoste", "Hugo Boss", "Zara", "Montale"}},
-    {6, "Макияж", "makiyazh", 150, 5000, 0, {{"Помада", G_F}, {"Тушь для ресниц", G_F}, {"Тональный крем", G_M}},
+    {6,
+     "Макияж",
+     "makiyazh",
+     150,
+     5000,
+     0,
+     {{"Помада", G_F}, {"Тушь для ресниц", G_F}, {"Тональный крем", G_M}},
      {"Maybelline", "L'Oreal", "Vivienne Sabo", "NYX", "Essence", "Lamel"}},
-    {6, "Уход за волосами", "ukhod-za-volosami", 150, 60000, 1,
+    {6,
+     "Уход за волосами",
+     "ukhod-za-volosami",
+     150,
+     60000,
+     1,
      {{"Шампунь", G_M}, {"Фен", G_M}, {"Бальзам для волос", G_M}, {"Выпрямитель", G_M}},
      {"Dyson", "Philips", "Schwarzkopf", "Pantene", "Elseve", "Rowenta"}},
-    {6, "Медицинская техника", "medtekhnika", 300, 15000, 0,
+    {6,
+     "Медицинская техника",
+     "medtekhnika",
+     300,
+     15000,
+     0,
      {{"Тонометр", G_M}, {"Термометр", G_M}, {"Ингалятор", G_M}, {"Пульсоксиметр", G_M}},
      {"Omron", "AND", "B.Well", "Microlife", "Little Doctor"}},
-    {7, "Шины и диски", "shiny-i-diski", 2500, 60000, 0, {{"Шины", G_PL}, {"Диски", G_PL}},
+    {7,
+     "Шины и диски",
+     "shiny-i-diski",
+     2500,
+     60000,
+     0,
+     {{"Шины", G_PL}, {"Диски", G_PL}},
      {"Michelin", "Nokian", "Bridgestone", "Pirelli", "Cordiant", "Ikon"}},
-    {7, "Автоэлектроника", "avtoelektronika", 1000, 40000, 0,
+    {7,
+     "Автоэлектроника",
+     "avtoelektronika",
+     1000,
+     40000,
+     0,
      {{"Видеорегистратор", G_M}, {"Автомагнитола", G_F}, {"Радар-детектор", G_M}},
      {"70mai", "Xiaomi", "Pioneer", "Neoline", "Sho-Me", "iBox"}},
-    {7, "Запчасти", "zapchasti", 150, 30000, 0,
+    {7,
+     "Запчасти",
+     "zapchasti",
+     150,
+     30000,
+     0,
      {{"Фильтр масляный", G_M}, {"Тормозные колодки", G_PL}, {"Аккумулятор", G_M}, {"Свечи зажигания", G_PL}},
      {"Bosch", "Mann", "Brembo", "Varta", "NGK", "Lada"}},
-    {7, "Масла и автохимия", "masla-i-avtokhimiya", 200, 8000, 0,
+    {7,
+     "Масла и автохимия",
+     "masla-i-avtokhimiya",
+     200,
+     8000,
+     0,
      {{"Моторное масло", G_N}, {"Антифриз", G_M}, {"Омыватель стекол", G_M}, {"Полироль", G_F}},
      {"Mobil", "Shell", "Castrol", "Лукойл", "Liqui Moly", "Sintec"}},
-    {7, "Аксессуары для авто", "aksessuary-dlya-avto", 200, 15000, 1,
-     {{"Коврики в салон", G_PL}, {"Чехлы на сиденья", G_PL}, {"Держатель для телефона", G_M},
+    {7,
+     "Аксессуары для авто",
+     "aksessuary-dlya-avto",
+     200,
+     15000,
+     1,
+     {{"Коврики в салон", G_PL},
+      {"Чехлы на сиденья", G_PL},
+      {"Держатель для телефона", G_M},
       {"Компрессор", G_M}},
      {"AutoProfi", "Baseus", "Skyway", "Airline", "Autovirazh"}},
 };
@@ -417,7 +639,8 @@ static const char *const seed_colours[][4] = {
 };
 #define SEED_NCOLOURS ((int)(sizeof seed_colours / sizeof seed_colours[0]))
 
-static const char *const seed_variants[] = {"Pro", "Lite", "Max", "Mini", "Plus", "2023", "2024", "2025", "Ultra"};
+static const char *const seed_variants[] = {"Pro",  "Lite", "Max",  "Mini", "Plus",
+                                            "2023", "2024", "2025", "Ultra"};
 #define SEED_NVARIANTS ((int)(sizeof seed_variants / sizeof seed_variants[0]))
 
 static const char *const seed_phrases[] = {
@@ -436,25 +659,28 @@ static const char *const seed_phrases[] = {
 };
 #define SEED_NPHRASES ((int)(sizeof seed_phrases / sizeof seed_phrases[0]))
 
-static const char *const seed_male_names[] = {"Александр", "Дмитрий", "Максим", "Сергей", "Андрей", "Алексей",
-                                              "Артем",     "Илья",    "Кирилл", "Михаил", "Никита", "Иван",
-                                              "Егор",      "Роман",   "Владимир", "Павел"};
-static const char *const seed_female_names[] = {"Анна",     "Мария",  "Елена",     "Ольга",     "Наталья", "Екатерина",
-                                                "Татьяна",  "Ирина",  "Светлана",  "Юлия",      "Анастасия", "Дарья",
-                                                "Полина",   "Ксения", "Виктория",  "Алина"};
+static const char *const seed_male_names[] = {
+    "Александр", "Дмитрий", "Максим", "Сергей", "Андрей", "Алексей", "Артем",    "Илья",
+    "Кирилл",    "Михаил",  "Никита", "Иван",   "Егор",   "Роман",   "Владимир", "Павел"};
+static const char *const seed_female_names[] = {
+    "Анна",     "Мария", "Елена",     "Ольга", "Наталья", "Екатерина", "Татьяна",  "Ирина",
+    "Светлана", "Юлия",  "Анастасия", "Дарья", "Полина",  "Ксения",    "Виктория", "Алина"};
 /* Every surname here takes "-а" in the feminine. */
 static const char *const seed_surnames[] = {
-    "Иванов",  "Смирнов",  "Кузнецов", "Попов",   "Васильев", "Петров",  "Соколов",  "Михайлов",
-    "Новиков", "Федоров",  "Морозов",  "Волков",  "Алексеев", "Лебедев", "Семенов",  "Егоров",
-    "Павлов",  "Козлов",   "Степанов", "Николаев", "Орлов",   "Андреев", "Макаров",  "Никитин",
-    "Захаров", "Зайцев",   "Соловьев", "Борисов", "Яковлев",  "Григорьев"};
+    "Иванов",  "Смирнов", "Кузнецов", "Попов",    "Васильев", "Петров",   "Соколов", "Михайлов",
+    "Новиков", "Федоров", "Морозов",  "Волков",   "Алексеев", "Лебедев",  "Семенов", "Егоров",
+    "Павлов",  "Козлов",  "Степанов", "Николаев", "Орлов",    "Андреев",  "Макаров", "Никитин",
+    "Захаров", "Зайцев",  "Соловьев", "Борисов",  "Яковлев",  "Григорьев"};
 #define SEED_NMALE    ((int)(sizeof seed_male_names / sizeof seed_male_names[0]))
 #define SEED_NFEMALE  ((int)(sizeof seed_female_names / sizeof seed_female_names[0]))
 #define SEED_NSURNAME ((int)(sizeof seed_surnames / sizeof seed_surnames[0]))
 
-static const char *const seed_shop_a[] = {"Техно", "Мега", "Эко", "Смарт", "Гранд", "Супер", "Евро", "Сити", "Домо", "Арт"};
-static const char *const seed_shop_b[] = {"Маркет", "Мир", "Центр", "Лайн", "Точка", "Сток", "Шоп", "Дом", "Плюс", "Мастер"};
-static const char *const seed_shop_words[] = {"Уют", "Находка", "Радуга", "Парус", "Капитал", "Меридиан", "Вектор", "Орбита"};
+static const char *const seed_shop_a[] = {"Техно", "Мега", "Эко",  "Смарт", "Гранд",
+                                          "Супер", "Евро", "Сити", "Домо",  "Арт"};
+static const char *const seed_shop_b[] = {"Маркет", "Мир", "Центр", "Лайн", "Точка",
+                                          "Сток",   "Шоп", "Дом",   "Плюс", "Мастер"};
+static const char *const seed_shop_words[] = {"Уют",     "Находка",  "Радуга", "Парус",
+                                              "Капитал", "Меридиан", "Вектор", "Орбита"};
 #define SEED_NSHOP_A     ((int)(sizeof seed_shop_a / sizeof seed_shop_a[0]))
 #define SEED_NSHOP_B     ((int)(sizeof seed_shop_b / sizeof seed_shop_b[0]))
 #define SEED_NSHOP_WORDS ((int)(sizeof seed_shop_words / sizeof seed_shop_words[0]))
@@ -519,10 +745,11 @@ static rng_t rng_for(uint64_t stream, uint64_t id)
     return r;
 }
 
-/* Modulo bias is below 2^-40 for every n used here. */
+/* Modulo bias is below 2^-40 for every n used here. n is never 0 with the
+ * tables above; answering 0 keeps an emptied word list from dividing by 0. */
 static uint64_t rng_below(rng_t *r, uint64_t n)
 {
-    return rng_next(r) % n;
+    return n ? rng_next(r) % n : 0;
 }
 
 static double rng_unit(rng_t *r)
@@ -655,8 +882,6 @@ static int copy_begin(copy_out_t *c, PGconn *conn, const char *table, const char
     c->conn = conn;
     c->table = table;
     c->stop = stop;
-    c->cap = SEED_COPY_BATCH + 65536;
-    c->data = xmalloc(c->cap);
     res = PQexec(conn, sql);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         print_pq_error(table, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
@@ -665,6 +890,8 @@ static int copy_begin(copy_out_t *c, PGconn *conn, const char *table, const char
         return -1;
     }
     PQclear(res);
+    c->cap = SEED_COPY_BATCH + 65536;
+    c->data = xmalloc(c->cap);
     return 0;
 }
 
@@ -700,7 +927,7 @@ static char *copy_reserve(copy_out_t *c, size_t n)
 }
 
 /* After each row: hand over a full batch. */
-static int copy_row_done(copy_out_t *c, char *end)
+static int copy_row_done(copy_out_t *c, const char *end)
 {
     c->len = (size_t)(end - c->data);
     if (c->len >= SEED_COPY_BATCH)
@@ -753,11 +980,24 @@ static char *put_text(char *p, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
         switch (ch) {
-        case '\\': *p++ = '\\'; *p++ = '\\'; break;
-        case '\t': *p++ = '\\'; *p++ = 't'; break;
-        case '\n': *p++ = '\\'; *p++ = 'n'; break;
-        case '\r': *p++ = '\\'; *p++ = 'r'; break;
-        default: *p++ = ch;
+        case '\\':
+            *p++ = '\\';
+            *p++ = '\\';
+            break;
+        case '\t':
+            *p++ = '\\';
+            *p++ = 't';
+            break;
+        case '\n':
+            *p++ = '\\';
+            *p++ = 'n';
+            break;
+        case '\r':
+            *p++ = '\\';
+            *p++ = 'r';
+            break;
+        default:
+            *p++ = ch;
         }
     }
     return p;
@@ -914,7 +1154,7 @@ static int cmp_i64(const void *a, const void *b)
 
 static void title_append(seed_world_t *w, size_t *len, const char *s)
 {
-    size_t n = strlen(s);
+    size_t n = s ? strlen(s) : 0;
     if (w->titles_len + *len + n + 1 > w->titles_cap) {
         w->titles_cap = (w->titles_len + *len + n + 1) * 2;
         w->titles = realloc(w->titles, w->titles_cap);
@@ -923,7 +1163,8 @@ static void title_append(seed_world_t *w, size_t *len, const char *s)
             abort();
         }
     }
-    memcpy(w->titles + w->titles_len + *len, s, n);
+    if (n > 0)
+        memcpy(w->titles + w->titles_len + *len, s, n);
     *len += n;
 }
 
@@ -949,7 +1190,8 @@ static void make_title(seed_world_t *w, seed_product_t *p, rng_t *r)
         if (rng_below(r, 3) == 0)
             snprintf(model, sizeof model, " %s", seed_variants[rng_below(r, SEED_NVARIANTS)]);
         else
-            snprintf(model, sizeof model, " %c%u", "AXSGMTPNRZ"[rng_below(r, 10)], (unsigned)(2 + rng_below(r, 98)));
+            snprintf(model, sizeof model, " %c%u", "AXSGMTPNRZ"[rng_below(r, 10)],
+                     (unsigned)(2 + rng_below(r, 98)));
         title_append(w, &len, model);
     }
     if (c->colours && rng_below(r, 100) < 50) {
@@ -1031,11 +1273,13 @@ static void world_build(seed_world_t *w, const seed_scale_t *scale)
     for (int s = 0; s < nsellers; s++) {
         seed_seller_t *sl = &w->sellers[s];
         sl->city = pick_weighted_city(&r);
-        sl->district_id = w->district_first_id[sl->city] + (int)rng_below(&r, (uint64_t)w->district_count[sl->city]);
+        sl->district_id =
+            w->district_first_id[sl->city] + (int)rng_below(&r, (uint64_t)w->district_count[sl->city]);
         sl->roots[0] = (int)rng_below(&r, SEED_NROOTS);
         sl->roots[1] = rng_below(&r, 2) ? sl->roots[0] : (int)rng_below(&r, SEED_NROOTS);
         sl->rating = 300 + (int)(200.0 * sqrt(rng_unit(&r)));
-        sl->created = w->history_from - (int64_t)(1 + rng_below(&r, 28)) * SEED_DAY - (int64_t)rng_below(&r, SEED_DAY);
+        sl->created =
+            w->history_from - (int64_t)(1 + rng_below(&r, 28)) * SEED_DAY - (int64_t)rng_below(&r, SEED_DAY);
         weights[s] = 0.2 + 1.6 * rng_unit(&r);
         wsum += weights[s];
     }
@@ -1180,8 +1424,8 @@ static void order_next(order_stream_t *os, seed_order_t *o)
      * inside the slot), so ids grow with time and the load fills one month
      * partition after another: each partition's indexes stay hot in cache. */
     if (i < os->n_old)
-        t = w->history_from +
-            (int64_t)(((double)i + rng_unit(r)) * (double)(w->recent_from - w->history_from) / (double)os->n_old);
+        t = w->history_from + (int64_t)(((double)i + rng_unit(r)) *
+                                        (double)(w->recent_from - w->history_from) / (double)os->n_old);
     else
         t = w->recent_from + (int64_t)(((double)(i - os->n_old) + rng_unit(r)) *
                                        (double)(w->anchor - w->recent_from) / (double)os->n_recent);
@@ -1239,11 +1483,21 @@ static void order_next(order_stream_t *os, seed_order_t *o)
                     : pct < 88 ? ST_CONFIRMED
                                : ST_NEW;
     switch (o->status) {
-    case ST_NEW: o->updated = t; break;
-    case ST_CONFIRMED: o->updated = t + (int64_t)rng_below(r, 6 * 3600); break;
-    case ST_SHIPPED: o->updated = t + (int64_t)rng_below(r, 3 * SEED_DAY); break;
-    case ST_CANCELLED: o->updated = t + (int64_t)rng_below(r, 2 * SEED_DAY); break;
-    default: o->updated = t + 2 * SEED_DAY + (int64_t)rng_below(r, 8 * SEED_DAY); break;
+    case ST_NEW:
+        o->updated = t;
+        break;
+    case ST_CONFIRMED:
+        o->updated = t + (int64_t)rng_below(r, 6 * 3600);
+        break;
+    case ST_SHIPPED:
+        o->updated = t + (int64_t)rng_below(r, 3 * SEED_DAY);
+        break;
+    case ST_CANCELLED:
+        o->updated = t + (int64_t)rng_below(r, 2 * SEED_DAY);
+        break;
+    default:
+        o->updated = t + 2 * SEED_DAY + (int64_t)rng_below(r, 8 * SEED_DAY);
+        break;
     }
     /* A recent order cannot have been updated after "now": squeeze its
      * history into the time it has had. */
@@ -1286,8 +1540,8 @@ static int load_districts(PGconn *conn, const seed_world_t *w, atomic_int *stop,
 {
     copy_out_t c;
     int ok = 1;
-    if (copy_begin(&c, conn, "districts", "COPY districts (id, city_id, name, slug, created_at) FROM STDIN", stop) !=
-        0)
+    if (copy_begin(&c, conn, "districts", "COPY districts (id, city_id, name, slug, created_at) FROM STDIN",
+                   stop) != 0)
         return -1;
     for (int i = 0; i < SEED_NCITIES && ok; i++) {
         for (int k = 0; k < w->district_count[i] && ok; k++) {
@@ -1314,8 +1568,8 @@ static int load_categories(PGconn *conn, const seed_world_t *w, atomic_int *stop
 {
     copy_out_t c;
     int ok = 1;
-    if (copy_begin(&c, conn, "categories", "COPY categories (id, parent_id, name, slug, created_at) FROM STDIN",
-                   stop) != 0)
+    if (copy_begin(&c, conn, "categories",
+                   "COPY categories (id, parent_id, name, slug, created_at) FROM STDIN", stop) != 0)
         return -1;
     for (int i = 0; i < SEED_NROOTS + SEED_NCHILDREN && ok; i++) {
         int is_root = i < SEED_NROOTS;
@@ -1356,8 +1610,8 @@ static int load_users(PGconn *conn, const seed_world_t *w, atomic_int *stop, see
     progress_t prog;
     int ok = 1, n = w->scale->users;
     size_t hash_len = strlen(w->password_hash);
-    if (copy_begin(&c, conn, "users", "COPY users (id, email, password_hash, name, is_admin, created_at) FROM STDIN",
-                   stop) != 0)
+    if (copy_begin(&c, conn, "users",
+                   "COPY users (id, email, password_hash, name, is_admin, created_at) FROM STDIN", stop) != 0)
         return -1;
     progress_start(&prog, "users", n);
     for (int id = 1; id <= n && ok; id++) {
@@ -1419,7 +1673,8 @@ static void seller_text(const seed_world_t *w, int s, char *name, size_t namelen
                  seed_cities[sl->city].name, y, seed_phrases[rng_below(&r, SEED_NPHRASES)]);
     else
         snprintf(desc, desclen, "Продаем %s, а также %s. Город %s, работаем с %d года.",
-                 seed_roots[sl->roots[0]].sells, seed_roots[sl->roots[1]].sells, seed_cities[sl->city].name, y);
+                 seed_roots[sl->roots[0]].sells, seed_roots[sl->roots[1]].sells, seed_cities[sl->city].name,
+                 y);
 }
 
 static int load_sellers(PGconn *conn, const seed_world_t *w, atomic_int *stop, seed_counts_t *cnt)
@@ -1561,10 +1816,10 @@ static void *order_job_run(void *arg)
     progress_t prog;
     int ok = 1;
     const char *table = job->items ? "order_items" : "orders";
-    const char *sql = job->items
-                          ? "COPY order_items (order_id, created_at, product_id, title, price, quantity) FROM STDIN"
-                          : "COPY orders (id, buyer_id, seller_id, status, total, currency, created_at, updated_at)"
-                            " FROM STDIN";
+    const char *sql =
+        job->items ? "COPY order_items (order_id, created_at, product_id, title, price, quantity) FROM STDIN"
+                   : "COPY orders (id, buyer_id, seller_id, status, total, currency, created_at, updated_at)"
+                     " FROM STDIN";
 
     job->rc = -1;
     if (copy_begin(&c, job->conn, table, sql, job->stop) != 0) {
@@ -1602,15 +1857,11 @@ static void *order_job_run(void *arg)
         ok = copy_row_done(&c, p) == 0;
         progress_tick(&prog, i + 1, job->rows);
     }
-    if (ok) {
-        if (job->items)
-            fprintf(stderr, "seed: order_items: %lld items for %lld orders\n", (long long)job->rows,
-                    (long long)w->scale->orders);
-        progress_done(&prog, w->scale->orders);
-    }
     job->rc = copy_end(&c, ok);
     if (job->rc != 0)
         atomic_store(job->stop, 1);
+    else
+        progress_done(&prog, job->rows);
     return NULL;
 }
 
@@ -1618,8 +1869,8 @@ static void *order_job_run(void *arg)
 /* Orchestration                                                             */
 /* ------------------------------------------------------------------------ */
 
-static const char *const seed_tables[] = {"cities",   "districts", "categories", "users",
-                                          "sellers",  "products",  "orders",     "order_items"};
+static const char *const seed_tables[] = {"cities",  "districts", "categories", "users",
+                                          "sellers", "products",  "orders",     "order_items"};
 #define SEED_NTABLES ((int)(sizeof seed_tables / sizeof seed_tables[0]))
 
 static void usage(void)
@@ -1654,17 +1905,30 @@ static int database_has_data(PGconn *conn)
     return strcmp(val, "t") == 0;
 }
 
+/* --force: every table of the schema except schema_migrations, not just the
+ * eight seeded ones: state that refers to the old rows (idempotency keys
+ * replaying old orders of old user ids, ...) must go with them. One
+ * TRUNCATE statement, so foreign keys between the tables do not matter. */
 static int wipe(PGconn *conn)
 {
-    char sql[512];
-    size_t len = (size_t)snprintf(sql, sizeof sql, "TRUNCATE ");
-    for (int i = 0; i < SEED_NTABLES; i++)
-        len += (size_t)snprintf(sql + len, sizeof sql - len, "%s%s", i ? ", " : "", seed_tables[i]);
-    snprintf(sql + len, sizeof sql - len, " RESTART IDENTITY CASCADE");
-    if (exec_ok(conn, sql, "wiping the old data") != 0)
-        return -1;
+    int rc = -1;
+    PGresult *res =
+        PQexec(conn, "SELECT 'TRUNCATE ' || string_agg(format('%I.%I', n.nspname, c.relname), ', ')"
+                     " || ' RESTART IDENTITY CASCADE'"
+                     " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                     " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+                     " AND NOT c.relispartition AND c.relname <> 'schema_migrations'");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        print_pq_error("listing the tables to wipe", PQresultErrorMessage(res));
+        goto out;
+    }
+    if (exec_ok(conn, PQgetvalue(res, 0, 0), "wiping the old data") != 0)
+        goto out;
     fprintf(stderr, "seed: --force: wiped all marketd tables\n");
-    return 0;
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
 }
 
 /* Orders can only land in partitions that exist; make sure the 24 months
@@ -1683,7 +1947,8 @@ static int ensure_partitions(PGconn *conn)
 
 static int set_sequences(PGconn *conn, int64_t norders)
 {
-    static const char *const serial_tables[] = {"cities", "districts", "categories", "users", "sellers", "products"};
+    static const char *const serial_tables[] = {"cities", "districts", "categories",
+                                                "users",  "sellers",   "products"};
     char sql[256];
     for (size_t i = 0; i < sizeof serial_tables / sizeof serial_tables[0]; i++) {
         snprintf(sql, sizeof sql, "SELECT setval(pg_get_serial_sequence('%s', 'id'), max(id)) FROM %s",
@@ -1826,8 +2091,8 @@ int seed_main(int argc, char **argv)
         fprintf(stderr, "seed: hashing the password failed (out of memory?)\n");
         goto out;
     }
-    fprintf(stderr, "seed: scale %s: %d users, %d sellers, %d products, %lld orders\n", scale->name, scale->users,
-            scale->sellers, scale->products, (long long)scale->orders);
+    fprintf(stderr, "seed: scale %s: %d users, %d sellers, %d products, %lld orders\n", scale->name,
+            scale->users, scale->sellers, scale->products, (long long)scale->orders);
     world_build(w, scale);
 
     conn_orders = seed_connect(url);
@@ -1863,14 +2128,15 @@ join:
     /* Orders first: if the catalogue commit then failed, the tables would
      * not look empty and a rerun would ask for --force instead of
      * duplicating orders. */
-    if (exec_ok(conn_orders, "COMMIT", "COMMIT orders") != 0 || exec_ok(conn_items, "COMMIT", "COMMIT order_items") != 0 ||
+    if (exec_ok(conn_orders, "COMMIT", "COMMIT orders") != 0 ||
+        exec_ok(conn_items, "COMMIT", "COMMIT order_items") != 0 ||
         exec_ok(conn, "COMMIT", "COMMIT catalogue") != 0)
         goto out;
 
     if (set_sequences(conn, cnt.orders) != 0 || finish_load(conn) != 0)
         goto out;
-    if (query_value(conn, "SELECT pg_size_pretty(pg_database_size(current_database()))", dbsize, sizeof dbsize,
-                    "database size") != 0)
+    if (query_value(conn, "SELECT pg_size_pretty(pg_database_size(current_database()))", dbsize,
+                    sizeof dbsize, "database size") != 0)
         goto out;
     fprintf(stderr,
             "seed: done in %.1f s: %lld cities, %lld districts, %lld categories, %lld users, %lld sellers, "

@@ -47,7 +47,7 @@ static const option_t options[] = {
     {"LOG_LEVEL", T_LEVEL, OFF(log_level), "info", 0, 0},
     {"ACCESS_LOG", T_BOOL, OFF(access_log), "1", 0, 1},
     {"HTTP_HEADER_TIMEOUT_MS", T_INT, OFF(http_header_timeout_ms), "15000", 100, 3600000},
-    {"SHUTDOWN_TIMEOUT_MS", T_INT, OFF(shutdown_timeout_ms), "20000", 0, 3600000},
+    {"SHUTDOWN_TIMEOUT_MS", T_INT, OFF(shutdown_timeout_ms), "10000", 0, 3600000},
 };
 
 /* Strict integer: optional sign, digits only, no trailing junk. */

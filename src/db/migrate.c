@@ -131,8 +131,9 @@ static int read_db_version(PGconn *conn)
             version = v;
         for (size_t i = 0; i < migrations_embedded_count; i++)
             if (migrations_embedded[i].version == v && strcmp(migrations_embedded[i].name, name) != 0)
-                fprintf(stderr, "migrate: warning: version %d is recorded as %s but this binary calls it %s\n",
-                        v, name, migrations_embedded[i].name);
+                fprintf(stderr,
+                        "migrate: warning: version %d is recorded as %s but this binary calls it %s\n", v,
+                        name, migrations_embedded[i].name);
     }
 out:
     PQclear(res);
@@ -188,8 +189,8 @@ static int ensure_partitions(PGconn *conn)
 
         if (exec_ok(conn, "BEGIN", "BEGIN") != 0)
             return -1;
-        if (exec_ok(conn, "SET LOCAL lock_timeout = '" MIGRATE_PARTITION_LOCK_TIMEOUT "'", "SET lock_timeout") !=
-            0) {
+        if (exec_ok(conn, "SET LOCAL lock_timeout = '" MIGRATE_PARTITION_LOCK_TIMEOUT "'",
+                    "SET lock_timeout") != 0) {
             rollback_quietly(conn);
             return -1;
         }
@@ -215,7 +216,8 @@ static int ensure_partitions(PGconn *conn)
             fprintf(stderr, "migrate: retrying the partition top-up (%d/%d)\n", attempt + 1,
                     MIGRATE_PARTITION_ATTEMPTS);
     }
-    fprintf(stderr, "migrate: gave up on the partition top-up: a long transaction holds orders; rerun migrate\n");
+    fprintf(stderr,
+            "migrate: gave up on the partition top-up: a long transaction holds orders; rerun migrate\n");
     return -1;
 }
 

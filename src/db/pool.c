@@ -90,7 +90,7 @@ struct db_pool {
     h2o_timeout_entry_t dispatch_entry; /* a deferred pool_dispatch */
     int destroying;
     int processing; /* >0 while results are being handed out */
-    /* base slots: when to try reconnecting a broken one */
+    /* per slot: when to retry a broken base connection, and its backoff */
     uint64_t *retry_at_us;
     uint64_t *backoff_ms;
     int last_connect_failed; /* no connection could be made on the last try */
@@ -467,6 +467,11 @@ static void conn_detach_socket(db_conn_t *c)
     h2o_socket_export_t info;
     if (c->reading)
         h2o_socket_read_stop(c->sock);
+    /* h2o 2.2 has no call to withdraw h2o_socket_notify_write, and
+     * h2o_socket_export asserts that none is pending; clearing the callback
+     * is what the library itself does when the notification fires. */
+    if (c->write_armed)
+        c->sock->_cb.write = NULL;
     h2o_socket_export(c->sock, &info);
     if (info.input != NULL)
         h2o_buffer_dispose(&info.input);
@@ -570,8 +575,10 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
     case PGRES_POLLING_OK:
         break;
     default:
+        if (!pool->last_connect_failed)
+            log_warn("db %s: connect failed (retrying with backoff, further failures not logged): %s",
+                     pool->opt.label, PQerrorMessage(c->pg));
         pool->last_connect_failed = 1;
-        log_warn("db %s: connect failed: %s", pool->opt.label, PQerrorMessage(c->pg));
         conn_close(c, MKD_EUNAVAILABLE, PQerrorMessage(c->pg));
         return;
     }
@@ -586,6 +593,8 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
     }
     c->state = CONN_READY;
     c->last_used_us = now_us();
+    if (pool->last_connect_failed)
+        log_info("db %s: connected again", pool->opt.label);
     pool->last_connect_failed = 0;
     pool->backoff_ms[slot] = 0;
     log_debug("db %s: connection %d ready%s", pool->opt.label, slot, overflow ? " (overflow)" : "");
@@ -616,8 +625,10 @@ static void pool_dispatch(db_pool_t *pool)
         }
         if (best == NULL) {
             /* Saturated: open an overflow connection if allowed and none is
-             * already on its way. */
-            if (connecting == 0) {
+             * already on its way. Only when some connection works: while the
+             * database is unreachable, overflow attempts would just add a
+             * connect storm to the base connections' backoff. */
+            if (connecting == 0 && STAT_GET(pool->st_up) && !pool->last_connect_failed) {
                 for (int i = pool->opt.base; i < pool->max_conns; i++) {
                     if (pool->conns[i] == NULL) {
                         conn_start(pool, i, 1);
@@ -657,8 +668,9 @@ static void on_tick(h2o_timeout_entry_t *entry)
         if (c->state == CONN_CONNECTING) {
             /* libpq leaves connect_timeout to the caller in async mode. */
             if (now - c->started_us > 5000000) {
+                if (!pool->last_connect_failed)
+                    log_warn("db %s: connect timed out", pool->opt.label);
                 pool->last_connect_failed = 1;
-                log_warn("db %s: connect timed out", pool->opt.label);
                 conn_close(c, MKD_EUNAVAILABLE, "connect timeout");
             }
             continue;
@@ -702,8 +714,8 @@ db_pool_t *db_pool_create(h2o_loop_t *loop, const db_pool_options_t *opt)
              opt->statement_timeout_ms);
     pool->max_conns = opt->base + opt->overflow;
     pool->conns = calloc((size_t)pool->max_conns, sizeof(*pool->conns));
-    pool->retry_at_us = calloc((size_t)opt->base, sizeof(uint64_t));
-    pool->backoff_ms = calloc((size_t)opt->base, sizeof(uint64_t));
+    pool->retry_at_us = calloc((size_t)pool->max_conns, sizeof(uint64_t));
+    pool->backoff_ms = calloc((size_t)pool->max_conns, sizeof(uint64_t));
     if (pool->conns == NULL || pool->retry_at_us == NULL || pool->backoff_ms == NULL)
         abort();
     h2o_linklist_init_anchor(&pool->waiters);

@@ -220,6 +220,13 @@ static void on_tick(h2o_timeout_entry_t *entry)
             w->listener = NULL;
         }
         h2o_context_request_shutdown(&w->ctx);
+        /* h2o 2.2 leaves idle HTTP/1 keep-alive connections open on
+         * request_shutdown. Every connection waiting for a request sits in
+         * the req_timeout list (a busy one is not: h2o unlinks it while the
+         * handler runs), so a zero timeout closes exactly the idle ones on
+         * the loop's next turn, and each busy one as soon as its response
+         * is out. */
+        w->ctx.http1.req_timeout.timeout = 0;
         log_info("worker %d: draining, %d request(s) in flight", w->index, w->inflight);
     }
     partition_job(w);
@@ -315,7 +322,20 @@ static void *worker_main(void *arg)
      * still linked trips an assertion in h2o. */
     if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
         h2o_timeout_unlink(&w->ctx.http2._graceful_shutdown_timeout);
+    if (!h2o_linklist_is_empty(&w->ctx.http1._conns)) {
+        /* Only after the drain deadline: h2o cannot dispose a context with
+         * live connections, and the process is about to exit anyway. */
+        log_warn("worker %d: exiting with connections still open", w->index);
+        return NULL;
+    }
+    h2o_multithread_queue_t *queue = w->ctx.queue;
     h2o_context_dispose(&w->ctx);
+    /* libh2o 2.2.5's h2o_context_dispose destroys its multithread queue
+     * (closing the queue's socket, which the loop frees on its next turns)
+     * but never frees the queue object itself. */
+    for (int i = 0; i < 3; i++)
+        h2o_evloop_run(w->loop, 0);
+    free(queue);
     jbuf_free(&w->out);
     jbuf_free(&w->logbuf);
     return NULL;
