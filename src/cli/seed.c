@@ -2115,7 +2115,9 @@ int seed_main(int argc, char **argv)
         }
         started++;
     }
-    load_catalogue(conn, w, &stop, &cnt);
+    /* A failure here sets `stop`, which the loader threads poll and which is
+     * checked below, so the return value needs no handling of its own. */
+    (void)load_catalogue(conn, w, &stop, &cnt);
 join:
     for (int k = 0; k < started; k++)
         pthread_join(threads[k], NULL);

@@ -102,7 +102,9 @@ static void finish(rctx_t *r, int status, const char *content_type, const char *
     worker_t *w = r->w;
     req->res.status = status;
     req->res.reason = reason_phrase(status);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
+    if (status != 204 && status != 304)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->request_id.ptr,
                           r->request_id.len);
     uint64_t dur = server_now_us() - r->start_us;

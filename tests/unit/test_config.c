@@ -116,7 +116,7 @@ static void test_defaults(void **state)
     assert_i64_eq(cfg.log_level, LOG_INFO);
     assert_i64_eq(cfg.access_log, 1);
     assert_i64_eq(cfg.http_header_timeout_ms, 15000);
-    assert_i64_eq(cfg.shutdown_timeout_ms, 20000);
+    assert_i64_eq(cfg.shutdown_timeout_ms, 10000);
     config_free(&cfg);
     /* config_free leaves no dangling pointers and may be called again. */
     assert_null(cfg.database_url);
