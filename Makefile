@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CC    ?= cc
 CLANG ?= clang
 
-PKGS := libpq libh2o-evloop libsodium jansson
+PKGS := libpq libh2o-evloop libsodium jansson hiredis
 # Debian's libh2o-evloop.pc lacks -DH2O_USE_LIBUV=0; without it h2o/socket.h
 # pulls in uv.h (shared/spec/limits.md).
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -DH2O_USE_LIBUV=0

@@ -19,6 +19,7 @@
 #include "api/api.h"
 #include "api/common.h"
 #include "core/error.h"
+#include "cache/cache.h"
 #include "http/body.h"
 
 #define NAME_MAX_CHARS 200
@@ -61,7 +62,8 @@ enum {
 
 /* The product's owner, for PATCH/DELETE: no row = unknown product. */
 #define PRODUCT_OWNER_CTE                                                                                         \
-    "cur AS (SELECT p.id, s.user_id FROM products p JOIN sellers s ON s.id = p.seller_id WHERE p.id = $2::int8)"
+    "cur AS (SELECT p.id, s.user_id, p.city_id FROM products p JOIN sellers s ON s.id = p.seller_id"         \
+    " WHERE p.id = $2::int8)"
 
 void api_catalogue_write_init(void)
 {
@@ -170,7 +172,7 @@ void api_catalogue_write_init(void)
         "WITH " PRODUCT_OWNER_CTE ","
         " upd AS (UPDATE products p SET status = 'archived', updated_at = now() FROM cur"
         "         WHERE p.id = cur.id AND cur.user_id = $1::int8 AND p.status <> 'archived' RETURNING p.id)"
-        " SELECT CASE WHEN cur.id IS NULL THEN 404 WHEN cur.user_id <> $1::int8 THEN 403 ELSE 204 END"
+        " SELECT CASE WHEN cur.id IS NULL THEN 404 WHEN cur.user_id <> $1::int8 THEN 403 ELSE 204 END, cur.city_id"
         " FROM (VALUES (1)) one LEFT JOIN cur ON true",
         2);
 }
@@ -308,7 +310,8 @@ static void on_ref_created(void *arg, PGresult *res, int err)
     jbuf_puts(b, ",\"slug\":");
     api_json_text(b, res, 0, c);
     jbuf_putc(b, '}');
-    reply_json(r, 201, b);
+    static const char *const tags[] = {"reference", NULL};
+    cache_invalidate_and_reply(r, tags, 201, "application/json", b->data, b->len);
 }
 
 static void ref_create(rctx_t *r, int kind)
@@ -432,7 +435,12 @@ static void on_seller_written(void *arg, PGresult *res, int err)
         int n = snprintf(loc, sizeof(loc), "/api/v1/sellers/%s", PQgetvalue(res, 0, S_ROW));
         reply_header(r, "location", loc, (size_t)n);
     }
-    reply_json(r, status, b);
+    /* Product answers embed the seller's name and rating, and a move changes
+     * which city's lists its products are in: "sellers" covers both. */
+    char seller_tag[48];
+    cache_tag(seller_tag, "seller", api_int(res, 0, S_ROW));
+    const char *tags[] = {seller_tag, "sellers", NULL};
+    cache_invalidate_and_reply(r, tags, status, "application/json", b->data, b->len);
 }
 
 /* name, description, city_id, district_id; all required on create except
@@ -591,7 +599,11 @@ static void on_product_written(void *arg, PGresult *res, int err)
         int n = snprintf(loc, sizeof(loc), "/api/v1/products/%s", PQgetvalue(res, 0, 1 + C_ID));
         reply_header(r, "location", loc, (size_t)n);
     }
-    reply_json(r, status, b);
+    char product_tag[48], city_tag[48];
+    cache_tag(product_tag, "product", api_int(res, 0, 1 + C_ID));
+    cache_tag(city_tag, "products:city", api_int(res, 0, 1 + C_CITY_ID));
+    const char *tags[] = {product_tag, city_tag, "products:all", NULL};
+    cache_invalidate_and_reply(r, tags, status, "application/json", b->data, b->len);
 }
 
 /* The fields of POST (all but description required) and PATCH (any, and
@@ -695,9 +707,16 @@ static void on_product_deleted(void *arg, PGresult *res, int err)
         return;
     }
     switch (answer_status(res)) {
-    case 204:
-        reply_body(r, 204, "application/json", "", 0);
+    case 204: {
+        int64_t id = 0;
+        parse_id(r->params[0], &id);
+        char product_tag[48], city_tag[48];
+        cache_tag(product_tag, "product", id);
+        cache_tag(city_tag, "products:city", api_int(res, 0, 1));
+        const char *tags[] = {product_tag, city_tag, "products:all", NULL};
+        cache_invalidate_and_reply(r, tags, 204, "application/json", "", 0);
         return;
+    }
     case 403:
         reply_problem(r, 403, "product %.*s belongs to another seller", (int)r->params[0].len, r->params[0].ptr);
         return;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/cursor.h"
+#include "cache/cache.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/timefmt.h"
@@ -20,12 +21,37 @@ int api_path_id(rctx_t *r, int idx, const char *what, int64_t *out)
 
 int api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, db_result_cb cb)
 {
-    int rc = db_pool_query(r->w->primary, st, params, cb, r);
+    int rc = db_pool_query(r->w->primary, st, (const char *const *)params, cb, r);
     if (rc != 0) {
         reply_error(r, rc, "");
         return -1;
     }
     return 0;
+}
+
+static void run_deferred(rctx_t *r)
+{
+    api_query(r, r->dq_stmt, (const char *const *)r->dq_params, r->dq_cb);
+}
+
+void api_cached_query(rctx_t *r, const cache_spec_t *spec, const db_stmt_t *st, const char *const *params,
+                      db_result_cb cb)
+{
+    const char **copy = h2o_mem_alloc_pool(&r->req->pool, sizeof(char *) * (size_t)(st->nparams + 1));
+    for (int i = 0; i < st->nparams; i++) {
+        if (params[i] == NULL) {
+            copy[i] = NULL;
+            continue;
+        }
+        size_t n = strlen(params[i]) + 1;
+        char *p = h2o_mem_alloc_pool(&r->req->pool, n);
+        memcpy(p, params[i], n);
+        copy[i] = p;
+    }
+    r->dq_stmt = st;
+    r->dq_params = copy;
+    r->dq_cb = cb;
+    cache_serve(r, spec, run_deferred);
 }
 
 void api_db_failed(rctx_t *r, int err, PGresult *res, const char *what)

@@ -17,6 +17,13 @@ int api_path_id(rctx_t *r, int idx, const char *what, int64_t *out);
  * answers 503 and returns -1 (the callback will not run). */
 int api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, db_result_cb cb);
 
+/* Like api_query, but first looks in the cache (cache/cache.h): a hit
+ * answers at once; a miss runs the query (params are copied) and the 200
+ * that its callback renders is stored under `spec`. */
+struct cache_spec;
+void api_cached_query(rctx_t *r, const struct cache_spec *spec, const db_stmt_t *st, const char *const *params,
+                      db_result_cb cb);
+
 /* Answers a failed query (err < 0) of a callback. */
 void api_db_failed(rctx_t *r, int err, PGresult *res, const char *what);
 

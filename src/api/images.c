@@ -31,6 +31,7 @@
 
 #include "api/api.h"
 #include "api/common.h"
+#include "cache/cache.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/offload.h"
@@ -52,7 +53,7 @@ void api_images_init(void)
      * so a retried upload is safe). The conditions read the updated row, so
      * two concurrent uploads of the same image append it once. */
     st_append = db_stmt_register(
-        "WITH cur AS (SELECT p.id, s.user_id FROM products p JOIN sellers s ON s.id = p.seller_id"
+        "WITH cur AS (SELECT p.id, s.user_id, p.city_id FROM products p JOIN sellers s ON s.id = p.seller_id"
         "             WHERE p.id = $2::int8),"
         " upd AS (UPDATE products p"
         "         SET images = CASE WHEN $3::text = ANY (p.images) THEN p.images ELSE p.images || $3::text END,"
@@ -61,7 +62,7 @@ void api_images_init(void)
         "           AND ($3::text = ANY (p.images) OR cardinality(p.images) < $4::int4)"
         "         RETURNING p.id)"
         " SELECT CASE WHEN cur.id IS NULL THEN 404 WHEN cur.user_id <> $1::int8 THEN 403"
-        "             WHEN upd.id IS NULL THEN 409 ELSE 201 END"
+        "             WHEN upd.id IS NULL THEN 409 ELSE 201 END, cur.city_id"
         " FROM (VALUES (1)) one LEFT JOIN cur ON true LEFT JOIN upd ON true",
         4);
 }
@@ -234,7 +235,11 @@ static void on_appended(void *arg, PGresult *res, int err)
         jbuf_puts(b, "{\"url\":");
         json_str(b, url, cn + pn);
         jbuf_putc(b, '}');
-        reply_json(r, 201, b);
+        char product_tag[48], city_tag[48];
+        cache_tag(product_tag, "product", strtoll(j->pid, NULL, 10));
+        cache_tag(city_tag, "products:city", strtoll(PQgetvalue(res, 0, 1), NULL, 10));
+        const char *tags[] = {product_tag, city_tag, "products:all", NULL};
+        cache_invalidate_and_reply(r, tags, 201, "application/json", b->data, b->len);
         return;
     }
     case 403:

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "cache/cache.h"
 #include "core/error.h"
 #include "db/migrate.h"
 
@@ -21,12 +22,18 @@ static void on_schema_version(void *arg, PGresult *res, int err)
     int want = migrate_latest_version();
     int primary_up = err == 0;
     int current = have == want;
+    /* The cache alone being down degrades (answers come from the database);
+     * only the primary or a schema mismatch makes the instance unready. */
+    const char *cache = cache_state(r->w);
+    const char *status = !(primary_up && current) ? "down" : (strcmp(cache, "down") == 0 ? "degraded" : "ok");
     jbuf_t *b = reply_buffer(r);
     jbuf_puts(b, "{\"status\":");
-    json_cstr(b, primary_up && current ? "ok" : "down");
+    json_cstr(b, status);
     jbuf_puts(b, ",\"primary\":");
     json_cstr(b, primary_up ? "up" : "down");
-    jbuf_puts(b, ",\"replicas\":[],\"cache\":\"disabled\",\"schema\":{\"database\":");
+    jbuf_puts(b, ",\"replicas\":[],\"cache\":");
+    json_cstr(b, cache);
+    jbuf_puts(b, ",\"schema\":{\"database\":");
     json_int(b, have);
     jbuf_puts(b, ",\"binary\":");
     json_int(b, want);

@@ -12,6 +12,7 @@
 #include "api/common.h"
 #include "api/cursor.h"
 #include "core/timefmt.h"
+#include "cache/cache.h"
 #include "http/body.h"
 
 #define MAX_ITEMS 50
@@ -56,8 +57,15 @@ static char *build_list_sql(int as_seller, int mask)
 
 void api_orders_init(void)
 {
+    /* Besides the answer: what the cache must forget when stock moved — the
+     * products of the order and the city of their seller (docs/cache.md). */
     st_place = db_stmt_register(
-        "SELECT http_status, body, replayed FROM marketd_place_order($1::int8, $2::jsonb, $3::text, $4::text)", 4);
+        "SELECT f.http_status, f.body, f.replayed, s.city_id,"
+        " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
+        "    CASE WHEN f.http_status = 201 THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
+        " FROM marketd_place_order($1::int8, $2::jsonb, $3::text, $4::text) f"
+        " LEFT JOIN sellers s ON f.http_status = 201 AND s.id = (f.body::json ->> 'seller_id')::int8",
+        4);
     /* The id carries its month, so the created_at range names one partition. */
     st_get = db_stmt_register("SELECT marketd_order_json(o) FROM orders o"
                               " WHERE o.id = $1::int8"
@@ -67,7 +75,12 @@ void api_orders_init(void)
                               "      OR o.seller_id = (SELECT s.id FROM sellers s WHERE s.user_id = $2::int8))",
                               2);
     st_transition = db_stmt_register(
-        "SELECT http_status, body FROM marketd_order_transition($1::int8, $2::int8, $3::text, $4::text)", 4);
+        "SELECT f.http_status, f.body, false, s.city_id,"
+        " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
+        "    CASE WHEN f.http_status = 200 THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
+        " FROM marketd_order_transition($1::int8, $2::int8, $3::text, $4::text) f"
+        " LEFT JOIN sellers s ON f.http_status = 200 AND s.id = (f.body::json ->> 'seller_id')::int8",
+        4);
     for (int seller = 0; seller < 2; seller++) {
         for (int mask = 0; mask < NMASKS; mask++) {
             int n = 2 + ((mask & F_STATUS) != 0) + ((mask & F_FROM) != 0) + ((mask & F_TO) != 0) +
@@ -99,10 +112,35 @@ static void on_function_answer(void *arg, PGresult *res, int err)
         return;
     }
     int status = atoi(PQgetvalue(res, 0, 0));
-    if (PQnfields(res) > 2 && PQgetvalue(res, 0, 2)[0] == 't')
+    const char *ctype = status >= 400 ? "application/problem+json" : "application/json";
+    const char *body = PQgetvalue(res, 0, 1);
+    size_t len = (size_t)PQgetlength(res, 0, 1);
+    int replayed = PQgetvalue(res, 0, 2)[0] == 't';
+    if (replayed)
         reply_header(r, "idempotent-replayed", "true", 4);
-    reply_body(r, status, status >= 400 ? "application/problem+json" : "application/json", PQgetvalue(res, 0, 1),
-               (size_t)PQgetlength(res, 0, 1));
+    if (status >= 300 || replayed || PQgetisnull(res, 0, 3)) {
+        reply_body(r, status, ctype, body, len);
+        return;
+    }
+    /* Stock changed: product details and the seller city's lists show it. */
+    char tagbuf[MAX_ITEMS + 2][48];
+    const char *tags[MAX_ITEMS + 3];
+    int n = 0;
+    cache_tag(tagbuf[n], "products:city", api_int(res, 0, 3));
+    tags[n] = tagbuf[n], n++;
+    tags[n++] = "products:all";
+    const char *ids = PQgetvalue(res, 0, 4);
+    while (*ids != '\0' && n < MAX_ITEMS + 2) {
+        char *end;
+        long long id = strtoll(ids, &end, 10);
+        if (end == ids)
+            break;
+        cache_tag(tagbuf[n], "product", id);
+        tags[n] = tagbuf[n], n++;
+        ids = *end == ',' ? end + 1 : end;
+    }
+    tags[n] = NULL;
+    cache_invalidate_and_reply(r, tags, status, ctype, body, len);
 }
 
 /* ---- POST /orders ----------------------------------------------------------- */

@@ -1,5 +1,6 @@
 /* Products (api.md): the filtered, sorted, keyset-paginated list and the
  * detail, each one query with the seller joined in (no N+1, S12). */
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include "api/api.h"
 #include "api/common.h"
 #include "api/cursor.h"
+#include "cache/cache.h"
 #include "core/timefmt.h"
 
 /* Columns shared by list and detail; the detail adds the description. */
@@ -333,7 +335,53 @@ void api_products_list(rctx_t *r)
     }
     NUM(limit + 1);
 #undef NUM
-    api_query(r, st_list[variant(sort, nwords, mask)], params, on_list);
+
+    /* The cache key is the normalised request: fixed parameter order,
+     * defaults filled in, q folded to lower case with single spaces; so
+     * ?limit=20&sort=newest and no parameters share one entry. Pages after
+     * the first (cursor) are not cached: they would multiply the key space
+     * by the page count for little reuse. Tags: the city's lists when the
+     * filter names one, else every list; plus seller data (embedded). */
+    static const char *const sort_names[NSORTS] = {"newest", "price_asc", "price_desc"};
+    cache_spec_t spec = {.ttl = r->w->server->cfg->cache_ttl_products, .ntags = 2};
+    if (!(mask & F_CURSOR)) {
+        char qn[MAX_Q_BYTES + 1];
+        size_t qlen = 0;
+        for (int w = 0; w < nwords; w++) {
+            size_t wl = strlen(words[w]) - 2; /* without the % on both sides */
+            if (qlen + wl + 1 > MAX_Q_BYTES)
+                break;
+            if (w)
+                qn[qlen++] = ' ';
+            memcpy(qn + qlen, words[w] + 1, wl);
+            qlen += wl;
+        }
+        qn[qlen] = '\0';
+        cache_fold_case(qn, qlen);
+        char canon[512];
+        int cn = snprintf(canon, sizeof(canon), "s=%s&l=%d&c=%lld&d=%lld&k=%lld&v=%lld&mn=%lld&mx=%lld&q=%s",
+                          sort_names[sort], limit, (long long)(mask & F_CITY ? city : 0),
+                          (long long)(mask & F_DISTRICT ? district : 0), (long long)(mask & F_CATEGORY ? category : 0),
+                          (long long)(mask & F_SELLER ? seller : 0), (long long)(mask & F_MIN_PRICE ? min_price : -1),
+                          (long long)(mask & F_MAX_PRICE ? max_price : -1), qn);
+        /* Bounded key length whatever q holds: long keys are hashed. */
+        if (cn > 0 && (size_t)cn < sizeof(spec.key) - 10) {
+            memcpy(spec.key, "products:", 9);
+            memcpy(spec.key + 9, canon, (size_t)cn + 1);
+        } else {
+            unsigned char h[crypto_generichash_BYTES];
+            char hex[2 * crypto_generichash_BYTES + 1];
+            crypto_generichash(h, sizeof(h), (const unsigned char *)canon, strlen(canon), NULL, 0);
+            sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+            snprintf(spec.key, sizeof(spec.key), "products:h:%s", hex);
+        }
+    }
+    if (mask & F_CITY)
+        cache_tag(spec.tags[0], "products:city", city);
+    else
+        snprintf(spec.tags[0], sizeof(spec.tags[0]), "products:all");
+    snprintf(spec.tags[1], sizeof(spec.tags[1]), "sellers");
+    api_cached_query(r, &spec, st_list[variant(sort, nwords, mask)], params, on_list);
 }
 
 static void on_get(void *arg, PGresult *res, int err)
@@ -360,5 +408,11 @@ void api_products_get(rctx_t *r)
     char v[24];
     snprintf(v, sizeof(v), "%lld", (long long)id);
     const char *params[] = {v};
-    api_query(r, st_get, params, on_get);
+    /* The detail embeds its seller's name and rating: "sellers" changes
+     * with any seller write (rare), so the tags are known before the read. */
+    cache_spec_t spec = {.ttl = r->w->server->cfg->cache_ttl_products, .ntags = 2};
+    snprintf(spec.key, sizeof(spec.key), "product:%s", v);
+    cache_tag(spec.tags[0], "product", id);
+    snprintf(spec.tags[1], sizeof(spec.tags[1]), "sellers");
+    api_cached_query(r, &spec, st_get, params, on_get);
 }

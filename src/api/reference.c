@@ -4,6 +4,7 @@
 
 #include "api/api.h"
 #include "api/common.h"
+#include "cache/cache.h"
 
 static const db_stmt_t *st_cities, *st_districts, *st_categories;
 
@@ -44,9 +45,20 @@ static void on_cities(void *arg, PGresult *res, int err)
     reply_json(r, 200, b);
 }
 
+/* Reference lists: one entry each, invalidated by any reference write. */
+static void reference_spec(rctx_t *r, cache_spec_t *spec, const char *key)
+{
+    snprintf(spec->key, sizeof(spec->key), "%s", key);
+    spec->ttl = r->w->server->cfg->cache_ttl_reference;
+    spec->ntags = 1;
+    snprintf(spec->tags[0], sizeof(spec->tags[0]), "reference");
+}
+
 void api_cities_list(rctx_t *r)
 {
-    api_query(r, st_cities, NULL, on_cities);
+    cache_spec_t spec;
+    reference_spec(r, &spec, "cities");
+    api_cached_query(r, &spec, st_cities, NULL, on_cities);
 }
 
 static void on_districts(void *arg, PGresult *res, int err)
@@ -87,7 +99,11 @@ void api_districts_list(rctx_t *r)
     char id[24];
     snprintf(id, sizeof(id), "%lld", (long long)city);
     const char *params[] = {id};
-    api_query(r, st_districts, params, on_districts);
+    cache_spec_t spec;
+    char key[48];
+    snprintf(key, sizeof(key), "districts:%s", id);
+    reference_spec(r, &spec, key);
+    api_cached_query(r, &spec, st_districts, params, on_districts);
 }
 
 static void on_categories(void *arg, PGresult *res, int err)
@@ -116,5 +132,7 @@ static void on_categories(void *arg, PGresult *res, int err)
 
 void api_categories_list(rctx_t *r)
 {
-    api_query(r, st_categories, NULL, on_categories);
+    cache_spec_t spec;
+    reference_spec(r, &spec, "categories");
+    api_cached_query(r, &spec, st_categories, NULL, on_categories);
 }

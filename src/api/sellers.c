@@ -7,6 +7,7 @@
 #include "api/api.h"
 #include "api/common.h"
 #include "api/cursor.h"
+#include "cache/cache.h"
 
 #define SELLER_COLS                                                                                               \
     "s.id, s.user_id, s.name, s.description, s.city_id, s.district_id, s.rating, "                              \
@@ -164,7 +165,10 @@ void api_sellers_get(rctx_t *r)
     char v[24];
     snprintf(v, sizeof(v), "%lld", (long long)id);
     const char *params[] = {v};
-    api_query(r, st_get, params, on_get);
+    cache_spec_t spec = {.ttl = r->w->server->cfg->cache_ttl_products, .ntags = 1};
+    snprintf(spec.key, sizeof(spec.key), "seller:%s", v);
+    cache_tag(spec.tags[0], "seller", id);
+    api_cached_query(r, &spec, st_get, params, on_get);
 }
 
 static void on_popular(void *arg, PGresult *res, int err)
@@ -200,11 +204,17 @@ void api_sellers_popular(rctx_t *r)
     char c[24], l[16];
     snprintf(c, sizeof(c), "%lld", (long long)city);
     snprintf(l, sizeof(l), "%d", limit);
+    /* The one list allowed to lag writes by its TTL (api.md): besides the
+     * seller tag, nothing invalidates it; browsers may keep it a minute. */
+    cache_spec_t spec = {.ttl = r->w->server->cfg->cache_ttl_popular_sellers, .ntags = 1};
+    snprintf(spec.key, sizeof(spec.key), "popular:%s:%s", has_city > 0 ? c : "all", l);
+    snprintf(spec.tags[0], sizeof(spec.tags[0]), "sellers");
+    r->cache_control = "public, max-age=60";
     if (has_city > 0) {
         const char *params[] = {c, l};
-        api_query(r, st_popular_city, params, on_popular);
+        api_cached_query(r, &spec, st_popular_city, params, on_popular);
     } else {
         const char *params[] = {l};
-        api_query(r, st_popular, params, on_popular);
+        api_cached_query(r, &spec, st_popular, params, on_popular);
     }
 }

@@ -27,6 +27,7 @@ typedef struct config {
     int cache_ttl_products;
     int cache_ttl_reference;
     int cache_ttl_popular_sellers;
+    int cache_timeout_ms; /* longest wait for Redis before serving from the database */
     char *cdn_base_url;
     char *media_dir;
     char *jwt_secret;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "cache/cache.h"
 #include "core/log.h"
 #include <sodium.h>
 
@@ -107,6 +108,8 @@ static void finish(rctx_t *r, int status, const char *content_type, const char *
                        strlen(content_type));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->request_id.ptr,
                           r->request_id.len);
+    if (r->cache != NULL && status != 200)
+        cache_fill_done(r, status, NULL, 0, NULL, 0); /* a failed fill releases its waiters */
     uint64_t dur = server_now_us() - r->start_us;
     metrics_observe(&w->metrics, r->route, r->method, status, dur);
     if (w->server->cfg->access_log)
@@ -149,6 +152,8 @@ static int etag_matches(const char *v, size_t n, const char *etag, size_t elen)
 
 void reply_json(rctx_t *r, int status, const jbuf_t *body)
 {
+    if (r->cache != NULL && status == 200)
+        cache_fill_done(r, 200, body->data, body->len, NULL, 0);
     if (status == 200 && r->cacheable) {
         /* A fixed key: the tag only has to change when the bytes do, and be
          * the same on every instance for the same bytes. */
@@ -161,8 +166,10 @@ void reply_json(rctx_t *r, int status, const jbuf_t *body)
         etag[1 + 2 * sizeof(h)] = '"';
         size_t elen = 2 + 2 * sizeof(h);
         const char *xc = r->cache_result != NULL ? r->cache_result : "BYPASS";
+        const char *cc = r->cache_control != NULL ? r->cache_control : "no-cache";
         reply_header(r, "etag", etag, elen);
         reply_header(r, "x-cache", xc, strlen(xc));
+        reply_header(r, "cache-control", cc, strlen(cc));
         ssize_t h_inm = h2o_find_header(&r->req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
         if (h_inm >= 0) {
             h2o_iovec_t v = r->req->headers.entries[h_inm].value;

@@ -32,6 +32,12 @@ typedef struct rctx {
     verr_t verr;
     void *data;             /* the handler's own state */
     const char *cache_result; /* "HIT" | "MISS" | "BYPASS" (NULL: BYPASS) */
+    struct cache_req *cache;  /* cache/cache.c's state for this request, or NULL */
+    const char *cache_control; /* Cache-Control of a cacheable 200 (default "no-cache") */
+    /* A query deferred until the cache has missed (api_cached_query). */
+    const db_stmt_t *dq_stmt;
+    const char **dq_params;
+    db_result_cb dq_cb;
 } rctx_t;
 
 /* Renders into this worker's scratch buffer, emptied first. */

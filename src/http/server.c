@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "cache/cache.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "http/reply.h"
@@ -230,6 +231,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
         log_info("worker %d: draining, %d request(s) in flight", w->index, w->inflight);
     }
     partition_job(w);
+    cache_tick(w);
     h2o_timeout_link(w->loop, &w->tick_timeout, &w->tick);
 }
 
@@ -260,6 +262,7 @@ static void *worker_main(void *arg)
     w->accept_ctx.ctx = &w->ctx;
     w->accept_ctx.hosts = s->globalconf.hosts;
     offload_receiver_init(&w->offload, &w->ctx);
+    cache_worker_init(w);
     jbuf_init(&w->out, 64 * 1024);
     jbuf_init(&w->logbuf, 1024);
     w->request_id_prefix = (uint32_t)((unsigned)getpid() * 2654435761u) ^ ((uint32_t)w->index << 24) ^
@@ -316,6 +319,7 @@ static void *worker_main(void *arg)
     for (int i = 0; i < 3; i++)
         h2o_evloop_run(w->loop, 0);
     h2o_timeout_dispose(w->loop, &w->tick_timeout);
+    cache_worker_dispose(w);
     offload_receiver_dispose(&w->offload, &w->ctx);
     /* h2o_context_request_shutdown arms HTTP/2's graceful-shutdown timer
      * even though no HTTP/2 connection exists; disposing the context with it
@@ -371,6 +375,7 @@ int server_run(const config_t *cfg)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    cache_global_init(cfg->redis_url != NULL || cfg->redis_cluster_nodes != NULL, 0);
     st_ensure_partitions = db_stmt_register(
         "SELECT set_config('lock_timeout', '2s', true), marketd_ensure_partitions(0, 3)", 0);
     partition_job_due_us = server_now_us() + PARTITION_JOB_FIRST_US;

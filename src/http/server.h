@@ -27,6 +27,7 @@ typedef struct worker {
     h2o_socket_t *listener;
     db_pool_t *primary;
     offload_receiver_t offload; /* completions of offloaded work (Argon2id, file writes) */
+    struct cache_worker *cache; /* NULL when the cache is disabled */
     jbuf_t out;     /* scratch buffer responses are rendered into */
     jbuf_t logbuf;  /* scratch buffer of the access-log line */
     metrics_t metrics;

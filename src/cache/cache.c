@@ -1,0 +1,597 @@
+#include "cache/cache.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "cache/redis.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "http/reply.h"
+#include "http/server.h"
+
+/*
+ * Key layout (docs/cache.md):
+ *   c1:<normalised request>   the entry: "mkd1 <fresh_until_ms> <fill_ms> <n> <v0> … <vn-1>\n<body>"
+ *   {t}:epoch                 the version of everything
+ *   {t}:<tag>                 the version of one tag
+ * Versions are "<µs since epoch, hex>-<random hex>": only equality matters,
+ * and a lost tag key is re-created with a fresh version, so losing data
+ * (a restart, a failover) can only cause misses, never stale hits. All tag
+ * keys share the hash tag {t}, so one MGET reads them on a cluster too; tag
+ * keys have no TTL, so with maxmemory-policy volatile-lru Redis evicts
+ * entries, never versions.
+ */
+
+#define TAG_PREFIX "{t}:"
+#define EPOCH_KEY "{t}:epoch"
+#define ENTRY_PREFIX "c1:"
+#define VERSION_MAX 40
+
+typedef struct cache_worker {
+    redis_t *redis;
+    h2o_multithread_receiver_t receiver;
+    int must_flush; /* an invalidation failed: bump the epoch before using the cache again */
+    int flushing;
+} cache_worker_t;
+
+static int cache_enabled;
+
+/* ---- single flight, process-wide ------------------------------------------ */
+
+typedef struct shared_body {
+    int refs; /* atomic */
+    size_t len;
+    char data[];
+} shared_body_t;
+
+typedef struct waiter {
+    h2o_multithread_message_t msg; /* delivered to the waiter's worker */
+    struct waiter *next;
+    struct rctx *r;
+    cache_worker_t *cw;
+    void (*query)(struct rctx *r);
+    shared_body_t *body; /* NULL: the fill failed, query yourself */
+} waiter_t;
+
+typedef struct flight {
+    struct flight *next;
+    waiter_t *waiters;
+    char key[CACHE_KEY_MAX];
+} flight_t;
+
+#define FLIGHT_BUCKETS 1024
+static pthread_mutex_t flights_lock = PTHREAD_MUTEX_INITIALIZER;
+static flight_t *flights[FLIGHT_BUCKETS];
+
+static unsigned key_bucket(const char *key)
+{
+    unsigned h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % FLIGHT_BUCKETS;
+}
+
+/* Per request state, in the request pool. */
+typedef struct cache_req {
+    cache_spec_t spec;
+    void (*query)(struct rctx *r);
+    int pending; /* replies still expected from Redis */
+    int failed;
+    redisReply *entry;  /* copy of the GET reply (or NULL) */
+    char versions[1 + CACHE_MAX_TAGS][VERSION_MAX];
+    int nversions;
+    int missing_tags;
+    int fill;           /* this request is the fill of spec.key */
+    uint64_t fill_start_us;
+    char *entry_value;  /* GET result copied into the pool */
+    size_t entry_len;
+} cache_req_t;
+
+static uint64_t now_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+static cache_worker_t *cw_of(worker_t *w)
+{
+    return w->cache;
+}
+
+static void new_version(char out[VERSION_MAX])
+{
+    snprintf(out, VERSION_MAX, "%llx-%08x", (unsigned long long)now_us(), randombytes_random());
+}
+
+void cache_tag(char out[48], const char *prefix, int64_t id)
+{
+    snprintf(out, 48, "%s:%lld", prefix, (long long)id);
+}
+
+void cache_fold_case(char *s, size_t n)
+{
+    unsigned char *p = (unsigned char *)s;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] >= 'A' && p[i] <= 'Z') {
+            p[i] += 32;
+        } else if (i + 1 < n && p[i] == 0xD0) {
+            unsigned c = p[i + 1];
+            if (c >= 0x90 && c <= 0x9F) { /* А..П → а..п (D0 B0..D0 BF) */
+                p[i + 1] = (unsigned char)(c + 0x20);
+                i++;
+            } else if (c >= 0xA0 && c <= 0xAF) { /* Р..Я → р..я (D1 80..D1 8F) */
+                p[i] = 0xD1;
+                p[i + 1] = (unsigned char)(c - 0x20);
+                i++;
+            } else if (c == 0x81) { /* Ё → ё (D1 91) */
+                p[i] = 0xD1;
+                p[i + 1] = 0x91;
+                i++;
+            }
+        }
+    }
+}
+
+/* ---- worker set-up ----------------------------------------------------------- */
+
+static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+
+void cache_global_init(int enabled, int ttl_jitter_pct)
+{
+    (void)ttl_jitter_pct;
+    cache_enabled = enabled;
+}
+
+void cache_worker_init(worker_t *w)
+{
+    const config_t *cfg = w->server->cfg;
+    w->cache = NULL;
+    if (!cache_enabled)
+        return;
+    cache_worker_t *cw = calloc(1, sizeof(*cw));
+    if (cw == NULL)
+        abort();
+    redis_options_t opt = {
+        .url = cfg->redis_url,
+        .cluster_nodes = cfg->redis_cluster_nodes,
+        .timeout_ms = cfg->cache_timeout_ms,
+        .connect_timeout_ms = 1000,
+    };
+    char err[256];
+    cw->redis = redis_create(w->loop, &opt, err, sizeof(err));
+    if (cw->redis == NULL) {
+        log_error("cache disabled: %s", err);
+        free(cw);
+        return;
+    }
+    h2o_multithread_register_receiver(w->ctx.queue, &cw->receiver, on_messages);
+    w->cache = cw;
+}
+
+void cache_worker_dispose(worker_t *w)
+{
+    cache_worker_t *cw = cw_of(w);
+    if (cw == NULL)
+        return;
+    redis_destroy(cw->redis);
+    h2o_multithread_unregister_receiver(w->ctx.queue, &cw->receiver);
+    free(cw);
+    w->cache = NULL;
+}
+
+const char *cache_state(worker_t *w)
+{
+    cache_worker_t *cw = cw_of(w);
+    if (cw == NULL)
+        return cache_enabled ? "down" : "disabled";
+    return redis_is_up(cw->redis) && !cw->must_flush ? "up" : "down";
+}
+
+static void count(struct rctx *r, int which)
+{
+    uint64_t *c = &r->w->metrics.cache[which];
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+static void bypass(struct rctx *r, void (*query)(struct rctx *r))
+{
+    r->cache_result = "BYPASS";
+    count(r, 2);
+    query(r);
+}
+
+/* ---- reading ------------------------------------------------------------------- */
+
+/* Parses the entry header; returns the body offset or -1. */
+static long parse_entry(const char *v, size_t n, uint64_t *fresh_until_ms, uint64_t *fill_ms, int *nver,
+                        const char *ver[], size_t verlen[])
+{
+    const char *end = memchr(v, '\n', n);
+    if (end == NULL || n < 5 || memcmp(v, "mkd1 ", 5) != 0)
+        return -1;
+    char head[512];
+    size_t hl = (size_t)(end - v);
+    if (hl >= sizeof(head))
+        return -1;
+    memcpy(head, v, hl);
+    head[hl] = '\0';
+    char *save = NULL, *tok = strtok_r(head + 5, " ", &save);
+    if (tok == NULL)
+        return -1;
+    *fresh_until_ms = strtoull(tok, NULL, 10);
+    if ((tok = strtok_r(NULL, " ", &save)) == NULL)
+        return -1;
+    *fill_ms = strtoull(tok, NULL, 10);
+    if ((tok = strtok_r(NULL, " ", &save)) == NULL)
+        return -1;
+    int n_ = atoi(tok);
+    if (n_ < 1 || n_ > 1 + CACHE_MAX_TAGS)
+        return -1;
+    for (int i = 0; i < n_; i++) {
+        if ((tok = strtok_r(NULL, " ", &save)) == NULL)
+            return -1;
+        ver[i] = v + (tok - head);
+        verlen[i] = strlen(tok);
+    }
+    *nver = n_;
+    return (long)(hl + 1);
+}
+
+static void become_fill_or_wait(struct rctx *r, cache_req_t *cr);
+
+static void on_stored(void *arg, redisReply *reply, int err)
+{
+    (void)arg;
+    if (err == 0 && reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        log_debug("cache: store refused: %s", reply->str); /* e.g. OOM: Redis full */
+}
+
+
+static void on_lookup_done(struct rctx *r, cache_req_t *cr)
+{
+    cache_worker_t *cw = cw_of(r->w);
+    if (cr->failed) {
+        bypass(r, cr->query);
+        return;
+    }
+    if (cr->missing_tags) {
+        /* A tag never written (or lost): give it a version now. SET NX so
+         * that a concurrent writer's version wins; this request bypasses,
+         * the next one can fill. */
+        for (int i = 0; i < cr->spec.ntags + 1; i++) {
+            if (cr->versions[i][0] != '\0')
+                continue;
+            char key[64], ver[VERSION_MAX];
+            snprintf(key, sizeof(key), "%s%s", TAG_PREFIX, i == 0 ? "epoch" : cr->spec.tags[i - 1]);
+            new_version(ver);
+            const char *argv[] = {"SET", key, ver, "NX"};
+            size_t lens[] = {3, strlen(key), strlen(ver), 2};
+            redis_command(cw->redis, key, strlen(key), 4, argv, lens, on_stored, NULL);
+        }
+        bypass(r, cr->query);
+        return;
+    }
+    if (cr->entry_value != NULL) {
+        uint64_t fresh_until, fill_ms;
+        int nver = 0;
+        const char *ver[1 + CACHE_MAX_TAGS];
+        size_t verlen[1 + CACHE_MAX_TAGS];
+        long off = parse_entry(cr->entry_value, cr->entry_len, &fresh_until, &fill_ms, &nver, ver, verlen);
+        int valid = off >= 0 && nver == cr->nversions;
+        for (int i = 0; valid && i < nver; i++)
+            valid = verlen[i] == strlen(cr->versions[i]) && memcmp(ver[i], cr->versions[i], verlen[i]) == 0;
+        if (valid) {
+            /* Probabilistic early expiration (XFetch): the closer to the end
+             * of its TTL and the slower its fill, the likelier one request
+             * refreshes it while everyone else still gets hits. */
+            double u = (randombytes_random() + 1.0) / 4294967297.0;
+            uint64_t now_ms = now_us() / 1000;
+            int refresh = (double)now_ms - (double)fill_ms * 1.0 * log(u) >= (double)fresh_until;
+            if (!refresh) {
+                r->cache_result = "HIT";
+                count(r, 0);
+                jbuf_t body = {cr->entry_value + off, cr->entry_len - (size_t)off, 0};
+                reply_json(r, 200, &body);
+                return;
+            }
+        }
+    }
+    become_fill_or_wait(r, cr);
+}
+
+static void on_entry(void *arg, redisReply *reply, int err)
+{
+    struct rctx *r = arg;
+    cache_req_t *cr = r->cache;
+    if (err != 0 || reply == NULL || (reply->type != REDIS_REPLY_STRING && reply->type != REDIS_REPLY_NIL)) {
+        cr->failed = 1;
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        cr->entry_value = h2o_mem_alloc_pool(&r->req->pool, (size_t)reply->len + 1);
+        memcpy(cr->entry_value, reply->str, (size_t)reply->len);
+        cr->entry_value[reply->len] = '\0';
+        cr->entry_len = (size_t)reply->len;
+    }
+    if (--cr->pending == 0)
+        on_lookup_done(r, cr);
+}
+
+static void on_versions(void *arg, redisReply *reply, int err)
+{
+    struct rctx *r = arg;
+    cache_req_t *cr = r->cache;
+    if (err != 0 || reply == NULL || reply->type != REDIS_REPLY_ARRAY || (int)reply->elements != cr->nversions) {
+        cr->failed = 1;
+    } else {
+        for (size_t i = 0; i < reply->elements; i++) {
+            redisReply *e = reply->element[i];
+            if (e->type == REDIS_REPLY_STRING && e->len > 0 && e->len < VERSION_MAX) {
+                memcpy(cr->versions[i], e->str, (size_t)e->len);
+                cr->versions[i][e->len] = '\0';
+            } else {
+                cr->versions[i][0] = '\0';
+                cr->missing_tags = 1;
+            }
+        }
+    }
+    if (--cr->pending == 0)
+        on_lookup_done(r, cr);
+}
+
+void cache_serve(struct rctx *r, const cache_spec_t *spec, void (*query)(struct rctx *r))
+{
+    cache_worker_t *cw = cw_of(r->w);
+    if (cw == NULL || cw->must_flush || spec->key[0] == '\0' || !redis_is_up(cw->redis)) {
+        bypass(r, query);
+        return;
+    }
+    cache_req_t *cr = h2o_mem_alloc_pool(&r->req->pool, sizeof(*cr));
+    memset(cr, 0, sizeof(*cr));
+    cr->spec = *spec;
+    cr->query = query;
+    cr->nversions = 1 + spec->ntags;
+    r->cache = cr;
+
+    char entry_key[CACHE_KEY_MAX + 8];
+    int ek = snprintf(entry_key, sizeof(entry_key), "%s%s", ENTRY_PREFIX, spec->key);
+    const char *get_argv[] = {"GET", entry_key};
+    size_t get_lens[] = {3, (size_t)ek};
+
+    char tag_keys[1 + CACHE_MAX_TAGS][64];
+    const char *mget_argv[2 + CACHE_MAX_TAGS];
+    size_t mget_lens[2 + CACHE_MAX_TAGS];
+    mget_argv[0] = "MGET";
+    mget_lens[0] = 4;
+    for (int i = 0; i < cr->nversions; i++) {
+        snprintf(tag_keys[i], sizeof(tag_keys[i]), "%s%s", TAG_PREFIX, i == 0 ? "epoch" : spec->tags[i - 1]);
+        mget_argv[1 + i] = tag_keys[i];
+        mget_lens[1 + i] = strlen(tag_keys[i]);
+    }
+    /* Both go out at once: one round trip (two nodes on a cluster). */
+    cr->pending = 2;
+    if (redis_command(cw->redis, entry_key, (size_t)ek, 2, get_argv, get_lens, on_entry, r) != 0) {
+        r->cache = NULL;
+        bypass(r, query);
+        return;
+    }
+    if (redis_command(cw->redis, tag_keys[0], strlen(tag_keys[0]), 1 + cr->nversions, mget_argv, mget_lens,
+                      on_versions, r) != 0) {
+        cr->failed = 1;
+        cr->pending--; /* on_entry will finish the lookup (and bypass) */
+    }
+}
+
+/* ---- filling ------------------------------------------------------------------- */
+
+static void become_fill_or_wait(struct rctx *r, cache_req_t *cr)
+{
+    unsigned b = key_bucket(cr->spec.key);
+    pthread_mutex_lock(&flights_lock);
+    flight_t *f = flights[b];
+    while (f != NULL && strcmp(f->key, cr->spec.key) != 0)
+        f = f->next;
+    if (f != NULL) {
+        waiter_t *wt = calloc(1, sizeof(*wt));
+        if (wt == NULL)
+            abort();
+        wt->r = r;
+        wt->cw = cw_of(r->w);
+        wt->query = cr->query;
+        wt->next = f->waiters;
+        f->waiters = wt;
+        pthread_mutex_unlock(&flights_lock);
+        return; /* answered when the fill completes (on_messages) */
+    }
+    f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        abort();
+    snprintf(f->key, sizeof(f->key), "%s", cr->spec.key);
+    f->next = flights[b];
+    flights[b] = f;
+    pthread_mutex_unlock(&flights_lock);
+
+    cr->fill = 1;
+    cr->fill_start_us = now_us();
+    r->cache_result = "MISS";
+    count(r, 1);
+    cr->query(r);
+}
+
+void cache_fill_done(struct rctx *r, int status, const char *body, size_t len, const char *etag, size_t etag_len)
+{
+    (void)etag, (void)etag_len;
+    cache_req_t *cr = r->cache;
+    if (cr == NULL || !cr->fill)
+        return;
+    cr->fill = 0;
+    cache_worker_t *cw = cw_of(r->w);
+    shared_body_t *sb = NULL;
+    if (status == 200) {
+        uint64_t now = now_us();
+        uint64_t fill_ms = (now - cr->fill_start_us) / 1000 + 1;
+        /* The value: header with the versions read *before* the database
+         * (docs/cache.md), then the body. */
+        char head[512];
+        int hl = snprintf(head, sizeof(head), "mkd1 %llu %llu %d", (unsigned long long)(now / 1000 + (uint64_t)cr->spec.ttl * 1000),
+                          (unsigned long long)fill_ms, cr->nversions);
+        for (int i = 0; i < cr->nversions && hl < (int)sizeof(head) - VERSION_MAX - 2; i++)
+            hl += snprintf(head + hl, sizeof(head) - (size_t)hl, " %s", cr->versions[i]);
+        head[hl++] = '\n';
+        char *value = malloc((size_t)hl + len);
+        if (value == NULL)
+            abort();
+        memcpy(value, head, (size_t)hl);
+        memcpy(value + hl, body, len);
+        char entry_key[CACHE_KEY_MAX + 8], ttl[16];
+        int ek = snprintf(entry_key, sizeof(entry_key), "%s%s", ENTRY_PREFIX, cr->spec.key);
+        snprintf(ttl, sizeof(ttl), "%d", cr->spec.ttl);
+        const char *argv[] = {"SET", entry_key, value, "EX", ttl};
+        size_t lens[] = {3, (size_t)ek, (size_t)hl + len, 2, strlen(ttl)};
+        if (cw != NULL)
+            redis_command(cw->redis, entry_key, (size_t)ek, 5, argv, lens, on_stored, NULL);
+        free(value);
+
+        sb = malloc(sizeof(*sb) + len);
+        if (sb == NULL)
+            abort();
+        sb->refs = 1;
+        sb->len = len;
+        memcpy(sb->data, body, len);
+    }
+    /* Hand the result to every request that waited for this fill. */
+    unsigned b = key_bucket(cr->spec.key);
+    pthread_mutex_lock(&flights_lock);
+    flight_t **pp = &flights[b], *f = NULL;
+    while (*pp != NULL && strcmp((*pp)->key, cr->spec.key) != 0)
+        pp = &(*pp)->next;
+    if (*pp != NULL) {
+        f = *pp;
+        *pp = f->next;
+    }
+    pthread_mutex_unlock(&flights_lock);
+    if (f != NULL) {
+        for (waiter_t *wt = f->waiters, *next; wt != NULL; wt = next) {
+            next = wt->next;
+            if (sb != NULL) {
+                __atomic_add_fetch(&sb->refs, 1, __ATOMIC_RELAXED);
+                wt->body = sb;
+            }
+            h2o_multithread_send_message(&wt->cw->receiver, &wt->msg);
+        }
+        free(f);
+    }
+    if (sb != NULL && __atomic_sub_fetch(&sb->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(sb);
+}
+
+/* A waiter's worker: answer with the shared body, or query on its own. */
+static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        waiter_t *wt = H2O_STRUCT_FROM_MEMBER(waiter_t, msg.link, messages->next);
+        h2o_linklist_unlink(&wt->msg.link);
+        struct rctx *r = wt->r;
+        if (wt->body != NULL) {
+            r->cache_result = "HIT";
+            count(r, 0);
+            jbuf_t body = {wt->body->data, wt->body->len, 0};
+            reply_json(r, 200, &body);
+            if (__atomic_sub_fetch(&wt->body->refs, 1, __ATOMIC_ACQ_REL) == 0)
+                free(wt->body);
+        } else {
+            bypass(r, wt->query);
+        }
+        free(wt);
+    }
+}
+
+/* ---- invalidation ----------------------------------------------------------------- */
+
+typedef struct inval {
+    struct rctx *r;
+    int status;
+    const char *ctype;
+    char *body;
+    size_t len;
+} inval_t;
+
+static void on_invalidated(void *arg, redisReply *reply, int err)
+{
+    inval_t *iv = arg;
+    struct rctx *r = iv->r;
+    cache_worker_t *cw = cw_of(r->w);
+    if (err != 0 || reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        /* The write is committed but entries depending on it may survive:
+         * stop using the cache on this instance until the epoch is bumped
+         * (cache_tick), which invalidates every entry everywhere. */
+        if (cw != NULL && !cw->must_flush) {
+            log_warn("cache: invalidation failed; bypassing the cache until a full flush succeeds");
+            cw->must_flush = 1;
+        }
+    }
+    reply_body(r, iv->status, iv->ctype, iv->body, iv->len);
+}
+
+void cache_invalidate_and_reply(struct rctx *r, const char *const *tags, int status, const char *ctype,
+                                const char *body, size_t len)
+{
+    cache_worker_t *cw = cw_of(r->w);
+    if (cw == NULL) {
+        reply_body(r, status, ctype, body, len);
+        return;
+    }
+    inval_t *iv = h2o_mem_alloc_pool(&r->req->pool, sizeof(*iv));
+    iv->r = r;
+    iv->status = status;
+    iv->ctype = ctype;
+    iv->len = len;
+    iv->body = h2o_mem_alloc_pool(&r->req->pool, len + 1);
+    memcpy(iv->body, body, len);
+
+    /* One MSET: all tag keys share the {t} slot. */
+    const char *argv[1 + 2 * CACHE_INVALIDATE_MAX];
+    size_t lens[1 + 2 * CACHE_INVALIDATE_MAX];
+    char keys[CACHE_INVALIDATE_MAX][64], ver[VERSION_MAX];
+    new_version(ver);
+    int argc = 1, n = 0;
+    argv[0] = "MSET";
+    lens[0] = 4;
+    for (; tags[n] != NULL; n++) {
+        if (n == CACHE_INVALIDATE_MAX)
+            abort(); /* a programming error: more tags than any write has */
+        snprintf(keys[n], sizeof(keys[n]), "%s%s", TAG_PREFIX, tags[n]);
+        argv[argc] = keys[n], lens[argc++] = strlen(keys[n]);
+        argv[argc] = ver, lens[argc++] = strlen(ver);
+    }
+    if (n == 0 || redis_command(cw->redis, keys[0], strlen(keys[0]), argc, argv, lens, on_invalidated, iv) != 0)
+        on_invalidated(iv, NULL, n == 0 ? 0 : MKD_EUNAVAILABLE);
+}
+
+static void on_flushed(void *arg, redisReply *reply, int err)
+{
+    cache_worker_t *cw = arg;
+    cw->flushing = 0;
+    if (err == 0 && reply != NULL && reply->type != REDIS_REPLY_ERROR) {
+        cw->must_flush = 0;
+        log_info("cache: epoch bumped after a failed invalidation; cache in use again");
+    }
+}
+
+void cache_tick(worker_t *w)
+{
+    cache_worker_t *cw = cw_of(w);
+    if (cw == NULL || !cw->must_flush || cw->flushing || !redis_is_up(cw->redis))
+        return;
+    char ver[VERSION_MAX];
+    new_version(ver);
+    const char *argv[] = {"SET", EPOCH_KEY, ver};
+    size_t lens[] = {3, strlen(EPOCH_KEY), strlen(ver)};
+    if (redis_command(cw->redis, EPOCH_KEY, strlen(EPOCH_KEY), 3, argv, lens, on_flushed, cw) == 0)
+        cw->flushing = 1;
+}
