@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stack behind `make run` / `make stop` / `make status`:
 #   PostgreSQL 15  127.0.0.1:55432  cluster in .data/pg, logs .data/logs/postgresql.log
+#   Redis          127.0.0.1:56379  .data/redis, logs .data/logs/redis.log (the cache)
 #   marketd        127.0.0.1:8081   build/release/marketd serve, .data/logs/marketd.log
 #   nginx          127.0.0.1:8080   proxy to marketd + /media/ from .data/media
 # All state lives in .data/ (git-ignored) and survives `stop`; delete .data/
@@ -18,6 +19,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 HOST=127.0.0.1
 PG_PORT=55432
 API_PORT=8081
+REDIS_PORT=56379
 WEB_PORT=8080
 DB_NAME=marketd
 DB_URL="postgresql://postgres@$HOST:$PG_PORT/$DB_NAME"
@@ -32,6 +34,9 @@ JWT_FILE=$DATA/jwt_secret
 NGINX_PREFIX=$DATA/nginx
 NGINX_CONF=$NGINX_PREFIX/nginx.conf
 NGINX_TEMPLATE=$ROOT/deploy/local/nginx.conf.in
+REDIS_DIR=$DATA/redis
+REDIS_PIDFILE=$REDIS_DIR/redis.pid
+REDIS_BIN=${REDIS_BIN:-/usr/bin/redis-server}
 
 MARKETD_BIN=${MARKETD_BIN:-$ROOT/build/release/marketd}
 case $MARKETD_BIN in /*) ;; *) MARKETD_BIN=$PWD/$MARKETD_BIN ;; esac
@@ -201,6 +206,36 @@ migrate_and_seed() {
 
 # --- the backend ----------------------------------------------------------------
 
+redis_pid() { pidfile_pid "$REDIS_PIDFILE" "redis-server"; }
+
+start_redis() {
+	mkdir -p "$REDIS_DIR" || die "cannot create $REDIS_DIR"
+	say "starting Redis on $HOST:$REDIS_PORT (log: $LOGS/redis.log)"
+	# volatile-lru: Redis may evict cache entries (they have TTLs) but never
+	# the tag versions (no TTL) — docs/cache.md.
+	"$REDIS_BIN" --bind "$HOST" --port "$REDIS_PORT" --dir "$REDIS_DIR" --pidfile "$REDIS_PIDFILE" \
+		--logfile "$LOGS/redis.log" --daemonize yes --save '' --appendonly no \
+		--maxmemory 256mb --maxmemory-policy volatile-lru ||
+		die "redis-server failed to start; see $LOGS/redis.log"
+	local deadline=$((SECONDS + 10))
+	until redis-cli -h "$HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1; do
+		[ "$SECONDS" -lt "$deadline" ] || die "Redis not answering on $HOST:$REDIS_PORT; see $LOGS/redis.log"
+		sleep 0.1
+	done
+}
+
+stop_redis() {
+	local pid
+	pid=$(redis_pid)
+	if [ -z "$pid" ]; then
+		say "redis: not running"
+		return 0
+	fi
+	kill -TERM "$pid" 2>/dev/null
+	wait_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null
+	say "redis: stopped (pid $pid)"
+}
+
 backend_pid() { pidfile_pid "$BACKEND_PIDFILE" "$MARKETD_BIN serve"; }
 
 backend_ready() { curl -fsS -o /dev/null -m 1 "http://$HOST:$API_PORT/readyz" 2>/dev/null; }
@@ -226,7 +261,7 @@ start_backend() {
 	(
 		cd "$ROOT" || exit 1
 		exec env LISTEN="$HOST:$API_PORT" DATABASE_URL="$DB_URL" MEDIA_DIR="$MEDIA" \
-			CDN_BASE_URL="$BASE_URL/media" JWT_SECRET="$secret" \
+			CDN_BASE_URL="$BASE_URL/media" JWT_SECRET="$secret" REDIS_URL="redis://$HOST:$REDIS_PORT" \
 			SHUTDOWN_TIMEOUT_MS="${SHUTDOWN_TIMEOUT_MS:-$(((DRAIN_TIMEOUT - 3) * 1000))}" \
 			setsid "$MARKETD_BIN" serve </dev/null >>"$BACKEND_LOG" 2>&1
 	) &
@@ -334,14 +369,15 @@ stop_nginx() {
 # --- commands -------------------------------------------------------------------
 
 cmd_start() {
-	local pg_pid be_pid ng_pid pid conflicts=()
+	local pg_pid be_pid ng_pid rd_pid pid conflicts=()
 	[ -x "$MARKETD_BIN" ] || die "$MARKETD_BIN not found: run 'make build' first ('make run' does both)"
 	mkdir -p "$DATA" "$LOGS" "$MEDIA" || die "cannot create $DATA"
 
 	pg_pid=$(pg_status_pid)
 	be_pid=$(backend_pid)
 	ng_pid=$(nginx_pid)
-	if [ -n "$pg_pid" ] && [ -n "$be_pid" ] && [ -n "$ng_pid" ] && backend_ready; then
+	rd_pid=$(redis_pid)
+	if [ -n "$pg_pid" ] && [ -n "$be_pid" ] && [ -n "$ng_pid" ] && [ -n "$rd_pid" ] && backend_ready; then
 		say "already running at $BASE_URL"
 		exit 0
 	fi
@@ -349,6 +385,9 @@ cmd_start() {
 	# Refuse before starting anything if a port we need is someone else's.
 	if [ -z "$pg_pid" ] && port_in_use "$PG_PORT"; then
 		conflicts+=("port $PG_PORT (PostgreSQL) is in use by $(port_holder "$PG_PORT")")
+	fi
+	if [ -z "$rd_pid" ] && port_in_use "$REDIS_PORT"; then
+		conflicts+=("port $REDIS_PORT (Redis) is in use by $(port_holder "$REDIS_PORT")")
 	fi
 	if [ -z "$be_pid" ] && port_in_use "$API_PORT"; then
 		conflicts+=("port $API_PORT (backend) is in use by $(port_holder "$API_PORT")")
@@ -363,6 +402,9 @@ cmd_start() {
 
 	if [ -z "$pg_pid" ]; then
 		start_postgres
+	fi
+	if [ -z "$rd_pid" ]; then
+		start_redis
 	fi
 	if [ -z "$be_pid" ]; then
 		ensure_database
@@ -387,6 +429,7 @@ marketd is running.
               -d '{"email":"admin@example.com","password":"password123"}'
   admin     admin@example.com / password123
   database  $DB_URL
+  cache     redis://$HOST:$REDIS_PORT
   logs      $LOGS/ (marketd.log, postgresql.log, setup.log), $NGINX_PREFIX/logs/
   state     make status; stop with: make stop (data is kept in .data/)
 EOF
@@ -397,6 +440,7 @@ cmd_stop() {
 	# Edge first, then the backend drains, then its database.
 	stop_nginx
 	stop_backend
+	stop_redis
 	dir=$(pg_dir_lookup)
 	if [ -n "$dir" ] && pg_tmp_running "$dir"; then
 		if pg_tmp_stop "$dir"; then
@@ -416,6 +460,11 @@ cmd_status() {
 	pid=$(pg_status_pid)
 	if [ -n "$pid" ]; then line postgres up "$pid" "$HOST:$PG_PORT"; else
 		line postgres down "" "$HOST:$PG_PORT"
+		all_up=0
+	fi
+	pid=$(redis_pid)
+	if [ -n "$pid" ]; then line redis up "$pid" "$HOST:$REDIS_PORT"; else
+		line redis down "" "$HOST:$REDIS_PORT"
 		all_up=0
 	fi
 	pid=$(backend_pid)

@@ -34,12 +34,27 @@
 
 typedef struct cache_worker {
     redis_t *redis;
+    /* Test hook (CACHE_TEST_STORE_DELAY_MS): stores wait this long, to put
+     * a write between a fill's database read and its store on purpose. */
+    int store_delay_ms;
+    h2o_timeout_t store_delay;
     h2o_multithread_receiver_t receiver;
     int must_flush; /* an invalidation failed: bump the epoch before using the cache again */
     int flushing;
 } cache_worker_t;
 
 static int cache_enabled;
+
+typedef struct delayed_store {
+    h2o_timeout_entry_t entry;
+    cache_worker_t *cw;
+    int keylen;
+    size_t len;
+    char ttl[16];
+    char key[CACHE_KEY_MAX + 8];
+    char value[];
+} delayed_store_t;
+
 
 /* ---- single flight, process-wide ------------------------------------------ */
 
@@ -171,6 +186,9 @@ void cache_worker_init(worker_t *w)
         return;
     }
     h2o_multithread_register_receiver(w->ctx.queue, &cw->receiver, on_messages);
+    cw->store_delay_ms = cfg->cache_test_store_delay_ms;
+    if (cw->store_delay_ms > 0)
+        h2o_timeout_init(w->loop, &cw->store_delay, (uint64_t)cw->store_delay_ms);
     w->cache = cw;
 }
 
@@ -180,6 +198,15 @@ void cache_worker_dispose(worker_t *w)
     if (cw == NULL)
         return;
     redis_destroy(cw->redis);
+    if (cw->store_delay_ms > 0) {
+        /* Stores still waiting are dropped (test hook only). */
+        while (!h2o_linklist_is_empty(&cw->store_delay._entries)) {
+            h2o_timeout_entry_t *e = H2O_STRUCT_FROM_MEMBER(h2o_timeout_entry_t, _link, cw->store_delay._entries.next);
+            h2o_timeout_unlink(e);
+            free(H2O_STRUCT_FROM_MEMBER(delayed_store_t, entry, e));
+        }
+        h2o_timeout_dispose(w->loop, &cw->store_delay);
+    }
     h2o_multithread_unregister_receiver(w->ctx.queue, &cw->receiver);
     free(cw);
     w->cache = NULL;
@@ -422,6 +449,20 @@ static void become_fill_or_wait(struct rctx *r, cache_req_t *cr)
     cr->query(r);
 }
 
+static void store(cache_worker_t *cw, const char *key, size_t keylen, const char *value, size_t len, const char *ttl)
+{
+    const char *argv[] = {"SET", key, value, "EX", ttl};
+    size_t lens[] = {3, keylen, len, 2, strlen(ttl)};
+    redis_command(cw->redis, key, keylen, 5, argv, lens, on_stored, NULL);
+}
+
+static void on_store_delay(h2o_timeout_entry_t *entry)
+{
+    delayed_store_t *d = H2O_STRUCT_FROM_MEMBER(delayed_store_t, entry, entry);
+    store(d->cw, d->key, (size_t)d->keylen, d->value, d->len, d->ttl);
+    free(d);
+}
+
 void cache_fill_done(struct rctx *r, int status, const char *body, size_t len, const char *etag, size_t etag_len)
 {
     (void)etag, (void)etag_len;
@@ -450,10 +491,21 @@ void cache_fill_done(struct rctx *r, int status, const char *body, size_t len, c
         char entry_key[CACHE_KEY_MAX + 8], ttl[16];
         int ek = snprintf(entry_key, sizeof(entry_key), "%s%s", ENTRY_PREFIX, cr->spec.key);
         snprintf(ttl, sizeof(ttl), "%d", cr->spec.ttl);
-        const char *argv[] = {"SET", entry_key, value, "EX", ttl};
-        size_t lens[] = {3, (size_t)ek, (size_t)hl + len, 2, strlen(ttl)};
-        if (cw != NULL)
-            redis_command(cw->redis, entry_key, (size_t)ek, 5, argv, lens, on_stored, NULL);
+        if (cw != NULL && cw->store_delay_ms > 0) {
+            delayed_store_t *d = calloc(1, sizeof(*d) + (size_t)hl + len);
+            if (d == NULL)
+                abort();
+            d->cw = cw;
+            d->keylen = ek;
+            memcpy(d->key, entry_key, (size_t)ek);
+            d->len = (size_t)hl + len;
+            memcpy(d->value, value, d->len);
+            memcpy(d->ttl, ttl, sizeof(ttl));
+            d->entry.cb = on_store_delay;
+            h2o_timeout_link(r->w->loop, &cw->store_delay, &d->entry);
+        } else if (cw != NULL) {
+            store(cw, entry_key, (size_t)ek, value, (size_t)hl + len, ttl);
+        }
         free(value);
 
         sb = malloc(sizeof(*sb) + len);
