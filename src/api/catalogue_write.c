@@ -35,30 +35,8 @@ static const db_stmt_t *st_product_create, *st_product_patch, *st_product_delete
 /* Only an admin writes reference data; decided by the statement itself. */
 #define ADMIN_CTE "admin AS (SELECT 1 FROM users u WHERE u.id = $1::int8 AND u.is_admin)"
 
-/* The product in the column order of products.c (PRODUCT_COLS, then the
- * description), read from `p` (the written row) and `s` (its seller). */
-#define PRODUCT_OUT                                                                                               \
-    "p.id, p.seller_id, s.name, s.rating, p.category_id, p.title, p.price, p.currency, p.stock, p.city_id, "     \
-    "p.district_id, p.images, p.status, p.created_at AT TIME ZONE 'UTC', p.updated_at AT TIME ZONE 'UTC', "     \
-    "p.description"
-enum {
-    C_ID,
-    C_SELLER_ID,
-    C_SELLER_NAME,
-    C_SELLER_RATING,
-    C_CATEGORY_ID,
-    C_TITLE,
-    C_PRICE,
-    C_CURRENCY,
-    C_STOCK,
-    C_CITY_ID,
-    C_DISTRICT_ID,
-    C_IMAGES,
-    C_STATUS,
-    C_CREATED_AT,
-    C_UPDATED_AT,
-    C_DESCRIPTION,
-};
+/* A product row as products.c reads it, description last. */
+#define PRODUCT_OUT API_PRODUCT_COLS ", p.description"
 
 /* The product's owner, for PATCH/DELETE: no row = unknown product. */
 #define PRODUCT_OWNER_CTE                                                                                         \
@@ -521,46 +499,6 @@ void api_sellers_patch(rctx_t *r)
 /* Column 0 is the status; the product follows (C_* + 1). Byte for byte the
  * JSON of GET /products/{id} (products.c render_product with the
  * description). */
-static void render_product(rctx_t *r, jbuf_t *b, const PGresult *res)
-{
-#define COL(c) (1 + (c))
-    jbuf_puts(b, "{\"id\":");
-    api_json_num(b, res, 0, COL(C_ID));
-    jbuf_puts(b, ",\"seller_id\":");
-    api_json_num(b, res, 0, COL(C_SELLER_ID));
-    jbuf_puts(b, ",\"seller\":{\"id\":");
-    api_json_num(b, res, 0, COL(C_SELLER_ID));
-    jbuf_puts(b, ",\"name\":");
-    api_json_text(b, res, 0, COL(C_SELLER_NAME));
-    jbuf_puts(b, ",\"rating\":");
-    api_json_num(b, res, 0, COL(C_SELLER_RATING));
-    jbuf_puts(b, "},\"category_id\":");
-    api_json_num(b, res, 0, COL(C_CATEGORY_ID));
-    jbuf_puts(b, ",\"title\":");
-    api_json_text(b, res, 0, COL(C_TITLE));
-    jbuf_puts(b, ",\"description\":");
-    api_json_text(b, res, 0, COL(C_DESCRIPTION));
-    jbuf_puts(b, ",\"price\":");
-    api_json_num(b, res, 0, COL(C_PRICE));
-    jbuf_puts(b, ",\"currency\":");
-    api_json_text(b, res, 0, COL(C_CURRENCY));
-    jbuf_puts(b, ",\"stock\":");
-    api_json_num(b, res, 0, COL(C_STOCK));
-    jbuf_puts(b, ",\"city_id\":");
-    api_json_num(b, res, 0, COL(C_CITY_ID));
-    jbuf_puts(b, ",\"district_id\":");
-    api_json_num(b, res, 0, COL(C_DISTRICT_ID));
-    jbuf_puts(b, ",\"images\":");
-    api_json_text_array(b, res, 0, COL(C_IMAGES), r->w->server->cfg->cdn_base_url);
-    jbuf_puts(b, ",\"status\":");
-    api_json_text(b, res, 0, COL(C_STATUS));
-    jbuf_puts(b, ",\"created_at\":");
-    api_json_ts(b, res, 0, COL(C_CREATED_AT));
-    jbuf_puts(b, ",\"updated_at\":");
-    api_json_ts(b, res, 0, COL(C_UPDATED_AT));
-    jbuf_putc(b, '}');
-#undef COL
-}
 
 static void on_product_written(void *arg, PGresult *res, int err)
 {
@@ -593,7 +531,7 @@ static void on_product_written(void *arg, PGresult *res, int err)
         return;
     }
     jbuf_t *b = reply_buffer(r);
-    render_product(r, b, res);
+    api_render_product(r, b, res, 0, 1, 1);
     if (status == 201) {
         char loc[48];
         int n = snprintf(loc, sizeof(loc), "/api/v1/products/%s", PQgetvalue(res, 0, 1 + C_ID));

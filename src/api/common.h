@@ -36,6 +36,38 @@ void api_json_ts(jbuf_t *b, const PGresult *res, int i, int c);
 /* A text[] column ({a,b}) → JSON array of strings, each prefixed. */
 void api_json_text_array(jbuf_t *b, const PGresult *res, int i, int c, const char *prefix);
 
+/* The columns of a product row, from `p` (products) and `s` (its seller),
+ * shared by lists, the detail and the writes; the detail and the writes add
+ * p.description after them. */
+#define API_PRODUCT_COLS                                                                                              \
+    "p.id, p.seller_id, s.name, s.rating, p.category_id, p.title, p.price, p.currency, p.stock, p.city_id, "     \
+    "p.district_id, p.images, p.status, p.created_at AT TIME ZONE 'UTC', p.updated_at AT TIME ZONE 'UTC'"
+/* Their order: */
+enum api_product_col {
+    C_ID,
+    C_SELLER_ID,
+    C_SELLER_NAME,
+    C_SELLER_RATING,
+    C_CATEGORY_ID,
+    C_TITLE,
+    C_PRICE,
+    C_CURRENCY,
+    C_STOCK,
+    C_CITY_ID,
+    C_DISTRICT_ID,
+    C_IMAGES,
+    C_STATUS,
+    C_CREATED_AT,
+    C_UPDATED_AT,
+    C_DESCRIPTION,
+};
+
+/* A product (api.md "Product") from row i of `res`, whose columns from
+ * col0 on are PRODUCT_COLS of products.c (then the description when
+ * with_description). The one renderer of products, so a write's answer is
+ * byte-identical to the next GET. */
+void api_render_product(rctx_t *r, jbuf_t *b, const PGresult *res, int i, int col0, int with_description);
+
 /* The cursor text of a row's (key, id) */
 void api_json_cursor(jbuf_t *b, int kind, int64_t key, int64_t id);
 

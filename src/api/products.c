@@ -11,28 +11,6 @@
 #include "cache/cache.h"
 #include "core/timefmt.h"
 
-/* Columns shared by list and detail; the detail adds the description. */
-#define PRODUCT_COLS                                                                                              \
-    "p.id, p.seller_id, s.name, s.rating, p.category_id, p.title, p.price, p.currency, p.stock, p.city_id, "     \
-    "p.district_id, p.images, p.status, p.created_at AT TIME ZONE 'UTC', p.updated_at AT TIME ZONE 'UTC'"
-enum {
-    C_ID,
-    C_SELLER_ID,
-    C_SELLER_NAME,
-    C_SELLER_RATING,
-    C_CATEGORY_ID,
-    C_TITLE,
-    C_PRICE,
-    C_CURRENCY,
-    C_STOCK,
-    C_CITY_ID,
-    C_DISTRICT_ID,
-    C_IMAGES,
-    C_STATUS,
-    C_CREATED_AT,
-    C_UPDATED_AT,
-    C_DESCRIPTION,
-};
 
 enum { SORT_NEWEST, SORT_PRICE_ASC, SORT_PRICE_DESC, NSORTS };
 enum {
@@ -73,7 +51,7 @@ static char *build_list_sql(int sort, int nwords, int mask)
      * the planner has to sort (a wide price range, a search), the join then
      * touches `limit` sellers instead of every candidate row. */
     size_t len = (size_t)snprintf(sql, sizeof(sql),
-                                  "SELECT " PRODUCT_COLS " FROM (SELECT p.id, p.seller_id, p.category_id, p.title,"
+                                  "SELECT " API_PRODUCT_COLS " FROM (SELECT p.id, p.seller_id, p.category_id, p.title,"
                                   " p.price, p.currency, p.stock, p.city_id, p.district_id, p.images, p.status,"
                                   " p.created_at, p.updated_at FROM products p WHERE p.status = 'active'");
 #define ADD(...) len += (size_t)snprintf(sql + len, sizeof(sql) - len, __VA_ARGS__)
@@ -129,49 +107,49 @@ void api_products_init(void)
         for (int w = 0; w <= MAX_WORDS; w++)
             for (int mask = 0; mask < NMASKS; mask++)
                 st_list[variant(sort, w, mask)] = db_stmt_register(build_list_sql(sort, w, mask), count_params(w, mask));
-    st_get = db_stmt_register("SELECT " PRODUCT_COLS ", p.description FROM products p"
+    st_get = db_stmt_register("SELECT " API_PRODUCT_COLS ", p.description FROM products p"
                               " JOIN sellers s ON s.id = p.seller_id WHERE p.id = $1::int8",
                               1);
 }
 
-static void render_product(rctx_t *r, jbuf_t *b, const PGresult *res, int i, int with_description)
+void api_render_product(rctx_t *r, jbuf_t *b, const PGresult *res, int i, int col0, int with_description)
 {
     jbuf_puts(b, "{\"id\":");
-    api_json_num(b, res, i, C_ID);
+    api_json_num(b, res, i, col0 + C_ID);
     jbuf_puts(b, ",\"seller_id\":");
-    api_json_num(b, res, i, C_SELLER_ID);
+    api_json_num(b, res, i, col0 + C_SELLER_ID);
     jbuf_puts(b, ",\"seller\":{\"id\":");
-    api_json_num(b, res, i, C_SELLER_ID);
+    api_json_num(b, res, i, col0 + C_SELLER_ID);
     jbuf_puts(b, ",\"name\":");
-    api_json_text(b, res, i, C_SELLER_NAME);
+    api_json_text(b, res, i, col0 + C_SELLER_NAME);
     jbuf_puts(b, ",\"rating\":");
-    api_json_num(b, res, i, C_SELLER_RATING);
+    api_json_num(b, res, i, col0 + C_SELLER_RATING);
     jbuf_puts(b, "},\"category_id\":");
-    api_json_num(b, res, i, C_CATEGORY_ID);
+    api_json_num(b, res, i, col0 + C_CATEGORY_ID);
     jbuf_puts(b, ",\"title\":");
-    api_json_text(b, res, i, C_TITLE);
+    api_json_text(b, res, i, col0 + C_TITLE);
     if (with_description) {
         jbuf_puts(b, ",\"description\":");
-        api_json_text(b, res, i, C_DESCRIPTION);
+        api_json_text(b, res, i, col0 + C_DESCRIPTION);
     }
     jbuf_puts(b, ",\"price\":");
-    api_json_num(b, res, i, C_PRICE);
+    api_json_num(b, res, i, col0 + C_PRICE);
     jbuf_puts(b, ",\"currency\":");
-    api_json_text(b, res, i, C_CURRENCY);
+    api_json_text(b, res, i, col0 + C_CURRENCY);
     jbuf_puts(b, ",\"stock\":");
-    api_json_num(b, res, i, C_STOCK);
+    api_json_num(b, res, i, col0 + C_STOCK);
     jbuf_puts(b, ",\"city_id\":");
-    api_json_num(b, res, i, C_CITY_ID);
+    api_json_num(b, res, i, col0 + C_CITY_ID);
     jbuf_puts(b, ",\"district_id\":");
-    api_json_num(b, res, i, C_DISTRICT_ID);
+    api_json_num(b, res, i, col0 + C_DISTRICT_ID);
     jbuf_puts(b, ",\"images\":");
-    api_json_text_array(b, res, i, C_IMAGES, r->w->server->cfg->cdn_base_url);
+    api_json_text_array(b, res, i, col0 + C_IMAGES, r->w->server->cfg->cdn_base_url);
     jbuf_puts(b, ",\"status\":");
-    api_json_text(b, res, i, C_STATUS);
+    api_json_text(b, res, i, col0 + C_STATUS);
     jbuf_puts(b, ",\"created_at\":");
-    api_json_ts(b, res, i, C_CREATED_AT);
+    api_json_ts(b, res, i, col0 + C_CREATED_AT);
     jbuf_puts(b, ",\"updated_at\":");
-    api_json_ts(b, res, i, C_UPDATED_AT);
+    api_json_ts(b, res, i, col0 + C_UPDATED_AT);
     jbuf_putc(b, '}');
 }
 
@@ -196,7 +174,7 @@ static void on_list(void *arg, PGresult *res, int err)
     for (int i = 0; i < n; i++) {
         if (i)
             jbuf_putc(b, ',');
-        render_product(r, b, res, i, 0);
+        api_render_product(r, b, res, i, 0, 0);
     }
     jbuf_puts(b, "],\"next_cursor\":");
     if (more) {
@@ -396,7 +374,7 @@ static void on_get(void *arg, PGresult *res, int err)
         return;
     }
     jbuf_t *b = reply_buffer(r);
-    render_product(r, b, res, 0, 1);
+    api_render_product(r, b, res, 0, 0, 1);
     reply_json(r, 200, b);
 }
 

@@ -9,6 +9,7 @@
 /* ---- slots ------------------------------------------------------------- */
 
 /* CRC16/XMODEM, table-driven (generated from poly 0x1021). */
+/* clang-format off */
 static const unsigned short crc16_table[256] = {
     0x0000, 0x1021, 0x2042, 0x3063, 0x4084, 0x50a5, 0x60c6, 0x70e7,
     0x8108, 0x9129, 0xa14a, 0xb16b, 0xc18c, 0xd1ad, 0xe1ce, 0xf1ef,
@@ -43,6 +44,7 @@ static const unsigned short crc16_table[256] = {
     0xef1f, 0xff3e, 0xcf5d, 0xdf7c, 0xaf9b, 0xbfba, 0x8fd9, 0x9ff8,
     0x6e17, 0x7e36, 0x4e55, 0x5e74, 0x2e93, 0x3eb2, 0x0ed1, 0x1ef0,
 };
+/* clang-format on */
 
 unsigned redis_crc16(const char *buf, size_t len)
 {
@@ -226,7 +228,8 @@ int redis_parse_url(const char *s, size_t len, redis_url_t *out, char *err, size
     if (slash != NULL && slash + 1 < end) {
         long db;
         if (parse_uint(slash + 1, (size_t)(end - slash - 1), 0, 1000000, &db) != 0) {
-            snprintf(err, errlen, "REDIS_URL: bad database number \"%.*s\"", (int)(end - slash - 1), slash + 1);
+            snprintf(err, errlen, "REDIS_URL: bad database number \"%.*s\"", (int)(end - slash - 1),
+                     slash + 1);
             return MKD_EINVAL;
         }
         out->db = (int)db;
@@ -256,8 +259,8 @@ int redis_parse_seeds(const char *s, size_t len, redis_addr_t *out, int max, cha
                 return MKD_EINVAL;
             }
             if (redis_parse_addr(s + a, b - a, 0, 0, &out[n]) != 0) {
-                snprintf(err, errlen, "REDIS_CLUSTER_NODES: bad entry \"%.*s\" (want host:port)", (int)(b - a),
-                         s + a);
+                snprintf(err, errlen, "REDIS_CLUSTER_NODES: bad entry \"%.*s\" (want host:port)",
+                         (int)(b - a), s + a);
                 return MKD_EINVAL;
             }
             n++;

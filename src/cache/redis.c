@@ -62,15 +62,15 @@
  * conn_t after calling redisAsyncFree or redisAsyncHandleRead/Write on it.
  */
 
-#define TICK_MS 100
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 2000
-#define MAX_REDIRECTS 5
-#define MAX_TIMEOUTS_IN_ROW 3
-#define REFRESH_EVERY_MS 10000
-#define REFRESH_RETRY_MS 1000
-#define MAX_SEEDS 64
-#define DEFAULT_TIMEOUT_MS 50
+#define TICK_MS                    100
+#define BACKOFF_MIN_MS             100
+#define BACKOFF_MAX_MS             2000
+#define MAX_REDIRECTS              5
+#define MAX_TIMEOUTS_IN_ROW        3
+#define REFRESH_EVERY_MS           10000
+#define REFRESH_RETRY_MS           1000
+#define MAX_SEEDS                  64
+#define DEFAULT_TIMEOUT_MS         50
 #define DEFAULT_CONNECT_TIMEOUT_MS 500
 
 typedef struct node node_t;
@@ -100,8 +100,8 @@ struct node {
     conn_t *conn; /* the live connection, or NULL */
     int nconns;   /* conn_t's pointing here, live or closing */
     int seed;
-    int nslots;   /* slots it serves as master (cluster mode) */
-    int failed;   /* the last attempt failed / the connection broke */
+    int nslots; /* slots it serves as master (cluster mode) */
+    int failed; /* the last attempt failed / the connection broke */
     uint64_t backoff_ms;
     uint64_t retry_at; /* loop time (ms) of the next attempt when failed */
     int timeouts_in_row;
@@ -305,14 +305,15 @@ static void node_failed(node_t *n, const char *why)
         return;
     n->failed = 1;
     n->timeouts_in_row = 0;
-    n->backoff_ms = n->backoff_ms == 0 ? BACKOFF_MIN_MS
-                                       : (n->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : n->backoff_ms * 2);
+    n->backoff_ms = n->backoff_ms == 0
+                        ? BACKOFF_MIN_MS
+                        : (n->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : n->backoff_ms * 2);
     n->retry_at = h2o_now(r->loop) + n->backoff_ms;
     if (!n->down_logged) {
         n->down_logged = 1;
         if (node_wanted(n))
-            log_warn("redis %s:%d: down (%s); reconnecting with backoff, further failures not logged", n->host,
-                     n->port, why != NULL ? why : "?");
+            log_warn("redis %s:%d: down (%s); reconnecting with backoff, further failures not logged",
+                     n->host, n->port, why != NULL ? why : "?");
     }
     /* A lost master may have been failed over: look again. */
     if (r->cluster)
@@ -565,6 +566,8 @@ static int cluster_error(cmd_t *q, conn_t *c, redisReply *reply)
         if (to.host[0] == '\0') /* ":port": the host we asked */
             snprintf(to.host, sizeof(to.host), "%s", c->node->host);
         node_t *n = node_get(r, to.host, to.port);
+        log_debug("redis cluster: %s %u %s:%d (hop %d)", kind == REDIS_REDIRECT_MOVED ? "MOVED" : "ASK", slot,
+                  n->host, n->port, q->redirects);
         if (kind == REDIS_REDIRECT_MOVED) {
             /* The slot moved for good: fix it now, fetch the rest soon. */
             set_slot(r, slot, n);
@@ -585,6 +588,7 @@ static int cluster_error(cmd_t *q, conn_t *c, redisReply *reply)
     else if (!starts_with(reply, "TRYAGAIN") && !starts_with(reply, "LOADING") &&
              !starts_with(reply, "MASTERDOWN"))
         return 0;
+    log_debug("redis %s:%d: %s", c->node->host, c->node->port, reply->str);
 unavailable:
     cmd_answer(q, NULL, MKD_EUNAVAILABLE);
     cmd_free(q);
@@ -746,7 +750,10 @@ static void on_slots(void *arg, redisReply *reply, int err)
             conn_open(n);
     }
     update_up(r);
-    r->refresh_at = now + (any_master_down(r) ? REFRESH_RETRY_MS : REFRESH_EVERY_MS);
+    int down = any_master_down(r);
+    r->refresh_at = now + (down ? REFRESH_RETRY_MS : REFRESH_EVERY_MS);
+    log_debug("redis cluster: topology from %s: %zu slot ranges%s", r->refresh_host, reply->elements,
+              down ? ", a master is not connected" : "");
 }
 
 /* Tier of a node as the one to ask for CLUSTER SLOTS: 0 connected, 1
@@ -834,7 +841,8 @@ static void on_tick(h2o_timeout_entry_t *entry)
 redis_t *redis_create(h2o_loop_t *loop, const redis_options_t *opt, char *err, size_t errlen)
 {
     const char *url = opt->url != NULL && opt->url[0] != '\0' ? opt->url : NULL;
-    const char *nodes = opt->cluster_nodes != NULL && opt->cluster_nodes[0] != '\0' ? opt->cluster_nodes : NULL;
+    const char *nodes =
+        opt->cluster_nodes != NULL && opt->cluster_nodes[0] != '\0' ? opt->cluster_nodes : NULL;
     if ((url == NULL) == (nodes == NULL)) {
         snprintf(err, errlen, "redis: set exactly one of REDIS_URL and REDIS_CLUSTER_NODES");
         return NULL;
@@ -843,7 +851,7 @@ redis_t *redis_create(h2o_loop_t *loop, const redis_options_t *opt, char *err, s
         snprintf(err, errlen, "redis: timeouts must not be negative");
         return NULL;
     }
-    redis_url_t u;
+    redis_url_t u = {0};
     redis_addr_t *seeds = NULL;
     int nseeds = 0;
     if (url != NULL) {
@@ -866,7 +874,8 @@ redis_t *redis_create(h2o_loop_t *loop, const redis_options_t *opt, char *err, s
     r->loop = loop;
     r->cluster = nodes != NULL;
     r->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : DEFAULT_TIMEOUT_MS;
-    r->connect_timeout_ms = opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+    r->connect_timeout_ms =
+        opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
     h2o_linklist_init_anchor(&r->nodes);
     h2o_timeout_init(loop, &r->cmd_timeout, (uint64_t)r->timeout_ms);
     h2o_timeout_init(loop, &r->connect_timeout, (uint64_t)r->connect_timeout_ms);
