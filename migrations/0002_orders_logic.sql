@@ -3,8 +3,10 @@
 -- Every order write is one PL/pgSQL call, i.e. one round trip and one
 -- transaction: row locks are taken in id order (no deadlocks between two
 -- orders sharing products), stock is only ever taken by a conditional
--- UPDATE under that lock (never below zero), and a failure rolls back
--- everything, including the idempotency record.
+-- UPDATE under that lock (never below zero), and an error rolls back
+-- everything, including the idempotency record. A *completed* refusal
+-- (409 not enough stock, 422) changes no data but is recorded under its
+-- Idempotency-Key, since api.md replays the first completed response.
 --
 -- The functions return (http_status, body) with the response body already
 -- rendered, so that an idempotent replay returns byte-for-byte the first

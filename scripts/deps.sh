@@ -17,6 +17,9 @@ PACKAGES=(
 	postgresql-15 postgresql-client-15 nginx-light redis-server
 	# integration tests and benchmarks
 	python3 python3-psycopg2 wrk curl
+	# the API docs check: Swagger UI rendered in headless Chromium (Node.js
+	# and npm are the machine's own; npm packages are pinned by lock files)
+	chromium
 	# what scripts/*.sh and tests/lib/pg.sh call: ss, ps/pkill, runuser,
 	# setsid, timeout, sha256sum, od, find, sed, awk
 	iproute2 procps util-linux coreutils findutils sed mawk

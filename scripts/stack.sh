@@ -316,6 +316,12 @@ sed_escape() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
 write_nginx_conf() {
 	local user_directive=""
 	[ -r "$NGINX_TEMPLATE" ] || die "$NGINX_TEMPLATE missing"
+	# API docs at /docs: Swagger UI vendored from npm at build time.
+	bash "$ROOT/docs/swagger/build.sh" "$ROOT/build/docs" >>"$LOGS/setup.log" 2>&1 ||
+		die "docs build failed; see $LOGS/setup.log"
+	mkdir -p "$NGINX_PREFIX" || die "cannot create $NGINX_PREFIX"
+	sed -e "s|@DOCS_DIR@|$(sed_escape "$ROOT/build/docs")|g" "$ROOT/deploy/local/docs.conf.in" \
+		>"$NGINX_PREFIX/docs.conf" || die "cannot write $NGINX_PREFIX/docs.conf"
 	mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tmp" || die "cannot create $NGINX_PREFIX"
 	# Workers need a user only when the master runs as root.
 	if is_root; then user_directive="user root;"; fi

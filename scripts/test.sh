@@ -5,7 +5,7 @@
 # and exits 0 / 1 accordingly. Leaves no process and no temp dir behind.
 #
 # Env (all optional):
-#   TEST_ONLY=unit|integration|fuzz   run one part (default and CI: everything)
+#   TEST_ONLY=unit|integration|fuzz|checks   run one part (default and CI: everything)
 #   FUZZ_SECONDS=10                   per fuzz target
 #   UNIT_TIMEOUT=300 INTEGRATION_TIMEOUT=1800 BUILD_TIMEOUT=1800   (seconds)
 #   PYTHON=/usr/bin/python3           Debian's, which has python3-psycopg2
@@ -18,9 +18,9 @@ cd "$ROOT" || exit 1
 
 ONLY=${TEST_ONLY:-all}
 case $ONLY in
-all | unit | integration | fuzz) ;;
+all | unit | integration | fuzz | checks) ;;
 *)
-	echo "test: TEST_ONLY must be unit, integration or fuzz (got '$ONLY')" >&2
+	echo "test: TEST_ONLY must be unit, integration, fuzz or checks (got '$ONLY')" >&2
 	echo "TEST SUMMARY: FAIL (bad TEST_ONLY) in 0 s"
 	exit 1
 	;;
@@ -253,7 +253,7 @@ start_test_pg() {
 BUILD_ASAN=skip BUILD_UNIT=skip BUILD_FUZZ=skip
 step_build() {
 	local failed=() t=$SECONDS
-	if want unit || want integration; then
+	if want unit || want integration || want checks; then
 		log "build: $MAKE -j2 asan"
 		if run_bounded "$BUILD_TIMEOUT" "$MAKE" -j2 asan; then
 			BUILD_ASAN=ok
@@ -447,6 +447,46 @@ step_fuzz() {
 	fi
 }
 
+# Self-contained suites beside the C tests, one script each: the Redis client
+# against real Redis and Redis Cluster processes, the API docs (OpenAPI lint,
+# drift against the route table, Swagger UI in headless Chromium), and the
+# deploy artefacts (Prometheus rules, compose, Kubernetes). A setup.sh beside
+# a check installs what it needs (npm packages into a git-ignored folder).
+CHECKS=(tests/redis/run.sh tests/docs/check.sh tests/deploy/check.sh)
+CHECKS_TIMEOUT=${CHECKS_TIMEOUT:-900}
+step_checks() {
+	local check dir pass=0 total=0 failed=() t=$SECONDS
+	for check in "${CHECKS[@]}"; do
+		total=$((total + 1))
+		if [ ! -f "$check" ]; then
+			failed+=("$check (missing)")
+			continue
+		fi
+		dir=$(dirname "$check")
+		if [ -f "$dir/setup.sh" ]; then
+			log "checks: $dir/setup.sh"
+			if ! run_bounded "$CHECKS_TIMEOUT" bash "$dir/setup.sh"; then
+				failed+=("$dir/setup.sh")
+				continue
+			fi
+		fi
+		log "checks: $check"
+		if run_bounded "$CHECKS_TIMEOUT" env "${SAN_ENV[@]}" TEST_TMPDIR="$TMP" bash "$check"; then
+			pass=$((pass + 1))
+		else
+			failed+=("$check")
+		fi
+	done
+	SUITES_PASS=$((SUITES_PASS + pass))
+	SUITES_FAIL=$((SUITES_FAIL + total - pass))
+	if [ "$pass" -eq "$total" ]; then
+		record checks "$pass/$total passed ($((SECONDS - t)) s)" "checks $pass/$total"
+	else
+		FAILED=1
+		record checks "$pass/$total passed; FAILED: ${failed[*]}" "checks $pass/$total"
+	fi
+}
+
 # --- main --------------------------------------------------------------------------
 
 note "TEST_ONLY=$ONLY FUZZ_SECONDS=$FUZZ_SECONDS in $ROOT"
@@ -461,6 +501,7 @@ step_build
 want unit && step_unit
 want integration && step_integration
 want fuzz && step_fuzz
+want checks && step_checks
 
 log "cleanup"
 cleanup

@@ -38,6 +38,8 @@ static void on_schema_version(void *arg, PGresult *res, int err)
     jbuf_puts(b, ",\"binary\":");
     json_int(b, want);
     jbuf_puts(b, "}}");
+    if (!(primary_up && current))
+        reply_header(r, "retry-after", "1", 1);
     reply_json(r, primary_up && current ? 200 : 503, b);
 }
 

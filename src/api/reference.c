@@ -41,7 +41,7 @@ static void on_cities(void *arg, PGresult *res, int err)
         api_json_text(b, res, i, 2);
         jbuf_putc(b, '}');
     }
-    jbuf_puts(b, "]}");
+    jbuf_puts(b, "],\"next_cursor\":null}");
     reply_json(r, 200, b);
 }
 
@@ -87,7 +87,7 @@ static void on_districts(void *arg, PGresult *res, int err)
         api_json_text(b, res, i, 3);
         jbuf_putc(b, '}');
     }
-    jbuf_puts(b, "]}");
+    jbuf_puts(b, "],\"next_cursor\":null}");
     reply_json(r, 200, b);
 }
 
@@ -126,7 +126,7 @@ static void on_categories(void *arg, PGresult *res, int err)
         api_json_text(b, res, i, 3);
         jbuf_putc(b, '}');
     }
-    jbuf_puts(b, "]}");
+    jbuf_puts(b, "],\"next_cursor\":null}");
     reply_json(r, 200, b);
 }
 

@@ -89,6 +89,7 @@ struct conn {
     int closing;        /* redisAsyncFree was called */
     int handshake_left; /* handshake replies still due */
     int pending;        /* cmd_t's hiredis holds */
+    uint64_t last_used; /* loop time (ms) of the last command sent */
     h2o_timeout_entry_t connect_deadline;
 };
 
@@ -311,7 +312,7 @@ static void node_failed(node_t *n, const char *why)
     n->retry_at = h2o_now(r->loop) + n->backoff_ms;
     if (!n->down_logged) {
         n->down_logged = 1;
-        if (node_wanted(n))
+        if (node_wanted(n) || (n->seed && !r->have_topology))
             log_warn("redis %s:%d: down (%s); reconnecting with backoff, further failures not logged",
                      n->host, n->port, why != NULL ? why : "?");
     }
@@ -515,6 +516,7 @@ static int cmd_send(cmd_t *q, conn_t *c)
         return MKD_EUNAVAILABLE;
     q->conn = c;
     c->pending++;
+    c->last_used = h2o_now(c->r->loop);
     return 0;
 }
 
@@ -827,7 +829,9 @@ static void on_tick(h2o_timeout_entry_t *entry)
             } else if (!n->seed && n->nconns == 0) {
                 node_free(n); /* no longer in the topology */
             }
-        } else if (!node_wanted(n) && !n->seed && n->conn->up && n->conn->pending == 0) {
+        } else if (!node_wanted(n) && !n->seed && n->conn->up && n->conn->pending == 0 &&
+                   now - n->conn->last_used > REFRESH_EVERY_MS) {
+            /* an old master, or an ASK target after the migration */
             conn_close(n->conn, "no longer serves slots", 0);
         }
     }
