@@ -175,6 +175,7 @@ void cache_worker_init(worker_t *w)
     redis_options_t opt = {
         .url = cfg->redis_url,
         .cluster_nodes = cfg->redis_cluster_nodes,
+        .password = cfg->redis_password,
         .timeout_ms = cfg->cache_timeout_ms,
         .connect_timeout_ms = 1000,
     };

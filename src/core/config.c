@@ -37,6 +37,7 @@ static const option_t options[] = {
     {"DB_STATEMENT_TIMEOUT_MS", T_INT, OFF(db_statement_timeout_ms), "5000", 1, 3600000},
     {"REDIS_URL", T_STR, OFF(redis_url), NULL, 0, 0},
     {"REDIS_CLUSTER_NODES", T_STR, OFF(redis_cluster_nodes), NULL, 0, 0},
+    {"REDIS_PASSWORD", T_STR, OFF(redis_password), NULL, 0, 0},
     {"CACHE_TTL_PRODUCTS", T_DURATION, OFF(cache_ttl_products), "300", 1, 86400},
     {"CACHE_TTL_REFERENCE", T_DURATION, OFF(cache_ttl_reference), "3600", 1, 86400},
     {"CACHE_TTL_POPULAR_SELLERS", T_DURATION, OFF(cache_ttl_popular_sellers), "900", 1, 86400},

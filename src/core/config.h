@@ -24,6 +24,7 @@ typedef struct config {
     int db_statement_timeout_ms;
     char *redis_url;
     char *redis_cluster_nodes;
+    char *redis_password; /* AUTH for cluster nodes (a single Redis takes it in REDIS_URL) */
     int cache_ttl_products;
     int cache_ttl_reference;
     int cache_ttl_popular_sellers;
