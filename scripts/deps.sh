@@ -20,6 +20,8 @@ PACKAGES=(
 	# the API docs check: Swagger UI rendered in headless Chromium (Node.js
 	# and npm are the machine's own; npm packages are pinned by lock files)
 	chromium
+	# the deploy checks: promtool, docker-compose config, shellcheck
+	prometheus docker-compose shellcheck
 	# what scripts/*.sh and tests/lib/pg.sh call: ss, ps/pkill, runuser,
 	# setsid, timeout, sha256sum, od, find, sed, awk
 	iproute2 procps util-linux coreutils findutils sed mawk

@@ -17,7 +17,7 @@
 #
 # Usage: scripts/monitoring.sh start|stop|status
 # Env:   PROMETHEUS_BIN (default /usr/bin/prometheus),
-#        MONITORING_REDIS_ADDR (default 127.0.0.1:6379)
+#        MONITORING_REDIS_ADDR (default 127.0.0.1:56379, the stack's Redis)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -28,7 +28,7 @@ PG_EXPORTER_PORT=9187
 REDIS_EXPORTER_PORT=9121
 PG_PORT=55432 # scripts/stack.sh
 DB_NAME=marketd
-REDIS_ADDR=${MONITORING_REDIS_ADDR:-127.0.0.1:6379}
+REDIS_ADDR=${MONITORING_REDIS_ADDR:-127.0.0.1:56379} # scripts/stack.sh
 
 DATA=$ROOT/.data
 LOGS=$DATA/logs
@@ -151,8 +151,9 @@ install_config() {
 	mkdir -p "$PROM_DIR/data" "$TARGETS" "$LOGS" || die "cannot create $PROM_DIR"
 	for f in prometheus.yml alerts.yml; do
 		[ -r "$SRC_DIR/$f" ] || die "$SRC_DIR/$f missing"
-		cp "$SRC_DIR/$f" "$PROM_DIR/$f.tmp" && mv "$PROM_DIR/$f.tmp" "$PROM_DIR/$f" ||
+		if ! cp "$SRC_DIR/$f" "$PROM_DIR/$f.tmp" || ! mv "$PROM_DIR/$f.tmp" "$PROM_DIR/$f"; then
 			die "cannot write $PROM_DIR/$f"
+		fi
 	done
 	if [ -x /usr/bin/promtool ] && ! /usr/bin/promtool check config "$PROM_CONF" >/dev/null 2>&1; then
 		/usr/bin/promtool check config "$PROM_CONF" >&2

@@ -118,6 +118,8 @@ static void on_function_answer(void *arg, PGresult *res, int err)
     int replayed = PQgetvalue(res, 0, 2)[0] == 't';
     if (replayed)
         reply_header(r, "idempotent-replayed", "true", 4);
+    if (status == 401)
+        reply_header(r, "www-authenticate", "Bearer", 6);
     if (status >= 300 || replayed || PQgetisnull(res, 0, 3)) {
         reply_body(r, status, ctype, body, len);
         return;

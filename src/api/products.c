@@ -323,16 +323,22 @@ void api_products_list(rctx_t *r)
     static const char *const sort_names[NSORTS] = {"newest", "price_asc", "price_desc"};
     cache_spec_t spec = {.ttl = r->w->server->cfg->cache_ttl_products, .ntags = 2};
     if (!(mask & F_CURSOR)) {
+        /* q as its words, single-spaced, from the raw text (validated:
+         * at most MAX_Q_BYTES), not from the escaped LIKE patterns. */
         char qn[MAX_Q_BYTES + 1];
         size_t qlen = 0;
-        for (int w = 0; w < nwords; w++) {
-            size_t wl = strlen(words[w]) - 2; /* without the % on both sides */
-            if (qlen + wl + 1 > MAX_Q_BYTES)
+        for (size_t i = 0; qs != NULL && i < qs->len;) {
+            while (i < qs->len && (qs->ptr[i] == ' ' || qs->ptr[i] == '\t' || qs->ptr[i] == '\n' || qs->ptr[i] == '\r'))
+                i++;
+            size_t start = i;
+            while (i < qs->len && !(qs->ptr[i] == ' ' || qs->ptr[i] == '\t' || qs->ptr[i] == '\n' || qs->ptr[i] == '\r'))
+                i++;
+            if (i == start)
                 break;
-            if (w)
+            if (qlen > 0)
                 qn[qlen++] = ' ';
-            memcpy(qn + qlen, words[w] + 1, wl);
-            qlen += wl;
+            memcpy(qn + qlen, qs->ptr + start, i - start);
+            qlen += i - start;
         }
         qn[qlen] = '\0';
         cache_fold_case(qn, qlen);

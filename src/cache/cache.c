@@ -39,11 +39,18 @@ typedef struct cache_worker {
     int store_delay_ms;
     h2o_timeout_t store_delay;
     h2o_multithread_receiver_t receiver;
-    int must_flush; /* an invalidation failed: bump the epoch before using the cache again */
-    int flushing;
+    int redis_timeout_ms;
+    h2o_timeout_t retry_timeout; /* 100 ms: retries of an invalidation */
 } cache_worker_t;
 
 static int cache_enabled;
+static int must_flush; /* atomic, see "invalidation" below */
+static int wait_replicas;
+
+static int flush_pending(void)
+{
+    return __atomic_load_n(&must_flush, __ATOMIC_ACQUIRE);
+}
 
 typedef struct delayed_store {
     h2o_timeout_entry_t entry;
@@ -73,15 +80,33 @@ typedef struct waiter {
     shared_body_t *body; /* NULL: the fill failed, query yourself */
 } waiter_t;
 
+/*
+ * A fill in progress, or just done. Identified by the key *and* the versions
+ * the fill read: a request that read other versions (a write landed in
+ * between) must not take a body read before that write. A done fill keeps
+ * its body for FLIGHT_LINGER_US, so a miss whose Redis read raced the store
+ * still shares it instead of filling again (same versions: no write has
+ * completed since, docs/cache.md).
+ */
+#define FLIGHT_ID_MAX (CACHE_KEY_MAX + (1 + CACHE_MAX_TAGS) * VERSION_MAX)
+#define FLIGHT_LINGER_US 2000000
 typedef struct flight {
     struct flight *next;
     waiter_t *waiters;
-    char key[CACHE_KEY_MAX];
+    shared_body_t *body; /* done: the result */
+    uint64_t done_at_us; /* 0 while in progress */
+    char id[FLIGHT_ID_MAX];
 } flight_t;
 
 #define FLIGHT_BUCKETS 1024
 static pthread_mutex_t flights_lock = PTHREAD_MUTEX_INITIALIZER;
 static flight_t *flights[FLIGHT_BUCKETS];
+
+static void body_release(shared_body_t *b)
+{
+    if (b != NULL && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(b);
+}
 
 static unsigned key_bucket(const char *key)
 {
@@ -102,6 +127,7 @@ typedef struct cache_req {
     int nversions;
     int missing_tags;
     int fill;           /* this request is the fill of spec.key */
+    char flight_id[FLIGHT_ID_MAX];
     uint64_t fill_start_us;
     char *entry_value;  /* GET result copied into the pool */
     size_t entry_len;
@@ -157,10 +183,10 @@ void cache_fold_case(char *s, size_t n)
 
 static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 
-void cache_global_init(int enabled, int ttl_jitter_pct)
+void cache_global_init(int enabled, int replicas_to_wait_for)
 {
-    (void)ttl_jitter_pct;
     cache_enabled = enabled;
+    wait_replicas = replicas_to_wait_for;
 }
 
 void cache_worker_init(worker_t *w)
@@ -188,6 +214,8 @@ void cache_worker_init(worker_t *w)
     }
     h2o_multithread_register_receiver(w->ctx.queue, &cw->receiver, on_messages);
     cw->store_delay_ms = cfg->cache_test_store_delay_ms;
+    cw->redis_timeout_ms = cfg->cache_timeout_ms;
+    h2o_timeout_init(w->loop, &cw->retry_timeout, 100);
     if (cw->store_delay_ms > 0)
         h2o_timeout_init(w->loop, &cw->store_delay, (uint64_t)cw->store_delay_ms);
     w->cache = cw;
@@ -199,6 +227,7 @@ void cache_worker_dispose(worker_t *w)
     if (cw == NULL)
         return;
     redis_destroy(cw->redis);
+    h2o_timeout_dispose(w->loop, &cw->retry_timeout);
     if (cw->store_delay_ms > 0) {
         /* Stores still waiting are dropped (test hook only). */
         while (!h2o_linklist_is_empty(&cw->store_delay._entries)) {
@@ -218,7 +247,7 @@ const char *cache_state(worker_t *w)
     cache_worker_t *cw = cw_of(w);
     if (cw == NULL)
         return cache_enabled ? "down" : "disabled";
-    return redis_is_up(cw->redis) && !cw->must_flush ? "up" : "down";
+    return redis_is_up(cw->redis) && !flush_pending() ? "up" : "down";
 }
 
 static void count(struct rctx *r, int which)
@@ -374,7 +403,7 @@ static void on_versions(void *arg, redisReply *reply, int err)
 void cache_serve(struct rctx *r, const cache_spec_t *spec, void (*query)(struct rctx *r))
 {
     cache_worker_t *cw = cw_of(r->w);
-    if (cw == NULL || cw->must_flush || spec->key[0] == '\0' || !redis_is_up(cw->redis)) {
+    if (cw == NULL || flush_pending() || spec->key[0] == '\0' || !redis_is_up(cw->redis)) {
         bypass(r, query);
         return;
     }
@@ -416,13 +445,44 @@ void cache_serve(struct rctx *r, const cache_spec_t *spec, void (*query)(struct 
 
 /* ---- filling ------------------------------------------------------------------- */
 
+/* Drops done flights older than FLIGHT_LINGER_US from one bucket (lock held). */
+static void sweep_bucket(unsigned b, uint64_t now)
+{
+    for (flight_t **pp = &flights[b]; *pp != NULL;) {
+        flight_t *f = *pp;
+        if (f->done_at_us != 0 && now - f->done_at_us > FLIGHT_LINGER_US) {
+            *pp = f->next;
+            body_release(f->body);
+            free(f);
+        } else {
+            pp = &f->next;
+        }
+    }
+}
+
 static void become_fill_or_wait(struct rctx *r, cache_req_t *cr)
 {
-    unsigned b = key_bucket(cr->spec.key);
+    size_t n = (size_t)snprintf(cr->flight_id, sizeof(cr->flight_id), "%s", cr->spec.key);
+    for (int i = 0; i < cr->nversions && n < sizeof(cr->flight_id); i++)
+        n += (size_t)snprintf(cr->flight_id + n, sizeof(cr->flight_id) - n, "|%s", cr->versions[i]);
+    unsigned b = key_bucket(cr->flight_id);
+    uint64_t now = now_us();
     pthread_mutex_lock(&flights_lock);
+    sweep_bucket(b, now);
     flight_t *f = flights[b];
-    while (f != NULL && strcmp(f->key, cr->spec.key) != 0)
+    while (f != NULL && strcmp(f->id, cr->flight_id) != 0)
         f = f->next;
+    if (f != NULL && f->done_at_us != 0) {
+        shared_body_t *sb = f->body;
+        __atomic_add_fetch(&sb->refs, 1, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&flights_lock);
+        r->cache_result = "HIT";
+        count(r, 0);
+        jbuf_t body = {sb->data, sb->len, 0};
+        reply_json(r, 200, &body);
+        body_release(sb);
+        return;
+    }
     if (f != NULL) {
         waiter_t *wt = calloc(1, sizeof(*wt));
         if (wt == NULL)
@@ -438,7 +498,8 @@ static void become_fill_or_wait(struct rctx *r, cache_req_t *cr)
     f = calloc(1, sizeof(*f));
     if (f == NULL)
         abort();
-    snprintf(f->key, sizeof(f->key), "%s", cr->spec.key);
+    memcpy(f->id, cr->flight_id, n + 1 > sizeof(f->id) ? sizeof(f->id) : n + 1);
+    f->id[sizeof(f->id) - 1] = '\0';
     f->next = flights[b];
     flights[b] = f;
     pthread_mutex_unlock(&flights_lock);
@@ -516,30 +577,46 @@ void cache_fill_done(struct rctx *r, int status, const char *body, size_t len, c
         sb->len = len;
         memcpy(sb->data, body, len);
     }
-    /* Hand the result to every request that waited for this fill. */
-    unsigned b = key_bucket(cr->spec.key);
+    /* Hand the result to every request that waited for this fill; a done
+     * fill lingers briefly for misses that raced the store. */
+    unsigned b = key_bucket(cr->flight_id);
+    waiter_t *waiters = NULL;
     pthread_mutex_lock(&flights_lock);
-    flight_t **pp = &flights[b], *f = NULL;
-    while (*pp != NULL && strcmp((*pp)->key, cr->spec.key) != 0)
+    flight_t **pp = &flights[b];
+    while (*pp != NULL && strcmp((*pp)->id, cr->flight_id) != 0)
         pp = &(*pp)->next;
     if (*pp != NULL) {
-        f = *pp;
-        *pp = f->next;
+        flight_t *f = *pp;
+        waiters = f->waiters;
+        f->waiters = NULL;
+        if (sb != NULL) {
+            __atomic_add_fetch(&sb->refs, 1, __ATOMIC_RELAXED);
+            f->body = sb;
+            f->done_at_us = now_us();
+        } else {
+            *pp = f->next;
+            free(f);
+        }
     }
     pthread_mutex_unlock(&flights_lock);
-    if (f != NULL) {
-        for (waiter_t *wt = f->waiters, *next; wt != NULL; wt = next) {
-            next = wt->next;
-            if (sb != NULL) {
-                __atomic_add_fetch(&sb->refs, 1, __ATOMIC_RELAXED);
-                wt->body = sb;
-            }
-            h2o_multithread_send_message(&wt->cw->receiver, &wt->msg);
+    for (waiter_t *wt = waiters, *next; wt != NULL; wt = next) {
+        next = wt->next;
+        if (sb != NULL) {
+            __atomic_add_fetch(&sb->refs, 1, __ATOMIC_RELAXED);
+            wt->body = sb;
         }
-        free(f);
+        h2o_multithread_send_message(&wt->cw->receiver, &wt->msg);
     }
-    if (sb != NULL && __atomic_sub_fetch(&sb->refs, 1, __ATOMIC_ACQ_REL) == 0)
-        free(sb);
+    body_release(sb);
+}
+
+/* Frees every lingering flight (at exit, after the workers have stopped). */
+void cache_global_dispose(void)
+{
+    pthread_mutex_lock(&flights_lock);
+    for (unsigned b = 0; b < FLIGHT_BUCKETS; b++)
+        sweep_bucket(b, UINT64_MAX / 2);
+    pthread_mutex_unlock(&flights_lock);
 }
 
 /* A waiter's worker: answer with the shared body, or query on its own. */
@@ -555,8 +632,7 @@ static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *me
             count(r, 0);
             jbuf_t body = {wt->body->data, wt->body->len, 0};
             reply_json(r, 200, &body);
-            if (__atomic_sub_fetch(&wt->body->refs, 1, __ATOMIC_ACQ_REL) == 0)
-                free(wt->body);
+            body_release(wt->body);
         } else {
             bypass(r, wt->query);
         }
@@ -566,85 +642,192 @@ static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *me
 
 /* ---- invalidation ----------------------------------------------------------------- */
 
+/*
+ * An invalidation that could not be made sure of (Redis down, refusing, or
+ * not confirming replication) leaves entries that may outlive a committed
+ * write. The whole process then bypasses the cache until it has set a new
+ * epoch — which every entry's versions include — with the same guarantees.
+ */
+static int flushing; /* atomic: one epoch bump at a time */
+
+
+static void flush_needed(void)
+{
+    if (!__atomic_exchange_n(&must_flush, 1, __ATOMIC_ACQ_REL))
+        log_warn("cache: an invalidation failed; bypassing the cache until a full flush succeeds");
+}
+
+#define INVALIDATE_PATIENCE_US 1500000
+
 typedef struct inval {
-    struct rctx *r;
+    struct rctx *r; /* NULL for the epoch bump */
+    h2o_timeout_entry_t retry;
+    uint64_t deadline_us;
+    cache_worker_t *cw;
     int status;
     const char *ctype;
     char *body;
     size_t len;
+    int ntags;
+    int tried_del;
+    char keys[CACHE_INVALIDATE_MAX][64];
 } inval_t;
 
-static void on_invalidated(void *arg, redisReply *reply, int err)
+static int send_mset(inval_t *iv);
+static void on_inval_retry(h2o_timeout_entry_t *entry);
+
+static void inval_finish(inval_t *iv, int ok)
+{
+    if (iv->r == NULL) { /* the epoch bump */
+        __atomic_store_n(&flushing, 0, __ATOMIC_RELEASE);
+        if (ok) {
+            __atomic_store_n(&must_flush, 0, __ATOMIC_RELEASE);
+            log_info("cache: epoch bumped after a failed invalidation; cache in use again");
+        }
+        free(iv);
+        return;
+    }
+    if (!ok && now_us() < iv->deadline_us) {
+        /* Redis is failing over or briefly gone: the answer waits (up to
+         * INVALIDATE_PATIENCE_US) so that the write is not acknowledged
+         * while another instance could still serve the entry it replaced. */
+        iv->tried_del = 0;
+        iv->retry.cb = on_inval_retry;
+        h2o_timeout_link(iv->r->w->loop, &iv->cw->retry_timeout, &iv->retry);
+        return;
+    }
+    if (!ok)
+        flush_needed();
+    reply_body(iv->r, iv->status, iv->ctype, iv->body, iv->len);
+}
+
+static void on_inval_retry(h2o_timeout_entry_t *entry)
+{
+    inval_t *iv = H2O_STRUCT_FROM_MEMBER(inval_t, retry, entry);
+    if (send_mset(iv) != 0)
+        inval_finish(iv, 0);
+}
+
+/* WAIT: the versions must be on a replica before the write is answered, or
+ * a failover could bring back the old ones (docs/cache.md). */
+static void on_waited(void *arg, redisReply *reply, int err)
 {
     inval_t *iv = arg;
-    struct rctx *r = iv->r;
-    cache_worker_t *cw = cw_of(r->w);
-    if (err != 0 || reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        /* The write is committed but entries depending on it may survive:
-         * stop using the cache on this instance until the epoch is bumped
-         * (cache_tick), which invalidates every entry everywhere. */
-        if (cw != NULL && !cw->must_flush) {
-            log_warn("cache: invalidation failed; bypassing the cache until a full flush succeeds");
-            cw->must_flush = 1;
-        }
+    /* Fewer replicas than required — even none connected right now — is a
+     * failure: a replica cut off for a moment may still be promoted. */
+    inval_finish(iv, err == 0 && reply != NULL && reply->type == REDIS_REPLY_INTEGER &&
+                         reply->integer >= wait_replicas);
+}
+
+static void send_wait(inval_t *iv)
+{
+    char n[16], ms[16];
+    snprintf(n, sizeof(n), "%d", wait_replicas);
+    snprintf(ms, sizeof(ms), "%d", iv->cw->redis_timeout_ms / 2 > 0 ? iv->cw->redis_timeout_ms / 2 : 1);
+    const char *argv[] = {"WAIT", n, ms};
+    size_t lens[] = {4, strlen(n), strlen(ms)};
+    if (redis_command(iv->cw->redis, iv->keys[0], strlen(iv->keys[0]), 3, argv, lens, on_waited, iv) != 0)
+        inval_finish(iv, 0);
+}
+
+static void on_written(void *arg, redisReply *reply, int err);
+
+/* Plan B when Redis refuses writes (OOM with noeviction): deleting the tag
+ * keys is always allowed, and a missing version is a miss for everyone. */
+static void send_del(inval_t *iv)
+{
+    const char *argv[1 + CACHE_INVALIDATE_MAX];
+    size_t lens[1 + CACHE_INVALIDATE_MAX];
+    argv[0] = "DEL", lens[0] = 3;
+    for (int i = 0; i < iv->ntags; i++)
+        argv[1 + i] = iv->keys[i], lens[1 + i] = strlen(iv->keys[i]);
+    iv->tried_del = 1;
+    if (redis_command(iv->cw->redis, iv->keys[0], strlen(iv->keys[0]), 1 + iv->ntags, argv, lens, on_written, iv) != 0)
+        inval_finish(iv, 0);
+}
+
+static void on_written(void *arg, redisReply *reply, int err)
+{
+    inval_t *iv = arg;
+    if (err != 0 || reply == NULL) {
+        inval_finish(iv, 0);
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        if (!iv->tried_del)
+            send_del(iv);
+        else
+            inval_finish(iv, 0);
+    } else if (wait_replicas > 0) {
+        send_wait(iv);
+    } else {
+        inval_finish(iv, 1);
     }
-    reply_body(r, iv->status, iv->ctype, iv->body, iv->len);
+}
+
+/* MSET of every key to one new version: all tag keys share the {t} slot. */
+static int send_mset(inval_t *iv)
+{
+    const char *argv[1 + 2 * CACHE_INVALIDATE_MAX];
+    size_t lens[1 + 2 * CACHE_INVALIDATE_MAX];
+    char ver[VERSION_MAX];
+    new_version(ver);
+    int argc = 1;
+    argv[0] = "MSET", lens[0] = 4;
+    for (int i = 0; i < iv->ntags; i++) {
+        argv[argc] = iv->keys[i], lens[argc++] = strlen(iv->keys[i]);
+        argv[argc] = ver, lens[argc++] = strlen(ver);
+    }
+    return redis_command(iv->cw->redis, iv->keys[0], strlen(iv->keys[0]), argc, argv, lens, on_written, iv);
 }
 
 void cache_invalidate_and_reply(struct rctx *r, const char *const *tags, int status, const char *ctype,
                                 const char *body, size_t len)
 {
     cache_worker_t *cw = cw_of(r->w);
-    if (cw == NULL) {
+    if (cw == NULL || tags[0] == NULL) {
         reply_body(r, status, ctype, body, len);
         return;
     }
     inval_t *iv = h2o_mem_alloc_pool(&r->req->pool, sizeof(*iv));
+    memset(iv, 0, sizeof(*iv));
     iv->r = r;
+    iv->cw = cw;
     iv->status = status;
     iv->ctype = ctype;
     iv->len = len;
     iv->body = h2o_mem_alloc_pool(&r->req->pool, len + 1);
     memcpy(iv->body, body, len);
-
-    /* One MSET: all tag keys share the {t} slot. */
-    const char *argv[1 + 2 * CACHE_INVALIDATE_MAX];
-    size_t lens[1 + 2 * CACHE_INVALIDATE_MAX];
-    char keys[CACHE_INVALIDATE_MAX][64], ver[VERSION_MAX];
-    new_version(ver);
-    int argc = 1, n = 0;
-    argv[0] = "MSET";
-    lens[0] = 4;
-    for (; tags[n] != NULL; n++) {
-        if (n == CACHE_INVALIDATE_MAX)
+    iv->deadline_us = now_us() + INVALIDATE_PATIENCE_US;
+    for (; tags[iv->ntags] != NULL; iv->ntags++) {
+        if (iv->ntags == CACHE_INVALIDATE_MAX)
             abort(); /* a programming error: more tags than any write has */
-        snprintf(keys[n], sizeof(keys[n]), "%s%s", TAG_PREFIX, tags[n]);
-        argv[argc] = keys[n], lens[argc++] = strlen(keys[n]);
-        argv[argc] = ver, lens[argc++] = strlen(ver);
+        snprintf(iv->keys[iv->ntags], sizeof(iv->keys[0]), "%s%s", TAG_PREFIX, tags[iv->ntags]);
     }
-    if (n == 0 || redis_command(cw->redis, keys[0], strlen(keys[0]), argc, argv, lens, on_invalidated, iv) != 0)
-        on_invalidated(iv, NULL, n == 0 ? 0 : MKD_EUNAVAILABLE);
-}
-
-static void on_flushed(void *arg, redisReply *reply, int err)
-{
-    cache_worker_t *cw = arg;
-    cw->flushing = 0;
-    if (err == 0 && reply != NULL && reply->type != REDIS_REPLY_ERROR) {
-        cw->must_flush = 0;
-        log_info("cache: epoch bumped after a failed invalidation; cache in use again");
-    }
+    if (send_mset(iv) != 0)
+        inval_finish(iv, 0);
 }
 
 void cache_tick(worker_t *w)
 {
+    /* Once a second, one worker drops lingering fills nobody asked for. */
+    static uint64_t last_sweep_us;
+    uint64_t now = now_us(), last = __atomic_load_n(&last_sweep_us, __ATOMIC_RELAXED);
+    if (now - last > 1000000 && __atomic_compare_exchange_n(&last_sweep_us, &last, now, 0, __ATOMIC_RELAXED,
+                                                             __ATOMIC_RELAXED)) {
+        pthread_mutex_lock(&flights_lock);
+        for (unsigned b = 0; b < FLIGHT_BUCKETS; b++)
+            sweep_bucket(b, now);
+        pthread_mutex_unlock(&flights_lock);
+    }
     cache_worker_t *cw = cw_of(w);
-    if (cw == NULL || !cw->must_flush || cw->flushing || !redis_is_up(cw->redis))
+    if (cw == NULL || !flush_pending() || !redis_is_up(cw->redis) ||
+        __atomic_exchange_n(&flushing, 1, __ATOMIC_ACQ_REL))
         return;
-    char ver[VERSION_MAX];
-    new_version(ver);
-    const char *argv[] = {"SET", EPOCH_KEY, ver};
-    size_t lens[] = {3, strlen(EPOCH_KEY), strlen(ver)};
-    if (redis_command(cw->redis, EPOCH_KEY, strlen(EPOCH_KEY), 3, argv, lens, on_flushed, cw) == 0)
-        cw->flushing = 1;
+    inval_t *iv = calloc(1, sizeof(*iv));
+    if (iv == NULL)
+        abort();
+    iv->cw = cw;
+    iv->ntags = 1;
+    snprintf(iv->keys[0], sizeof(iv->keys[0]), "%s", EPOCH_KEY);
+    if (send_mset(iv) != 0)
+        inval_finish(iv, 0);
 }

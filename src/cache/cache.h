@@ -36,8 +36,12 @@ typedef struct cache_spec {
     char tags[CACHE_MAX_TAGS][48];
 } cache_spec_t;
 
-/* Process-wide set-up (single-flight table, configuration). */
-void cache_global_init(int enabled, int ttl_jitter_pct);
+/* Process-wide set-up: whether a Redis is configured, and how many replicas
+ * must confirm an invalidation (WAIT) before a write is answered. */
+void cache_global_init(int enabled, int replicas_to_wait_for);
+
+/* Frees what the process-wide single-flight table still holds (at exit). */
+void cache_global_dispose(void);
 
 /* Per worker: connects to Redis per the configuration (or stays disabled),
  * registers the worker's message receiver. */

@@ -42,6 +42,7 @@ static const option_t options[] = {
     {"CACHE_TTL_REFERENCE", T_DURATION, OFF(cache_ttl_reference), "3600", 1, 86400},
     {"CACHE_TTL_POPULAR_SELLERS", T_DURATION, OFF(cache_ttl_popular_sellers), "900", 1, 86400},
     {"CACHE_TIMEOUT_MS", T_INT, OFF(cache_timeout_ms), "50", 1, 10000},
+    {"CACHE_WAIT_REPLICAS", T_INT, OFF(cache_wait_replicas), "-1", -1, 16},
     {"CACHE_TEST_STORE_DELAY_MS", T_INT, OFF(cache_test_store_delay_ms), "0", 0, 60000},
     {"CDN_BASE_URL", T_STR, OFF(cdn_base_url), "http://127.0.0.1:8080/media", 0, 0},
     {"MEDIA_DIR", T_STR, OFF(media_dir), "./media", 0, 0},
@@ -184,6 +185,10 @@ int config_load(config_t *cfg, config_getenv_fn get, int ncpu, char *err, size_t
         snprintf(err, errlen, "JWT_SECRET: must be at least 32 bytes, got %zu", strlen(cfg->jwt_secret));
         goto fail;
     }
+    /* -1: wait for one replica on a cluster (whose masters have replicas),
+     * for none on a single Redis. */
+    if (cfg->cache_wait_replicas < 0)
+        cfg->cache_wait_replicas = cfg->redis_cluster_nodes != NULL ? 1 : 0;
     if (cfg->redis_url != NULL && cfg->redis_cluster_nodes != NULL) {
         snprintf(err, errlen, "REDIS_CLUSTER_NODES: set either REDIS_URL or REDIS_CLUSTER_NODES, not both");
         goto fail;

@@ -516,7 +516,7 @@ static void conn_close(db_conn_t *c, int err, const char *why)
     free(c->ring);
     if (!c->overflow && !pool->destroying) {
         uint64_t b = pool->backoff_ms[c->slot];
-        pool->backoff_ms[c->slot] = b == 0 ? 100 : (b * 2 > 5000 ? 5000 : b * 2);
+        pool->backoff_ms[c->slot] = b == 0 ? 100 : (b * 2 > 1000 ? 1000 : b * 2);
         pool->retry_at_us[c->slot] = now_us() + b * 1000;
     }
     free(c);
@@ -593,8 +593,13 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
     }
     c->state = CONN_READY;
     c->last_used_us = now_us();
-    if (pool->last_connect_failed)
+    if (pool->last_connect_failed) {
         log_info("db %s: connected again", pool->opt.label);
+        /* The database is back: the other broken slots need not sit out
+         * their backoff. */
+        for (int i = 0; i < pool->opt.base; i++)
+            pool->retry_at_us[i] = 0, pool->backoff_ms[i] = 0;
+    }
     pool->last_connect_failed = 0;
     pool->backoff_ms[slot] = 0;
     log_debug("db %s: connection %d ready%s", pool->opt.label, slot, overflow ? " (overflow)" : "");

@@ -375,7 +375,7 @@ int server_run(const config_t *cfg)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    cache_global_init(cfg->redis_url != NULL || cfg->redis_cluster_nodes != NULL, 0);
+    cache_global_init(cfg->redis_url != NULL || cfg->redis_cluster_nodes != NULL, cfg->cache_wait_replicas);
     st_ensure_partitions = db_stmt_register(
         "SELECT set_config('lock_timeout', '2s', true), marketd_ensure_partitions(0, 3)", 0);
     partition_job_due_us = server_now_us() + PARTITION_JOB_FIRST_US;
@@ -433,6 +433,7 @@ int server_run(const config_t *cfg)
     for (int i = 0; i < s.nworkers; i++)
         pthread_join(s.workers[i].thread, NULL);
     offload_stop();
+    cache_global_dispose();
     for (int i = 0; i < s.nworkers; i++)
         if (s.workers[i].loop != NULL)
             h2o_evloop_destroy(s.workers[i].loop);

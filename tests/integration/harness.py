@@ -1081,3 +1081,404 @@ class TcpProxy:
             except OSError:
                 pass
             s.close()
+
+
+# ---------------------------------------------------------------------------
+# Redis servers (for the cache tests): real redis-server processes
+# ---------------------------------------------------------------------------
+
+REDIS_SERVER_BIN = os.environ.get("REDIS_SERVER_BIN", "/usr/bin/redis-server")
+REDIS_CLI_BIN = os.environ.get("REDIS_CLI_BIN", "/usr/bin/redis-cli")
+REDIS_PORTS = range(57100, 57200)
+REDIS_START_TIMEOUT = 10.0  # s, until PING answers
+REDIS_STOP_TIMEOUT = 10.0   # s, from SIGTERM to exit
+
+_used_redis_ports = set()
+
+
+def free_redis_port():
+    """A loopback port in 57100-57199 that nobody listens on now and that
+    this run has not handed out before."""
+    with _port_lock:
+        candidates = [p for p in REDIS_PORTS if p not in _used_redis_ports]
+        random.shuffle(candidates)
+        for port in candidates:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            finally:
+                s.close()
+            _used_redis_ports.add(port)
+            return port
+    raise RuntimeError("no free port in 57100-57199")
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ..., -OOM ..., -MOVED ...) from Redis."""
+
+
+def _resp_encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode("utf-8")
+        elif not isinstance(a, (bytes, bytearray)):
+            a = str(a).encode("ascii")
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class RedisConnection:
+    """A minimal blocking RESP2 client (one connection; bounded waits).
+    Replies: bytes (bulk/simple strings), int, None, list; an error reply
+    raises RedisError unless raise_errors=False (then it is returned)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("redis closed the connection")
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            return RedisError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise ConnectionError("bad RESP line %r" % line[:100])
+
+    def pipeline(self, commands, raise_errors=True):
+        """Sends every command at once; returns the replies in order."""
+        self.sock.sendall(b"".join(_resp_encode(c) for c in commands))
+        replies = [self._reply() for _ in commands]
+        if raise_errors:
+            for r in replies:
+                if isinstance(r, RedisError):
+                    raise r
+        return replies
+
+    def call(self, *args, raise_errors=True):
+        return self.pipeline([args], raise_errors=raise_errors)[0]
+
+
+def redis_call(port, *args, timeout=5.0, raise_errors=True):
+    """One command on a new connection to 127.0.0.1:port."""
+    with RedisConnection(port, timeout=timeout) as c:
+        return c.call(*args, raise_errors=raise_errors)
+
+
+class RedisServer:
+    """One redis-server process on 127.0.0.1 (no persistence unless asked:
+    `--save '' --appendonly no`), its files in TEST_TMPDIR. It can be
+    killed, paused (SIGSTOP), resumed and started again on the same port
+    (its dir is kept, so a dump.rdb written by an explicit SAVE is loaded
+    again on restart)."""
+
+    _seq = 0
+
+    def __init__(self, port=None, args=(), name="redis", cluster=False):
+        RedisServer._seq += 1
+        self.name = "%s-%d" % (re.sub(r"[^A-Za-z0-9_.-]", "_", name), RedisServer._seq)
+        self.port = port or free_redis_port()
+        self.cluster = cluster
+        # Redis Cluster's bus port defaults to port + 10000 (> 65535 here):
+        # give it its own port from the range.
+        self.bus_port = free_redis_port() if cluster else None
+        # A fresh directory (an old nodes.conf or dump.rdb must not be loaded).
+        self.dir = tempfile.mkdtemp(prefix="redis-%s-%d-" % (self.name, self.port), dir=TEST_TMPDIR)
+        self.log_path = os.path.join(self.dir, "redis.log")
+        self.extra_args = [str(a) for a in args]
+        self.proc = None
+        self.paused = False
+
+    def argv(self):
+        a = [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
+             "--protected-mode", "no", "--logfile", ""]
+        if self.cluster:
+            a += ["--cluster-enabled", "yes", "--cluster-config-file", os.path.join(self.dir, "nodes.conf"),
+                  "--cluster-port", str(self.bus_port)]
+        return a + self.extra_args
+
+    def start(self, timeout=REDIS_START_TIMEOUT):
+        if not os.access(REDIS_SERVER_BIN, os.X_OK):
+            raise AssertionError("%s not found (apt-get install redis-server)" % REDIS_SERVER_BIN)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=_die_with_parent)
+        self.paused = False
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server on port %d exited with code %d at start\n%s"
+                                     % (self.port, self.proc.returncode, self.log_tail()))
+            try:
+                # LOADING (a dump being read) is an error reply: not ready yet.
+                if redis_call(self.port, "PING", timeout=1.0) == b"PONG":
+                    return self
+            except (OSError, RedisError, ConnectionError) as e:
+                last = e
+            time.sleep(0.02)
+        self.kill()
+        raise AssertionError("redis-server on port %d did not answer PING within %.0f s (last: %r)\n%s"
+                             % (self.port, timeout, last, self.log_tail()))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def call(self, *args, timeout=5.0, raise_errors=True):
+        return redis_call(self.port, *args, timeout=timeout, raise_errors=raise_errors)
+
+    def connection(self, timeout=5.0):
+        return RedisConnection(self.port, timeout=timeout)
+
+    def signal(self, sig):
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def pause(self):
+        """SIGSTOP: the port still accepts connections (in the kernel), but
+        nothing is answered."""
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
+    def kill(self):
+        """SIGKILL and reap (bounded)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=REDIS_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        self.paused = False
+        self._close_log()
+
+    def stop(self):
+        """SIGTERM (no save: persistence is off), SIGKILL after a bounded
+        wait. A paused server is resumed first."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            if self.paused:
+                self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=REDIS_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_log()
+
+    def restart(self, timeout=REDIS_START_TIMEOUT):
+        """Kill (if running) and start again on the same port and dir."""
+        self.kill()
+        # The port was ours a moment ago: wait until it can be bound again.
+        wait_until(lambda: _port_bindable(self.port), 5.0)
+        return self.start(timeout=timeout)
+
+    def _close_log(self):
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
+
+    def log_tail(self, max_chars=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return tail(f.read().decode("utf-8", "replace"), max_chars)
+        except OSError:
+            return ""
+
+
+def _port_bindable(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class RedisCluster:
+    """A Redis Cluster of `masters` masters with one replica each, created
+    with `redis-cli --cluster create ... --cluster-replicas 1`; start()
+    returns once every node reports cluster_state:ok and agrees on the
+    slots. node_timeout_ms is cluster-node-timeout (failure detection)."""
+
+    def __init__(self, masters=3, node_timeout_ms=2000, name="cluster", args=()):
+        # No 5 s wait before a replica's first (diskless) sync.
+        self.nodes = [RedisServer(name="%s-n%d" % (name, i), cluster=True,
+                                  args=["--cluster-node-timeout", str(node_timeout_ms),
+                                        "--repl-diskless-sync-delay", "0"] + list(args))
+                      for i in range(2 * masters)]
+
+    @property
+    def seeds(self):
+        return ",".join("127.0.0.1:%d" % n.port for n in self.nodes)
+
+    def start(self, timeout=60.0):
+        for n in self.nodes:
+            n.start()
+        cmd = [REDIS_CLI_BIN, "--cluster", "create"] + ["127.0.0.1:%d" % n.port for n in self.nodes] + \
+              ["--cluster-replicas", "1", "--cluster-yes"]
+        try:
+            out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError("redis-cli --cluster create did not finish within %.0f s\n%s"
+                                 % (timeout, (e.output or b"").decode("utf-8", "replace")))
+        text = out.stdout.decode("utf-8", "replace")
+        if out.returncode != 0:
+            raise AssertionError("redis-cli --cluster create failed (exit %d)\n%s" % (out.returncode, text))
+        if not self.wait_ok(timeout):
+            raise AssertionError("the cluster did not reach cluster_state:ok on every node within %.0f s\n"
+                                 "%s\n%s" % (timeout, text, self.describe()))
+        if not self.wait_replicas_synced(timeout):
+            raise AssertionError("the replicas did not finish their first sync within %.0f s\n%s"
+                                 % (timeout, self.describe()))
+        return self
+
+    def replicas_synced(self):
+        """Every live replica's link to its master is up, no sync running."""
+        for n in self.live_nodes():
+            try:
+                info = n.call("INFO", "replication", timeout=2).decode()
+            except (OSError, RedisError, ConnectionError):
+                return False
+            if "role:slave" in info and ("master_link_status:up" not in info
+                                         or "master_sync_in_progress:0" not in info):
+                return False
+        return True
+
+    def wait_replicas_synced(self, timeout=60.0):
+        return wait_until(self.replicas_synced, timeout, interval=0.1)
+
+    def live_nodes(self):
+        return [n for n in self.nodes if n.alive() and not n.paused]
+
+    def state_ok(self, nodes=None):
+        """Every given (default: live) node says cluster_state:ok, they all
+        report the same slot owners, and they agree on every live node's
+        role (no node flagged fail, the same master for each replica)."""
+        nodes = nodes or self.live_nodes()
+        live_ports = {n.port for n in nodes}
+        views, roles = set(), set()
+        for n in nodes:
+            try:
+                info = n.call("CLUSTER", "INFO", timeout=2).decode()
+                if "cluster_state:ok" not in info:
+                    return False
+                views.add(tuple(sorted((tuple(e[:2]), e[2][1]) for e in self.slots_of(n))))
+                rows = self.cluster_nodes(via=n)
+            except (OSError, RedisError, ConnectionError):
+                return False
+            view = []
+            for r in rows:
+                if r["port"] not in live_ports:
+                    continue
+                if r["flags"] & {"fail", "fail?", "handshake", "noaddr"}:
+                    return False
+                view.append((r["port"], "master" if "master" in r["flags"] else "replica", r["master_id"]))
+            roles.add(tuple(sorted(view)))
+        return len(views) == 1 and len(roles) == 1
+
+    def wait_ok(self, timeout=60.0, nodes=None):
+        return wait_until(lambda: self.state_ok(nodes), timeout, interval=0.1)
+
+    @staticmethod
+    def slots_of(node):
+        """CLUSTER SLOTS of node: [(lo, hi, (host, port)), ...] (masters)."""
+        out = []
+        for e in node.call("CLUSTER", "SLOTS", timeout=2):
+            out.append((int(e[0]), int(e[1]), (e[2][0].decode(), int(e[2][1]))))
+        return out
+
+    def node_by_port(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def cluster_nodes(self, via=None):
+        """CLUSTER NODES as dicts: id, port, flags (set), master_id, slots."""
+        via = via or self.live_nodes()[0]
+        rows = []
+        for line in via.call("CLUSTER", "NODES", timeout=2).decode().splitlines():
+            f = line.split()
+            if len(f) < 8:
+                continue
+            addr = f[1].split("@")[0]
+            rows.append({"id": f[0], "port": int(addr.rsplit(":", 1)[1]) if ":" in addr else 0,
+                         "flags": set(f[2].split(",")), "master_id": f[3], "slots": f[8:]})
+        return rows
+
+    def master_of_key(self, key):
+        """The node that serves key's slot now (CLUSTER KEYSLOT + SLOTS)."""
+        via = self.live_nodes()[0]
+        slot = int(via.call("CLUSTER", "KEYSLOT", key, timeout=2))
+        for lo, hi, (_, port) in self.slots_of(via):
+            if lo <= slot <= hi:
+                return self.node_by_port(port), slot
+        raise AssertionError("no node serves slot %d" % slot)
+
+    def replicas_of(self, master):
+        rows = self.cluster_nodes()
+        mid = next(r["id"] for r in rows if r["port"] == master.port)
+        return [self.node_by_port(r["port"]) for r in rows
+                if r["master_id"] == mid and "fail" not in r["flags"]]
+
+    def describe(self):
+        parts = []
+        for n in self.nodes:
+            try:
+                state = n.call("CLUSTER", "NODES", timeout=1).decode() if n.alive() and not n.paused else "(down)"
+            except (OSError, RedisError, ConnectionError) as e:
+                state = repr(e)
+            parts.append("node %d:\n%s" % (n.port, state))
+        return "\n".join(parts)
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
