@@ -26,6 +26,7 @@
  * one password hash has a random salt.
  */
 #include "cli/seed.h"
+#include "core/password.h"
 
 #include <libpq-fe.h>
 #include <math.h>
@@ -2086,8 +2087,7 @@ int seed_main(int argc, char **argv)
         fprintf(stderr, "seed: libsodium failed to initialise\n");
         goto out;
     }
-    if (crypto_pwhash_str(w->password_hash, "password123", 11, crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) {
+    if (password_hash("password123", 11, w->password_hash) != 0) {
         fprintf(stderr, "seed: hashing the password failed (out of memory?)\n");
         goto out;
     }
