@@ -75,10 +75,13 @@ build/fuzz/%: tests/fuzz/%.c build/fuzz/libmarketd.a
 # --- the commands of README.md ----------------------------------------------
 deps:
 	bash scripts/deps.sh
+# MONITORING=1 make run also starts Prometheus (and the exporters) on :9090.
 run: deps
 	$(MAKE) build
 	bash scripts/stack.sh start
+	@if [ "$(MONITORING)" = 1 ]; then bash scripts/monitoring.sh start; fi
 stop:
+	@if ls .data/prometheus/*.pid >/dev/null 2>&1; then bash scripts/monitoring.sh stop; fi
 	bash scripts/stack.sh stop
 status:
 	bash scripts/stack.sh status
