@@ -73,6 +73,7 @@ CONFIG_VARS = (
     # marketd's own tuning knobs beyond api.md (src/core/config.c)
     "DB_POOL_IDLE_MS", "DB_POOL_QUEUE", "DB_PIPELINE_DEPTH", "DB_PREPARE",
     "DB_STATEMENT_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS",
+    "CACHE_TIMEOUT_MS", "CACHE_WAIT_REPLICAS", "CACHE_TEST_STORE_DELAY_MS",
 )
 
 # Sanitizer defaults; anything already set in the environment wins.
@@ -1240,6 +1241,22 @@ class RedisServer:
         return a + self.extra_args
 
     def start(self, timeout=REDIS_START_TIMEOUT):
+        """Start and wait for PING. The first start of a server moves to other
+        ports if its own were taken meanwhile (another run on this machine);
+        a restart keeps them."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except AssertionError:
+                first_start = not getattr(self, "_started_once", False)
+                if not (first_start and attempt < 2 and "Address already in use" in self.log_tail()):
+                    raise
+                self.port = free_redis_port()
+                if self.cluster:
+                    self.bus_port = free_redis_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout):
         if not os.access(REDIS_SERVER_BIN, os.X_OK):
             raise AssertionError("%s not found (apt-get install redis-server)" % REDIS_SERVER_BIN)
         self._log = open(self.log_path, "ab")
@@ -1255,6 +1272,7 @@ class RedisServer:
             try:
                 # LOADING (a dump being read) is an error reply: not ready yet.
                 if redis_call(self.port, "PING", timeout=1.0) == b"PONG":
+                    self._started_once = True
                     return self
             except (OSError, RedisError, ConnectionError) as e:
                 last = e
