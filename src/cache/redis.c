@@ -29,10 +29,13 @@
  *
  * Deadlines: every command links its entry into one h2o_timeout_t of
  * timeout_ms (fixed duration, so linking is O(1) and the list stays sorted).
- * On expiry the caller gets MKD_EUNAVAILABLE at once. MAX_TIMEOUTS_IN_ROW
- * expiries on a connection with no reply in between mean a stalled server:
- * the connection is dropped (its other commands fail now rather than at
- * their deadlines) and reconnected with backoff.
+ * On expiry the caller gets MKD_EUNAVAILABLE at once. A connection is
+ * dropped (its other commands fail now rather than at their deadlines, and
+ * it reconnects with backoff) only when the server has been silent — no
+ * reply at all — for STALL_MS while commands waited. Counting late replies
+ * instead would blame Redis for a busy event loop: under 10,000 connections
+ * a reply can sit unread behind a long batch of sockets, and dropping the
+ * connection then turns a slow loop into a cache outage.
  *
  * Connections: a connection is "up" once the server has answered its
  * handshake (AUTH, SELECT, or else a PING) — a TCP connect alone proves
@@ -66,7 +69,7 @@
 #define BACKOFF_MIN_MS             100
 #define BACKOFF_MAX_MS             2000
 #define MAX_REDIRECTS              5
-#define MAX_TIMEOUTS_IN_ROW        3
+#define STALL_MS                   1000
 #define REFRESH_EVERY_MS           10000
 #define REFRESH_RETRY_MS           1000
 #define MAX_SEEDS                  64
@@ -105,7 +108,7 @@ struct node {
     int failed; /* the last attempt failed / the connection broke */
     uint64_t backoff_ms;
     uint64_t retry_at; /* loop time (ms) of the next attempt when failed */
-    int timeouts_in_row;
+    uint64_t last_reply; /* loop time (ms) of the last reply, or of becoming up */
     int down_logged;
 };
 
@@ -305,7 +308,6 @@ static void node_failed(node_t *n, const char *why)
     if (r->destroying)
         return;
     n->failed = 1;
-    n->timeouts_in_row = 0;
     n->backoff_ms = n->backoff_ms == 0
                         ? BACKOFF_MIN_MS
                         : (n->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : n->backoff_ms * 2);
@@ -342,7 +344,7 @@ static void conn_ready(conn_t *c)
     h2o_timeout_unlink(&c->connect_deadline);
     n->failed = 0;
     n->backoff_ms = 0;
-    n->timeouts_in_row = 0;
+    n->last_reply = h2o_now(c->r->loop);
     if (n->down_logged) {
         n->down_logged = 0;
         log_info("redis %s:%d: connected again", n->host, n->port);
@@ -532,8 +534,8 @@ static void on_deadline(h2o_timeout_entry_t *entry)
     }
     /* hiredis still holds q: on_reply drops the reply if it ever comes, and
      * frees q. From here on q may be gone. */
-    if (counts && c->attached && ++c->node->timeouts_in_row >= MAX_TIMEOUTS_IN_ROW)
-        conn_close(c, "commands time out", 1);
+    if (counts && c->attached && h2o_now(c->r->loop) - c->node->last_reply >= STALL_MS)
+        conn_close(c, "no reply for a second", 1);
 }
 
 static void set_slot(redis_t *r, unsigned slot, node_t *n)
@@ -615,7 +617,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         return;
     }
     if (c->attached)
-        c->node->timeouts_in_row = 0;
+        c->node->last_reply = h2o_now(c->r->loop);
     if (q->answered) {
         cmd_free(q); /* a late reply: the caller has had its MKD_EUNAVAILABLE */
         return;
