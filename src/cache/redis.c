@@ -816,6 +816,36 @@ static void refresh_start(redis_t *r)
 
 /* ---- housekeeping ------------------------------------------------------ */
 
+static void on_probe(void *arg, redisReply *reply, int err)
+{
+    (void)arg, (void)reply, (void)err; /* the reply itself is the news (last_reply) */
+}
+
+/* Liveness without traffic: a connection quiet for half of STALL_MS gets a
+ * PING; one with commands waiting and no reply for STALL_MS is dropped. So
+ * a stopped server is noticed (and /readyz says so) within about a second,
+ * busy or idle. */
+static void probe_liveness(node_t *n, uint64_t now)
+{
+    conn_t *c = n->conn;
+    if (c == NULL || !c->up || !c->attached)
+        return;
+    if (now - n->last_reply >= STALL_MS && c->pending > 0) {
+        conn_close(c, "no reply for a second", 1);
+        return;
+    }
+    if (now - n->last_reply >= STALL_MS / 2 && c->pending == 0) {
+        const char *argv[1] = {"PING"};
+        cmd_t *q = cmd_new(n->r, 1, argv, NULL, on_probe, NULL);
+        q->internal = 1;
+        if (cmd_send(q, c) != 0) {
+            cmd_free(q);
+            return;
+        }
+        h2o_timeout_link(n->r->loop, &n->r->slow_timeout, &q->deadline);
+    }
+}
+
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     redis_t *r = H2O_STRUCT_FROM_MEMBER(redis_t, tick, entry);
@@ -835,6 +865,8 @@ static void on_tick(h2o_timeout_entry_t *entry)
                    now - n->conn->last_used > REFRESH_EVERY_MS) {
             /* an old master, or an ASK target after the migration */
             conn_close(n->conn, "no longer serves slots", 0);
+        } else {
+            probe_liveness(n, now);
         }
     }
     if (r->cluster && !r->refreshing && (r->refresh_wanted || now >= r->refresh_at))

@@ -94,6 +94,7 @@ struct db_pool {
     uint64_t *retry_at_us;
     uint64_t *backoff_ms;
     int last_connect_failed; /* no connection could be made on the last try */
+    uint64_t last_fail_us;   /* when it failed */
     /* stats, read by other threads with relaxed atomics */
     int st_connecting, st_idle, st_busy, st_waiting, st_up;
     db_wait_hist_t wait_hist;
@@ -107,6 +108,7 @@ static void conn_close(db_conn_t *c, int err, const char *why);
 static void conn_on_io(h2o_socket_t *sock, const char *err);
 static void conn_on_writable(h2o_socket_t *sock, const char *err);
 static void pool_dispatch(db_pool_t *pool);
+static void fail_waiters_if_down(db_pool_t *pool);
 
 /* Runs pool_dispatch from the loop on its next turn: used wherever a direct
  * call could re-enter a dispatch or a result loop already on the stack. */
@@ -221,7 +223,11 @@ int db_pool_query(db_pool_t *pool, const db_stmt_t *stmt, const char *const *val
 {
     if (pool->destroying)
         return MKD_EUNAVAILABLE;
-    if (pool->last_connect_failed && !STAT_GET(pool->st_up))
+    /* Database down: fail at once — but only while the last failure is
+     * fresh; after that the query waits (bounded) while a connection is
+     * tried right away, so the first requests after a recovery succeed. */
+    if (pool->last_connect_failed && !STAT_GET(pool->st_up) && !STAT_GET(pool->st_connecting) &&
+        now_us() - pool->last_fail_us < 500000)
         return MKD_EUNAVAILABLE;
     if (STAT_GET(pool->st_waiting) >= pool->opt.max_waiters)
         return MKD_EBUSY;
@@ -552,8 +558,9 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
         c->pg = PQconnectStartParams(keys, vals, 1);
         pool->conns[slot] = c;
         if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
-            pool->last_connect_failed = 1;
+            pool->last_connect_failed = 1, pool->last_fail_us = now_us();
             conn_close(c, MKD_EUNAVAILABLE, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+            fail_waiters_if_down(pool);
             return;
         }
     }
@@ -578,8 +585,9 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
         if (!pool->last_connect_failed)
             log_warn("db %s: connect failed (retrying with backoff, further failures not logged): %s",
                      pool->opt.label, PQerrorMessage(c->pg));
-        pool->last_connect_failed = 1;
+        pool->last_connect_failed = 1, pool->last_fail_us = now_us();
         conn_close(c, MKD_EUNAVAILABLE, PQerrorMessage(c->pg));
+        fail_waiters_if_down(pool);
         return;
     }
     conn_attach_socket(c);
@@ -609,6 +617,26 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
 
 /* ---- dispatch and housekeeping ----------------------------------------- */
 
+/* A connection attempt failed: if none works and none is still being
+ * tried, the waiting queries would only wait out their timeout for a
+ * database that is not there — answer them now (503). */
+static void fail_waiters_if_down(db_pool_t *pool)
+{
+    for (int i = 0; i < pool->max_conns; i++)
+        if (pool->conns[i] != NULL)
+            return;
+    pool->processing++; /* queries the callbacks submit wait for the next turn */
+    while (!h2o_linklist_is_empty(&pool->waiters)) {
+        db_query_t *q = H2O_STRUCT_FROM_MEMBER(db_query_t, link, pool->waiters.next);
+        h2o_linklist_unlink(&q->link);
+        h2o_timeout_unlink(&q->timeout);
+        record_wait(pool, now_us() - q->queued_at_us);
+        query_finish(q, NULL, MKD_EUNAVAILABLE);
+    }
+    pool->processing--;
+    pool_update_stats(pool);
+}
+
 static void pool_dispatch(db_pool_t *pool)
 {
     while (!h2o_linklist_is_empty(&pool->waiters)) {
@@ -627,6 +655,18 @@ static void pool_dispatch(db_pool_t *pool)
             }
             if (c->inflight < pool->opt.pipeline_depth && (best == NULL || c->inflight < best->inflight))
                 best = c;
+        }
+        if (best == NULL && connecting == 0 && !STAT_GET(pool->st_up) &&
+            (!pool->last_connect_failed || now_us() - pool->last_fail_us >= 100000)) {
+            /* Nothing works and nothing is being tried: try a base slot now
+             * rather than at the end of its backoff (at most every 100 ms). */
+            for (int i = 0; i < pool->opt.base; i++) {
+                if (pool->conns[i] == NULL) {
+                    conn_start(pool, i, 0);
+                    break;
+                }
+            }
+            return;
         }
         if (best == NULL) {
             /* Saturated: open an overflow connection if allowed and none is
@@ -675,8 +715,9 @@ static void on_tick(h2o_timeout_entry_t *entry)
             if (now - c->started_us > 5000000) {
                 if (!pool->last_connect_failed)
                     log_warn("db %s: connect timed out", pool->opt.label);
-                pool->last_connect_failed = 1;
+                pool->last_connect_failed = 1, pool->last_fail_us = now_us();
                 conn_close(c, MKD_EUNAVAILABLE, "connect timeout");
+                fail_waiters_if_down(pool);
             }
             continue;
         }
