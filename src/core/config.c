@@ -41,7 +41,7 @@ static const option_t options[] = {
     {"CACHE_TTL_PRODUCTS", T_DURATION, OFF(cache_ttl_products), "300", 1, 86400},
     {"CACHE_TTL_REFERENCE", T_DURATION, OFF(cache_ttl_reference), "3600", 1, 86400},
     {"CACHE_TTL_POPULAR_SELLERS", T_DURATION, OFF(cache_ttl_popular_sellers), "900", 1, 86400},
-    {"CACHE_TIMEOUT_MS", T_INT, OFF(cache_timeout_ms), "100", 1, 10000},
+    {"CACHE_TIMEOUT_MS", T_INT, OFF(cache_timeout_ms), "500", 1, 10000},
     {"CACHE_WAIT_REPLICAS", T_INT, OFF(cache_wait_replicas), "-1", -1, 16},
     {"CACHE_TEST_STORE_DELAY_MS", T_INT, OFF(cache_test_store_delay_ms), "0", 0, 60000},
     {"CDN_BASE_URL", T_STR, OFF(cdn_base_url), "http://127.0.0.1:8080/media", 0, 0},
