@@ -183,9 +183,11 @@ unix_socket_directories = '$dir'
 # --- whole-run CPU accounting ---------------------------------------------------
 # b_measure_begin SERVER_PID PG_POSTMASTER_PID / b_measure_end: CPU ticks used
 # over a run by the server (and its children), by the PostgreSQL cluster, by
-# this shell's reaped children (wrk / pgbench and helpers), and the share of
-# the machine's CPU that went to everything else (other users of the box,
-# steal): M_SRV, M_PG, M_CLIENT (ticks), M_SECS, M_OTHERS_PCT.
+# the Redis server (B_REDIS_PID, when set: it runs for the whole benchmark),
+# by this shell's reaped children (wrk / pgbench and helpers), and the share
+# of the machine's CPU that went to everything else (other users of the box,
+# steal): M_SRV, M_PG, M_REDIS, M_CLIENT (ticks), M_SECS, M_OTHERS_PCT.
+B_REDIS_PID=
 b_stat_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 b_measure_begin() {
 	M_SRV_PID=$1 M_PG_PID=$2
@@ -195,20 +197,22 @@ b_measure_begin() {
 	M_S0=$([ -z "$M_SRV_PID" ] && echo 0 || b_cpu_ticks $(b_tree "$M_SRV_PID"))
 	# shellcheck disable=SC2046
 	M_P0=$(b_cpu_ticks $(b_tree "$M_PG_PID"))
+	M_R0=$([ -z "$B_REDIS_PID" ] && echo 0 || b_cpu_ticks "$B_REDIS_PID")
 	M_C0=$(b_cpu_ticks $$)
 }
 b_measure_end() {
-	local t1 b1 s1 p1 c1
+	local t1 b1 s1 p1 c1 r1
 	# shellcheck disable=SC2046
 	s1=$([ -z "$M_SRV_PID" ] && echo 0 || b_cpu_ticks $(b_tree "$M_SRV_PID"))
 	# shellcheck disable=SC2046
 	p1=$(b_cpu_ticks $(b_tree "$M_PG_PID"))
+	r1=$([ -z "$B_REDIS_PID" ] && echo 0 || b_cpu_ticks "$B_REDIS_PID")
 	c1=$(b_cpu_ticks $$)
 	b1=$(b_stat_busy)
 	t1=$(date +%s%N)
-	M_SRV=$((s1 - M_S0)) M_PG=$((p1 - M_P0)) M_CLIENT=$((c1 - M_C0))
+	M_SRV=$((s1 - M_S0)) M_PG=$((p1 - M_P0)) M_REDIS=$((r1 - M_R0)) M_CLIENT=$((c1 - M_C0))
 	# shellcheck disable=SC2034 # read by bench/run.sh
-	read -r M_SECS M_OTHERS_PCT < <(awk -v t="$((t1 - M_T0))" -v b="$((b1 - M_B0))" -v ours="$((M_SRV + M_PG + M_CLIENT))" \
+	read -r M_SECS M_OTHERS_PCT < <(awk -v t="$((t1 - M_T0))" -v b="$((b1 - M_B0))" -v ours="$((M_SRV + M_PG + M_REDIS + M_CLIENT))" \
 		-v hz="$B_CLK_TCK" -v n="$(nproc)" 'BEGIN {
 			secs = t / 1e9; o = (b - ours) / (secs * hz * n) * 100; if (o < 0) o = 0
 			printf "%.2f %.0f\n", secs, o }')

@@ -5,14 +5,27 @@
 #     same wrk script and the same connection count;
 #   - pgbench -M prepared running the same SQL as the endpoint, with as many
 #     connections as marketd's pool had open.
-# Results: a Markdown table on stdout and in bench/results/<UTC time>.md and
+# Then the Redis cache (docs/cache.md, issue 4): "marketd cached" (the same
+# binary with REDIS_URL, pool BENCH_CACHED_POOL) against a redis-server
+# started here; its cache is flushed and warmed (bench/journey.lua warm: two
+# passes over every key the measurements draw) each round, then
+#   - cached product detail (a 10,000-product hot set) and cached product
+#     list (the same path mix as above, and its first pages only) at each
+#     connection count, divided by the same nginx rows;
+#   - the 10K-user journey (bench/journey.lua: lists, details with a hot set
+#     and a long tail, reference data, sellers; no writes) for
+#     BENCH_JOURNEY_DURATION s at BENCH_JOURNEY_CONNS connections;
+#   with the cache hit ratio of each run (marketd's /metrics deltas, and per
+#   request kind from X-Cache as counted by the journey script).
+# Results: Markdown tables on stdout and in bench/results/<UTC time>.md and
 # bench/results/latest.md (medians of BENCH_ROUNDS rounds, and ratios).
 #
 # One-time setup: a dedicated PostgreSQL 15 cluster in .data/bench-pg
 # (127.0.0.1:55433) seeded with `marketd seed --scale bench` (1M products,
 # 10M orders); later runs reuse it. Only ports 55433 (PostgreSQL),
-# 18081 (marketd) and 18082 (nginx) are used, all on 127.0.0.1. Every wait is
-# bounded and every process started here is stopped on exit.
+# 18081 (marketd), 18082 (nginx) and 18083 (Redis) are used, all on
+# 127.0.0.1. Every wait is bounded and every process started here is stopped
+# on exit.
 #
 # Environment:
 #   BENCH_ROUNDS=3          rounds per measurement (median reported)
@@ -29,6 +42,16 @@
 #   BENCH_DB_PIPELINE_DEPTH (unset: marketd's default)
 #   BENCH_SEED_TIMEOUT=7200 seconds allowed for seeding + VACUUM ANALYZE
 #   BENCH_KEEP_TMP=1        keep the temp dir (logs, configs) for inspection
+#   BENCH_CACHED=1          0: skip the Redis part (cached reads, journey)
+#   BENCH_CACHED_POOL=8     DB_POOL_SIZE of "marketd cached"
+#   BENCH_CACHE_TIMEOUT_MS  marketd's CACHE_TIMEOUT_MS (unset: its default)
+#   BENCH_HOT_N=10000       products in the hot set (cached detail, journey)
+#   BENCH_JOURNEY_HOT_PCT=90 % of the journey's product views that go to it
+#   BENCH_JOURNEY_CONNS=10000, BENCH_JOURNEY_DURATION=30 (quick: 10)
+#   BENCH_TAG=name          write bench/results/<UTC>-<name>.md only (an
+#                           experiment: latest.md is left alone)
+#   MARKETD_BIN             the binary (default build/release/marketd)
+#   BENCH_BINARY_NOTE       free text on where it came from, for the report
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -40,6 +63,7 @@ HOST=127.0.0.1
 PG_PORT=55433
 API_PORT=18081
 NGINX_PORT=18082
+REDIS_PORT=18083
 DB_NAME=marketd_bench
 DB_URL="postgresql://postgres@$HOST:$PG_PORT/$DB_NAME"
 
@@ -49,12 +73,23 @@ if [ "$QUICK" = 1 ]; then
 	DURATION=${BENCH_DURATION:-5}
 	CONNS=${BENCH_CONNS:-100}
 	WARMUP=2
+	JOURNEY_DURATION=${BENCH_JOURNEY_DURATION:-10}
 else
 	ROUNDS=${BENCH_ROUNDS:-3}
 	DURATION=${BENCH_DURATION:-10}
 	CONNS=${BENCH_CONNS:-100 10000}
 	WARMUP=3
+	JOURNEY_DURATION=${BENCH_JOURNEY_DURATION:-30}
 fi
+CACHED=${BENCH_CACHED:-1}
+CACHED_POOL=${BENCH_CACHED_POOL:-8}
+CACHE_TIMEOUT_MS=${BENCH_CACHE_TIMEOUT_MS:-}
+HOT_N=${BENCH_HOT_N:-10000}
+HOT_PCT=${BENCH_JOURNEY_HOT_PCT:-90}
+JOURNEY_CONNS=${BENCH_JOURNEY_CONNS:-10000}
+WARM_MAX=120 # bound (s) of one cache warm-up
+TAG=${BENCH_TAG:-}
+[[ $TAG =~ ^[A-Za-z0-9._-]*$ ]] || { echo "BENCH_TAG: letters, digits, . _ - only" >&2; exit 2; }
 POOLS=${BENCH_POOLS:-50 8}
 SCALE=${BENCH_SCALE:-bench}
 if [ "$SCALE" = bench ]; then
@@ -70,6 +105,8 @@ NGINX=${NGINX_BIN:-/usr/sbin/nginx}
 WRK=${WRK_BIN:-wrk}
 PGBENCH=${PGBENCH_BIN:-pgbench}
 PSQL=${PSQL_BIN:-psql}
+REDIS_SERVER=${REDIS_SERVER_BIN:-redis-server}
+REDIS_CLI=${REDIS_CLI_BIN:-redis-cli}
 
 # PostgreSQL settings. Reads: sized for 2 cores / 24 GiB, durability defaults
 # kept (fsync, synchronous_commit, full_page_writes stay on). Seeding only:
@@ -93,6 +130,7 @@ TMP=
 PG_STARTED=0
 MARKETD_PID=
 NGINX_PID=
+REDIS_PID=
 SAMPLER_PID=
 LOCK_FD=
 
@@ -107,6 +145,10 @@ cleanup() {
 	if [ -n "$NGINX_PID" ]; then
 		b_stop_pid "$NGINX_PID" nginx 10 QUIT
 		NGINX_PID=
+	fi
+	if [ -n "$REDIS_PID" ]; then
+		b_stop_pid "$REDIS_PID" redis-server 10
+		REDIS_PID=
 	fi
 	if [ "$PG_STARTED" = 1 ]; then
 		b_log "stopping PostgreSQL ($PGDIR)"
@@ -134,6 +176,11 @@ preflight() {
 	for t in "$WRK" "$PGBENCH" "$PSQL" "$NGINX" curl ss pgrep timeout awk; do
 		command -v "$t" >/dev/null 2>&1 || b_die "$t not found (run scripts/deps.sh)"
 	done
+	if [ "$CACHED" = 1 ]; then
+		for t in "$REDIS_SERVER" "$REDIS_CLI"; do
+			command -v "$t" >/dev/null 2>&1 || b_die "$t not found (run scripts/deps.sh, or BENCH_CACHED=0)"
+		done
+	fi
 	[ -x "$MARKETD" ] || b_die "$MARKETD not built (make build)"
 	b_load_pg_lib "$ROOT"
 	mkdir -p "$ROOT/.data" "$ROOT/bench/results"
@@ -141,7 +188,7 @@ preflight() {
 	# One benchmark at a time on this checkout.
 	exec {LOCK_FD}>"$ROOT/.data/bench.lock"
 	flock -n "$LOCK_FD" || b_die "another bench/run.sh holds $ROOT/.data/bench.lock"
-	for t in "$API_PORT" "$NGINX_PORT"; do
+	for t in "$API_PORT" "$NGINX_PORT" $([ "$CACHED" != 1 ] || echo "$REDIS_PORT"); do
 		b_port_free "$t" || b_die "port $t is in use by something else: $(ss -Htlnp "sport = :$t" | head -n1)"
 	done
 	if ! pg_tmp_running "$PGDIR" && ! b_port_free "$PG_PORT"; then
@@ -155,6 +202,14 @@ preflight() {
 	chmod 755 "$TMP"
 	# A private copy: a rebuild of the shared checkout mid-run must not mix binaries.
 	cp "$MARKETD" "$TMP/marketd" || b_die "cannot copy $MARKETD"
+	# What was measured: the work tree and the binary as they were now (the
+	# report is written minutes later, when others may have committed).
+	local dirty
+	REV_START=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | awk '{ print $NF }' | grep -v '^bench/' | paste -sd' ')
+	DIRTY_START=${dirty:+" (+ uncommitted changes in: $dirty)"}
+	BIN_DESC="$MARKETD (sha256 $(sha256sum "$MARKETD" | cut -c1-12), built $(date -u -r "$MARKETD" +'%Y-%m-%d %H:%M UTC'))"
+	CACHE_TIMEOUT_SRC=$(awk -F'"' '/"CACHE_TIMEOUT_MS"/ { print $4; exit }' "$ROOT/src/core/config.c" 2>/dev/null)
 	MARKETD=$TMP/marketd
 }
 
@@ -265,18 +320,29 @@ prewarm() {
 
 # --- marketd ---------------------------------------------------------------------------
 MARKETD_ENV=()
+MARKETD_CACHED_ENV=()
 JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') # throwaway, per run (64 hex)
-start_marketd() { # pool_size
-	local pool=$1 log=$TMP/marketd-pool$1.log deadline n
+start_marketd() { # pool_size [cached]
+	local pool=$1 cached=${2:-} log=$TMP/marketd-pool$1${2:+-$2}.log deadline n env
 	MARKETD_ENV=(LISTEN="$HOST:$API_PORT" WORKERS=2 ACCESS_LOG=0 DATABASE_URL="$DB_URL"
 		DB_POOL_SIZE="$pool" DB_MAX_OVERFLOW="$DB_MAX_OVERFLOW" SHUTDOWN_TIMEOUT_MS=2000
 		JWT_SECRET="$JWT_SECRET")
 	[ -z "$PIPELINE_DEPTH" ] || MARKETD_ENV+=(DB_PIPELINE_DEPTH="$PIPELINE_DEPTH")
-	env "${MARKETD_ENV[@]}" "$MARKETD" serve >>"$log" 2>&1 &
+	env=("${MARKETD_ENV[@]}")
+	if [ -n "$cached" ]; then
+		MARKETD_CACHED_ENV=("${MARKETD_ENV[@]}" REDIS_URL="redis://$HOST:$REDIS_PORT")
+		[ -z "$CACHE_TIMEOUT_MS" ] || MARKETD_CACHED_ENV+=(CACHE_TIMEOUT_MS="$CACHE_TIMEOUT_MS")
+		env=("${MARKETD_CACHED_ENV[@]}")
+	fi
+	env "${env[@]}" "$MARKETD" serve >>"$log" 2>&1 &
 	MARKETD_PID=$!
+	MARKETD_LOG=$log
 	if ! b_wait_http "http://$HOST:$API_PORT/readyz" 30 "$MARKETD_PID"; then
 		tail -n 20 "$log" >&2
-		b_die "marketd (DB_POOL_SIZE=$pool) did not become ready in 30 s"
+		b_die "marketd (DB_POOL_SIZE=$pool${cached:+, $cached}) did not become ready in 30 s"
+	fi
+	if [ -n "$cached" ]; then
+		wait_cache_up 20 || b_die "marketd cached: /readyz does not report the cache up (log: $log)"
 	fi
 	# The pool connects asynchronously: wait (bounded) until all are open.
 	deadline=$((SECONDS + 20))
@@ -292,10 +358,58 @@ stop_marketd() {
 	MARKETD_PID=
 }
 
-# marketd's own count of product responses by status (from /metrics).
+# Times marketd's Redis client has given up on Redis so far (each logs one
+# "redis <addr>: down (...)" line; it then serves BYPASS until reconnected).
+MARKETD_LOG=
+redis_down_count() { grep -c 'redis .*: down (' "$MARKETD_LOG" 2>/dev/null; }
+
+# wait_cache_up TIMEOUT_S: until marketd's /readyz says "cache":"up" (after
+# a run that made its Redis client give up, it reconnects with backoff).
+wait_cache_up() {
+	local deadline=$((SECONDS + $1))
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		curl -sS --max-time 2 "http://$HOST:$API_PORT/readyz" 2>/dev/null | grep -q '"cache":"up"' && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+# --- Redis -------------------------------------------------------------------------------
+REDIS_ARGS=()
+start_redis() {
+	local d=$TMP/redis i
+	mkdir -p "$d"
+	REDIS_ARGS=(--bind "$HOST" --port "$REDIS_PORT" --protected-mode yes --save "''" --appendonly no
+		--maxmemory 512mb --maxmemory-policy volatile-lru --daemonize no)
+	"$REDIS_SERVER" --bind "$HOST" --port "$REDIS_PORT" --protected-mode yes --save '' --appendonly no \
+		--maxmemory 512mb --maxmemory-policy volatile-lru --daemonize no \
+		--dir "$d" --logfile "$d/redis.log" >/dev/null 2>&1 &
+	REDIS_PID=$!
+	B_REDIS_PID=$REDIS_PID
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$REDIS_PID" 2>/dev/null || break
+		[ "$(rcli PING 2>/dev/null)" = PONG ] && break
+		sleep 0.2
+	done
+	[ "$(rcli PING 2>/dev/null)" = PONG ] || { tail -n 20 "$d/redis.log" >&2; b_die "redis-server did not start on $HOST:$REDIS_PORT"; }
+	b_log "redis-server on $HOST:$REDIS_PORT (pid $REDIS_PID): $("$REDIS_SERVER" --version | cut -d' ' -f1-3)"
+}
+rcli() { timeout 10 "$REDIS_CLI" -h "$HOST" -p "$REDIS_PORT" "$@"; }
+# redis_info FIELD...: values from INFO, space-separated
+redis_info() {
+	local info f
+	info=$(rcli INFO 2>/dev/null | tr -d '\r')
+	for f in "$@"; do
+		printf '%s ' "$(printf '%s\n' "$info" | awk -F: -v k="$f" '$1 == k { print $2; exit }')"
+	done
+	echo
+}
+
+# marketd's own count of product responses by status (from /metrics); with
+# an argument, of the routes that start with it (e.g. /api/v1/).
 marketd_statuses() {
-	curl -fsS --max-time 10 "http://$HOST:$API_PORT/metrics" 2>/dev/null | awk '
-		/^http_requests_total\{/ && /route="\/api\/v1\/products/ {
+	curl -fsS --max-time 10 "http://$HOST:$API_PORT/metrics" 2>/dev/null | awk -v pre="route=\"${1:-/api/v1/products}" '
+		/^http_requests_total\{/ && index($0, pre) {
 			st = $0; sub(/.*status="/, "", st); sub(/".*/, "", st); c[st] += $NF
 		}
 		END { for (s in c) print s, c[s] }'
@@ -310,6 +424,23 @@ status_delta() {
 			if (f[1] != "200" && f[1] != "" && d > 0) out = out (out == "" ? "" : ",") f[1] ":" d
 		}
 		print (out == "" ? "-" : out) }'
+}
+
+# marketd's cache_requests_total: "hit miss bypass".
+cache_counts() {
+	curl -fsS --max-time 10 "http://$HOST:$API_PORT/metrics" 2>/dev/null | awk '
+		/^cache_requests_total\{result="hit"\}/ { h = $NF }
+		/^cache_requests_total\{result="miss"\}/ { m = $NF }
+		/^cache_requests_total\{result="bypass"\}/ { b = $NF }
+		END { printf "%d %d %d\n", h, m, b }'
+}
+# cache_delta BEFORE AFTER: "hit:miss:bypass" over a run
+cache_delta() {
+	local h0 m0 b0 h1 m1 b1
+	read -r h0 m0 b0 <<<"$1"
+	read -r h1 m1 b1 <<<"$2"
+	[ -n "$h0" ] && [ -n "$h1" ] || { echo -; return; }
+	echo "$((h1 - h0)):$((m1 - m0)):$((b1 - b0))"
 }
 
 db_conns() { q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'marketd'"; }
@@ -537,8 +668,22 @@ progress() {
 	b_log "[$RUN_NO/$RUN_TOTAL] round $ROUND: $*"
 }
 
-script_of() { [ "$1" = detail ] && echo "$ROOT/bench/product_detail.lua" || echo "$ROOT/bench/product_list.lua"; }
-args_of() { [ "$1" = detail ] && echo "$PROD_MIN $PROD_MAX" || echo "$TMP/list_paths.txt"; }
+# Endpoints: detail, list (uncached marketd, nginx); cdetail (the hot set),
+# clist (the list path mix), clist1 (its first pages only) for marketd cached.
+script_of() {
+	case $1 in
+	detail | cdetail) echo "$ROOT/bench/product_detail.lua" ;;
+	*) echo "$ROOT/bench/product_list.lua" ;;
+	esac
+}
+args_of() {
+	case $1 in
+	detail) echo "$PROD_MIN $PROD_MAX" ;;
+	cdetail) echo "$PROD_MIN $PROD_MAX $HOT_N" ;;
+	clist1) echo "$TMP/list_paths_p1.txt" ;;
+	*) echo "$TMP/list_paths.txt" ;;
+	esac
+}
 
 warmup() { # port endpoint
 	# shellcheck disable=SC2046
@@ -550,10 +695,15 @@ warmup() { # port endpoint
 # row to $RESULTS (columns: see vals below).
 run_wrk() {
 	local label=$1 ep=$2 n=$3 port=$4 rootpid=$5
-	local out=$TMP/wrk-$label-$ep-$n-r$ROUND.txt line req dur rps p99 p50 errs st rss conns=- cpu_srv cpu_pg
-	local st0="" st1="" stdelta=-
+	local out=$TMP/wrk-$label-$ep-$n-r$ROUND.txt line req dur rps p99 p50 errs st rss conns=- cpu_srv cpu_pg cpu_redis
+	local st0="" st1="" stdelta=- c0="" cdelta=- d0="" downs=-
 	progress "wrk $ep -c$n against $label"
-	[ "$label" = nginx ] || st0=$(marketd_statuses)
+	if [ "$label" != nginx ]; then
+		[[ $label != *cached* ]] || wait_cache_up 20 || b_log "marketd's cache is not up before this run"
+		[[ $label != *cached* ]] || d0=$(redis_down_count)
+		st0=$(marketd_statuses)
+		c0=$(cache_counts)
+	fi
 	rm -f "$TMP/rss"
 	b_rss_sampler "$TMP/rss" $((DURATION + 60)) "$rootpid" &
 	SAMPLER_PID=$!
@@ -570,13 +720,15 @@ run_wrk() {
 		conns=$(db_conns)
 		st1=$(marketd_statuses)
 		stdelta=$(status_delta "$st0" "$st1")
+		cdelta=$(cache_delta "$c0" "$(cache_counts)")
+		[ -z "$d0" ] || downs=$(($(redis_down_count) - d0))
 	fi
 	line=$(grep '^BENCH ' "$out" | tail -n1)
 	if [ -z "$line" ]; then
 		b_log "wrk produced no result:"
 		tail -n 5 "$out" >&2
-		printf '%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\n' "$ROUND" "$ep" "$n" "$label" "$M_OTHERS_PCT" \
-			"$stdelta" >>"$RESULTS"
+		printf '%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\t%s\t-\t%s\n' "$ROUND" "$ep" "$n" "$label" "$M_OTHERS_PCT" \
+			"$stdelta" "$cdelta" "$downs" >>"$RESULTS"
 		return 0
 	fi
 	req=$(b_kv requests "$line")
@@ -585,12 +737,14 @@ run_wrk() {
 	st=$(b_kv status "$line")
 	read -r rps p99 p50 < <(awk -v r="$req" -v d="$dur" -v p99="$(b_kv p99_us "$line")" -v p50="$(b_kv p50_us "$line")" \
 		'BEGIN { printf "%.0f %.2f %.2f\n", r / (d / 1e6), p99 / 1000, p50 / 1000 }')
-	read -r cpu_srv cpu_pg < <(awk -v r="$req" -v a="$M_SRV" -v b="$M_PG" -v hz="$B_CLK_TCK" \
-		'BEGIN { if (r > 0) printf "%.1f %.1f\n", a / hz * 1e6 / r, b / hz * 1e6 / r; else print "- -" }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$ep" "$n" "$label" "$rps" "$p99" \
-		"$errs" "$st" "$rss" "$cpu_srv" "$cpu_pg" "$conns" "$p50" "$M_OTHERS_PCT" "$stdelta" >>"$RESULTS"
+	read -r cpu_srv cpu_pg cpu_redis < <(awk -v r="$req" -v a="$M_SRV" -v b="$M_PG" -v c="$M_REDIS" -v hz="$B_CLK_TCK" \
+		'BEGIN { if (r > 0) printf "%.1f %.1f %.1f\n", a / hz * 1e6 / r, b / hz * 1e6 / r, c / hz * 1e6 / r; else print "- - -" }')
+	[[ $label == *cached* ]] || cpu_redis=-
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$ep" "$n" "$label" "$rps" "$p99" \
+		"$errs" "$st" "$rss" "$cpu_srv" "$cpu_pg" "$conns" "$p50" "$M_OTHERS_PCT" "$stdelta" "$cdelta" "$cpu_redis" "$downs" >>"$RESULTS"
 	b_log "    $rps req/s, p50 $p50 ms, p99 $p99 ms, socket errors $errs, non-2xx $st (server: $stdelta), RSS $((rss / 1024)) MiB," \
-		"db conns $conns, CPU µs/req $cpu_srv + PG $cpu_pg; others used $M_OTHERS_PCT % of the CPU"
+		"db conns $conns, CPU µs/req $cpu_srv + PG $cpu_pg$([ "$cpu_redis" = - ] || echo " + Redis $cpu_redis")," \
+		"cache hit:miss:bypass $cdelta$([ "$downs" = - ] || echo ", Redis given up $downs times"); others used $M_OTHERS_PCT % of the CPU"
 	# let the closed connections drain before the next run
 	[ "$n" -lt 1000 ] || sleep 2
 }
@@ -614,9 +768,136 @@ run_pgbench() {
 	tps=$(awk -v t="$tps" 'BEGIN { if (t == "-") print "-"; else printf "%.0f\n", t }')
 	cpu_pg=$(awk -v t="$tps" -v b="$M_PG" -v hz="$B_CLK_TCK" -v d="$DURATION" \
 		'BEGIN { if (t != "-" && t > 0) printf "%.1f\n", b / hz * 1e6 / (t * d); else print "-" }')
-	printf '%s\t%s\t-\t%s\t%s\t-\t0\t%s\t-\t-\t%s\t%s\t%s\t%s\t-\n' "$ROUND" "$ep" "$label" "$tps" "$failed" "$cpu_pg" \
+	printf '%s\t%s\t-\t%s\t%s\t-\t0\t%s\t-\t-\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$ROUND" "$ep" "$label" "$tps" "$failed" "$cpu_pg" \
 		"$c" "$lat" "$M_OTHERS_PCT" >>"$RESULTS"
 	b_log "    $tps tps, latency average $lat ms, failed $failed, PG CPU µs/tx $cpu_pg; others used $M_OTHERS_PCT % of the CPU"
+}
+
+# --- the cache: warm-up and the 10K-user journey ------------------------------------------
+# The journey's parameters (bench/journey.lua reads key=value lines).
+JOURNEY_CONF=
+write_journey_conf() {
+	local r
+	r=$(q "SELECT min(id), max(id) FROM sellers") || b_die "cannot read sellers"
+	SELLER_MIN=${r%|*} SELLER_MAX=${r#*|}
+	JOURNEY_CONF=$TMP/journey.conf
+	cat >"$JOURNEY_CONF" <<CONF
+prod_min=$PROD_MIN
+prod_max=$PROD_MAX
+hot_n=$HOT_N
+hot_pct=$HOT_PCT
+city_min=$CITY_MIN
+city_max=$CITY_MAX
+cat_min=$CAT_MIN
+cat_max=$CAT_MAX
+seller_min=$SELLER_MIN
+seller_max=$SELLER_MAX
+threads=2
+cursors=$TMP/cursors
+marker=$TMP/warm-done
+CONF
+}
+
+# kind_counts FILE KIND: "hit miss bypass none non2xx" from the script's KIND lines.
+kind_counts() {
+	awk -v k="$2" '$1 == "KIND" && $2 == k {
+		for (i = 3; i <= NF; i++) { split($i, f, "="); v[f[1]] = f[2] }
+		printf "%d %d %d %d %d\n", v["hit"], v["miss"], v["bypass"], v["none"], v["non2xx"]; found = 1 }
+		END { if (!found) print "0 0 0 0 0" }' "$1"
+}
+
+# Flushes Redis and walks every key the cached runs and the journey draw
+# twice (journey.lua warm); ends wrk (SIGINT) once both threads are done.
+# Appends "round seconds keys pass1(h:m:b) pass2(h:m:b) non2xx complete" to $WARM_RESULTS.
+WARM_RESULTS=
+warm_cache() {
+	local out=$TMP/warm-r$ROUND.txt pid t0 secs deadline complete=no k h m b nn tot1="0:0:0" p2 non2xx=0 keys
+	progress "cache: FLUSHALL, then warm-up (journey.lua warm, two passes over every key)"
+	rcli FLUSHALL >/dev/null || b_die "redis FLUSHALL failed"
+	rm -f "$TMP/warm-done".* "$TMP/cursors".*
+	t0=$(date +%s%N)
+	timeout -k 5 $((WARM_MAX + 10)) "$WRK" -t2 -c100 -d"${WARM_MAX}s" -s "$ROOT/bench/journey.lua" \
+		"http://$HOST:$API_PORT" -- warm "$JOURNEY_CONF" >"$out" 2>&1 &
+	pid=$!
+	deadline=$((SECONDS + WARM_MAX + 20))
+	while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+		if [ -e "$TMP/warm-done.1" ] && [ -e "$TMP/warm-done.2" ]; then
+			complete=yes
+			kill -INT "$pid" 2>/dev/null
+			break
+		fi
+		sleep 0.1
+	done
+	wait "$pid" 2>/dev/null
+	secs=$(awk -v t="$(($(date +%s%N) - t0))" 'BEGIN { printf "%.1f", t / 1e9 }')
+	keys=$(cat "$TMP/warm-done".* 2>/dev/null | awk '{ s += $1 / 2 } END { print s + 0 }')
+	for k in L1 DH SD RF PS; do
+		read -r h m b nn non <<<"$(kind_counts "$out" "$k")"
+		tot1=$(awk -v t="$tot1" -v h="$h" -v m="$m" -v b="$b" 'BEGIN { split(t, f, ":"); print f[1] + h ":" f[2] + m ":" f[3] + b }')
+		non2xx=$((non2xx + non))
+	done
+	read -r h m b nn non <<<"$(kind_counts "$out" P2)"
+	p2="$h:$m:$b"
+	non2xx=$((non2xx + non))
+	cat "$TMP/cursors".* >"$TMP/cursors" 2>/dev/null
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$secs" "$keys" "$tot1" "$p2" "$non2xx" "$complete" \
+		"$(wc -l <"$TMP/cursors")" >>"$WARM_RESULTS"
+	b_log "    warm-up $secs s ($([ "$complete" = yes ] && echo complete || echo INCOMPLETE)): $keys keys;" \
+		"pass 1 hit:miss:bypass $tot1, pass 2 $p2, non-2xx $non2xx; $(wc -l <"$TMP/cursors") first pages with a next page"
+	[ "$complete" = yes ] || b_log "    warm-up did not finish in ${WARM_MAX} s: the cached runs start partly cold"
+}
+
+# run_journey: the 10K-user journey against marketd cached; appends a row to
+# $JOURNEY_RESULTS (round, req/s, p50, p95, p99, max ms, socket errors,
+# non-2xx, peak RSS KiB, CPU µs/req server, PG, Redis, others' CPU %,
+# marketd's non-200 statuses (all /api/v1 routes), cache hit:miss:bypass,
+# times marketd gave up on Redis).
+JOURNEY_RESULTS=
+run_journey() {
+	local out=$TMP/wrk-journey-r$ROUND.txt line req dur rps p50 p95 p99 mx errs st rss cpu st0 st1 stdelta c0 cdelta d0 downs
+	progress "journey: wrk -c$JOURNEY_CONNS -d${JOURNEY_DURATION}s against marketd cached (pool $CACHED_POOL)"
+	wait_cache_up 20 || b_log "marketd's cache is not up before the journey"
+	d0=$(redis_down_count)
+	st0=$(marketd_statuses /api/v1/)
+	c0=$(cache_counts)
+	rm -f "$TMP/rss"
+	b_rss_sampler "$TMP/rss" $((JOURNEY_DURATION + 60)) "$MARKETD_PID" &
+	SAMPLER_PID=$!
+	b_measure_begin "$MARKETD_PID" "$(pg_postmaster_pid)"
+	timeout -k 5 $((JOURNEY_DURATION + 60)) "$WRK" -t2 -c"$JOURNEY_CONNS" -d"${JOURNEY_DURATION}s" --latency \
+		-s "$ROOT/bench/journey.lua" "http://$HOST:$API_PORT" -- run "$JOURNEY_CONF" >"$out" 2>&1
+	kill "$SAMPLER_PID" 2>/dev/null
+	wait "$SAMPLER_PID" 2>/dev/null
+	SAMPLER_PID=
+	b_measure_end
+	rss=$(cat "$TMP/rss" 2>/dev/null || echo 0)
+	st1=$(marketd_statuses /api/v1/)
+	stdelta=$(status_delta "$st0" "$st1")
+	cdelta=$(cache_delta "$c0" "$(cache_counts)")
+	downs=$(($(redis_down_count) - d0))
+	line=$(grep '^BENCH ' "$out" | tail -n1)
+	if [ -z "$line" ]; then
+		b_log "wrk produced no result:"
+		tail -n 5 "$out" >&2
+		printf '%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\t%s\t%s\n' "$ROUND" "$M_OTHERS_PCT" "$stdelta" "$cdelta" "$downs" >>"$JOURNEY_RESULTS"
+		return 0
+	fi
+	req=$(b_kv requests "$line")
+	dur=$(b_kv duration_us "$line")
+	errs=$(($(b_kv connect "$line") + $(b_kv read "$line") + $(b_kv write "$line") + $(b_kv timeout "$line")))
+	st=$(b_kv status "$line")
+	read -r rps p50 p95 p99 mx < <(awk -v r="$req" -v d="$dur" -v a="$(b_kv p50_us "$line")" -v b="$(b_kv p95_us "$line")" \
+		-v c="$(b_kv p99_us "$line")" -v m="$(b_kv max_us "$line")" \
+		'BEGIN { printf "%.0f %.2f %.2f %.2f %.2f\n", r / (d / 1e6), a / 1000, b / 1000, c / 1000, m / 1000 }')
+	cpu=$(awk -v r="$req" -v a="$M_SRV" -v b="$M_PG" -v c="$M_REDIS" -v hz="$B_CLK_TCK" \
+		'BEGIN { if (r > 0) printf "%.1f\t%.1f\t%.1f\n", a / hz * 1e6 / r, b / hz * 1e6 / r, c / hz * 1e6 / r; else print "-\t-\t-" }')
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$rps" "$p50" "$p95" "$p99" "$mx" "$errs" "$st" \
+		"$rss" "$cpu" "$M_OTHERS_PCT" "$stdelta" "$cdelta" "$downs" >>"$JOURNEY_RESULTS"
+	b_log "    $rps req/s, p50 $p50 ms, p95 $p95 ms, p99 $p99 ms, socket errors $errs, non-2xx $st (server: $stdelta)," \
+		"RSS $((rss / 1024)) MiB, CPU µs/req $(echo "$cpu" | tr '\t' '/') (server/PG/Redis), cache hit:miss:bypass $cdelta," \
+		"Redis given up $downs times;" \
+		"others used $M_OTHERS_PCT % of the CPU"
+	sleep 2
 }
 
 # --- report ----------------------------------------------------------------------------------
@@ -625,7 +906,9 @@ run_pgbench() {
 # 8 non-2xx (pgbench: failed), 9 peak RSS KiB, 10 server CPU µs/req,
 # 11 PostgreSQL CPU µs/req, 12 DB connections, 13 p50 ms (pgbench: avg ms),
 # 14 % of the machine's CPU used by processes not ours during the run,
-# 15 marketd's non-200 product responses by status, from /metrics: "503:12,504:3").
+# 15 marketd's non-200 product responses by status, from /metrics: "503:12,504:3",
+# 16 marketd's cache_requests_total delta "hit:miss:bypass", 17 Redis CPU µs/req,
+# 18 times marketd's Redis client gave up on Redis during the run).
 vals() { awk -F'\t' -v e="$1" -v n="$2" -v l="$3" -v c="$4" '$2 == e && $3 == n && $4 == l { print $c }' "$RESULTS"; }
 med() { # shellcheck disable=SC2046
 	b_median $(vals "$@")
@@ -681,17 +964,141 @@ table_for() { # endpoint
 	done
 }
 
+# hit_ratio "h:m:b"...: hits ÷ (hits + misses + bypasses) over all the
+# arguments, as "99.9 %" ("—" if none).
+hit_ratio() {
+	printf '%s\n' "$@" | awk -F: 'NF == 3 { h += $1; t += $1 + $2 + $3 }
+		END { if (t > 0) printf "%.1f %%\n", 100 * h / t; else print "—" }'
+}
+hits_per_round() { vals "$@" 16 | while read -r v; do hit_ratio "$v"; done | paste -sd/ | sed 's|/| / |g; s/ %//g'; }
+verdict() { awk -v v="$1" -v op="$2" -v bar="$3" 'BEGIN {
+	if (v == "—" || v == "-" || v == "") { print "no result"; exit }
+	sub(/ %$/, "", v); ok = (op == ">=" ? v + 0 >= bar : op == ">" ? v + 0 > bar : v + 0 < bar)
+	print (ok ? "met" : "**not met**") }'; }
+
+table_cached() {
+	local n ep lab=marketd-cached-p$CACHED_POOL ref what rps nginx_rps unc_rps
+	echo "| conns | workload | server | req/s (median) | req/s per round | p99 (median) | ÷ nginx | ÷ uncached pool $CACHED_POOL | cache hit ratio*** (per round) | Redis given up† | socket errors* | non-2xx* | peak RSS | CPU µs/req: server + PostgreSQL + Redis | others' CPU** |"
+	echo "|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for n in $CONNS; do
+		for ep in cdetail clist clist1; do
+			case $ep in
+			cdetail) ref=detail what="product detail, $(fmt_int "$HOT_N")-product hot set" ;;
+			clist) ref=list what="product list, the path mix above (10 % cursor pages)" ;;
+			clist1) ref=list what="product list, first pages of the mix only" ;;
+			esac
+			nginx_rps=$(med "$ref" "$n" nginx 5)
+			if [ "$ep" != clist1 ]; then
+				printf '| %s | %s (%s B) | nginx (static body) | %s | %s | %s ms | 1.00 | — | — | — | %s | %s | %s | %s | %s %% |\n' \
+					"$n" "${what%%,*}" "$([ "$ref" = detail ] && echo "$BODY_DETAIL_BYTES" || echo "$BODY_LIST_BYTES")" \
+					"$(fmt_int "$nginx_rps")" "$(per_round "$ref" "$n" nginx 5)" "$(med "$ref" "$n" nginx 6)" \
+					"$(sum_col "$ref" "$n" nginx 7)" "$(sum_col "$ref" "$n" nginx 8)" "$(fmt_mib "$(med "$ref" "$n" nginx 9)")" \
+					"$(med "$ref" "$n" nginx 10)" "$(med "$ref" "$n" nginx 14)"
+			fi
+			rps=$(med "$ep" "$n" "$lab" 5)
+			unc_rps=$(med "$ref" "$n" "marketd-p$CACHED_POOL" 5)
+			# shellcheck disable=SC2046
+			printf '| %s | %s | **marketd cached** pool %s | **%s** | %s | %s ms | **%s** | %s | %s (%s) | %s | %s | %s | %s | %s + %s + %s | %s %% |\n' \
+				"$n" "$what" "$CACHED_POOL" "$(fmt_int "$rps")" "$(per_round "$ep" "$n" "$lab" 5)" "$(med "$ep" "$n" "$lab" 6)" \
+				"$(ratio "$rps" "$nginx_rps")" "$(ratio "$rps" "$unc_rps")" "$(hit_ratio $(vals "$ep" "$n" "$lab" 16))" \
+				"$(hits_per_round "$ep" "$n" "$lab")" "$(vals "$ep" "$n" "$lab" 18 | paste -sd/ | sed 's|/| / |g')" \
+				"$(sum_col "$ep" "$n" "$lab" 7)" "$(non2xx "$ep" "$n" "$lab")" \
+				"$(fmt_mib "$(med "$ep" "$n" "$lab" 9)")" "$(med "$ep" "$n" "$lab" 10)" "$(med "$ep" "$n" "$lab" 11)" \
+				"$(med "$ep" "$n" "$lab" 17)" "$(med "$ep" "$n" "$lab" 14)"
+		done
+	done
+}
+
+# The issue-4 throughput bar: cached product list >= 50 % of nginx at 100 and 10,000 connections.
+bar_cached_list() {
+	local n ep lab=marketd-cached-p$CACHED_POOL r out="" v
+	for ep in clist1 clist; do
+		out+="$([ "$ep" = clist1 ] && echo "first pages only" || echo "path mix with cursor pages"):"
+		for n in $CONNS; do
+			r=$(ratio "$(med "$ep" "$n" "$lab" 5)" "$(med list "$n" nginx 5)")
+			v=$(verdict "$r" ">=" 0.5)
+			out+=" $r at $n connections ($v),"
+		done
+		out="${out%,}; "
+	done
+	echo "${out%; }"
+}
+
+# jvals COL: that column of the journey rows; jmed COL: its median.
+jvals() { awk -F'\t' -v c="$1" '{ print $c }' "$JOURNEY_RESULTS"; }
+jmed() { # shellcheck disable=SC2046
+	b_median $(jvals "$1")
+}
+# journey_kind KIND...: "hit miss bypass none non2xx" summed over the rounds and kinds
+journey_kind() {
+	local f k
+	for f in "$TMP"/wrk-journey-r*.txt; do
+		[ -e "$f" ] || continue
+		for k in "$@"; do kind_counts "$f" "$k"; done
+	done | awk '{ for (i = 1; i <= 5; i++) v[i] += $i } END { printf "%d %d %d %d %d\n", v[1], v[2], v[3], v[4], v[5] }'
+}
+# kind_ratio "h m b none non2xx": hits ÷ all answers of the kind
+kind_ratio() { awk -v s="$1" 'BEGIN { split(s, v, " "); t = v[1] + v[2] + v[3] + v[4]; if (t > 0) printf "%.1f %%\n", 100 * v[1] / t; else print "—" }'; }
+kind_per_round() {
+	local f
+	for f in "$TMP"/wrk-journey-r*.txt; do
+		[ -e "$f" ] || continue
+		kind_ratio "$(for k in "$@"; do kind_counts "$f" "$k"; done |
+			awk '{ for (i = 1; i <= 5; i++) v[i] += $i } END { printf "%d %d %d %d %d\n", v[1], v[2], v[3], v[4], v[5] }')"
+	done | paste -sd/ | sed 's|/| / |g; s/ %//g'
+}
+
+table_journey() {
+	local r
+	echo "| round | req/s | p50 | p95 | p99 | max | socket errors* | non-2xx* (server's non-200) | peak RSS | CPU µs/req: server + PostgreSQL + Redis | cache hit ratio*** (hit:miss:bypass) | Redis given up† | others' CPU** |"
+	echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	while IFS=$'\t' read -r r rps p50 p95 p99 mx errs st rss c1 c2 c3 oth stdelta cdelta downs; do
+		printf '| %s | %s | %s ms | %s ms | %s ms | %s ms | %s | %s (%s) | %s | %s + %s + %s | %s (%s) | %s | %s %% |\n' \
+			"$r" "$(fmt_int "$rps")" "$p50" "$p95" "$p99" "$mx" "$errs" "$st" "$stdelta" "$(fmt_mib "$rss")" "$c1" "$c2" "$c3" \
+			"$(hit_ratio "$cdelta")" "$cdelta" "$downs" "$oth"
+	done <"$JOURNEY_RESULTS"
+	# shellcheck disable=SC2046
+	printf '| **median** | **%s** | %s ms | **%s ms** | **%s ms** | %s ms | %s (total) | %s (total) | %s | %s + %s + %s | %s (all rounds) | %s (total) | %s %% |\n' \
+		"$(fmt_int "$(jmed 2)")" "$(jmed 3)" "$(jmed 4)" "$(jmed 5)" "$(jmed 6)" \
+		"$(jvals 7 | awk '$1 != "-" { s += $1 } END { print s + 0 }')" "$(jvals 8 | awk '$1 != "-" { s += $1 } END { print s + 0 }')" \
+		"$(fmt_mib "$(jmed 9)")" "$(jmed 10)" "$(jmed 11)" "$(jmed 12)" "$(hit_ratio $(jvals 15))" \
+		"$(jvals 16 | awk '$1 != "-" { s += $1 } END { print s + 0 }')" "$(jmed 13)"
+}
+
+table_journey_kinds() {
+	local total row label kinds c
+	total=$(journey_kind L1 L2 DH DT RF SD PS | awk '{ print $1 + $2 + $3 + $4 }')
+	echo "| request kind (share of the mix) | answers | share | HIT | MISS | BYPASS | no X-Cache | non-2xx | hit ratio (per round) |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for row in "L1|product list, first pages (45 % × 90 %)" "L2|product list, cursor pages (45 % × 10 %; never cached: docs/cache.md)" \
+		"L1 L2|**product lists, all**" \
+		"DH|product detail, hot set of $(fmt_int "$HOT_N") (35 % × $HOT_PCT %)" "DT|product detail, long tail: any product (35 % × $((100 - HOT_PCT)) %)" \
+		"DH DT|**product details, all**" \
+		"RF|reference: cities, categories, districts (10 %)" "SD|seller detail (5 %)" "PS|popular sellers (5 %)" \
+		"L1 L2 DH DT RF SD PS|**all**"; do
+		kinds=${row%%|*} label=${row#*|}
+		# shellcheck disable=SC2086
+		c=$(journey_kind $kinds)
+		read -r h m b nn non <<<"$c"
+		# shellcheck disable=SC2086
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s | **%s** (%s) |\n' "$label" "$((h + m + b + nn))" \
+			"$(awk -v a="$((h + m + b + nn))" -v t="$total" 'BEGIN { if (t > 0) printf "%.1f %%", 100 * a / t; else print "—" }')" \
+			"$h" "$m" "$b" "$nn" "$non" "$(kind_ratio "$c")" "$(kind_per_round $kinds)"
+	done
+}
+
 write_report() { # file
-	local f=$1 rev dirty="" pgver
+	local f=$1 rev pgver
 	rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-	[ -z "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ] || dirty=" (+ uncommitted changes)"
 	pgver=$(q "SHOW server_version")
 	{
 		echo "# marketd benchmark — $(date -u +'%Y-%m-%d %H:%M UTC')"
 		echo
 		echo "\`make bench\` (bench/run.sh)$([ "$QUICK" = 1 ] && echo ', **BENCH_QUICK=1 smoke run**'): $ROUNDS round(s) × ${DURATION} s per measurement, medians over rounds;"
 		echo "ratios are marketd's median req/s divided by the reference's median measured in the same run."
-		echo "Commit $rev$dirty. Total wall time $(( ($(date +%s) - T_START) / 60 )) min $(( ($(date +%s) - T_START) % 60 )) s (seeding excluded)."
+		echo "Work tree at the start: commit $REV_START${DIRTY_START}$([ "$rev" = "$REV_START" ] || echo "; HEAD moved to $rev during the run")."
+		echo "Binary: $BIN_DESC${BENCH_BINARY_NOTE:+; $BENCH_BINARY_NOTE}."
+		echo "Total wall time $(( ($(date +%s) - T_START) / 60 )) min $(( ($(date +%s) - T_START) % 60 )) s (seeding excluded)."
 		echo
 		echo "## Product detail — \`GET /api/v1/products/{id}\`, id uniformly random in $PROD_MIN..$PROD_MAX"
 		echo
@@ -712,18 +1119,77 @@ write_report() { # file
 		echo
 		table_for list
 		echo
+		if [ "$CACHED" = 1 ]; then
+			local jl wl
+			echo "## Cached reads — marketd with Redis (\`REDIS_URL\`), pool $CACHED_POOL"
+			echo
+			echo "The same binary with \`REDIS_URL=redis://$HOST:$REDIS_PORT\`$([ -z "$CACHE_TIMEOUT_MS" ] || echo " and \`CACHE_TIMEOUT_MS=$CACHE_TIMEOUT_MS\`") (otherwise marketd's defaults:"
+			echo "\`CACHE_TIMEOUT_MS\` $([ -n "$CACHE_TIMEOUT_MS" ] && echo "$CACHE_TIMEOUT_MS ms" || echo "default — ${CACHE_TIMEOUT_SRC:-?} ms in src/core/config.c at the start"), TTL 300 s for products); redis-server $("$REDIS_SERVER" --version | awk '{ print $3 }' | sed 's/v=//') on $HOST:$REDIS_PORT,"
+			echo "\`--save '' --appendonly no --maxmemory 512mb --maxmemory-policy volatile-lru\`, started by this script."
+			echo "Each round: marketd cached started, Redis \`FLUSHALL\`, then warmed by \`bench/journey.lua warm\` (below), then the runs."
+			echo "Detail ids are uniformly random among the $(fmt_int "$HOT_N") products of the journey's hot set (a prime-stride spread over $PROD_MIN..$PROD_MAX);"
+			echo "the list runs use the 4,000 paths above (its 10 % cursor pages are never cached, by design) and, separately, only its first pages."
+			echo "÷ nginx divides by the nginx rows of the tables above (same body size, same connections, same run); ÷ uncached by marketd pool $CACHED_POOL without Redis"
+			echo "(whose detail ids were uniform over the whole catalogue)."
+			echo
+			table_cached
+			echo
+			echo "Issue 4 bar, cached product list ≥ 0.50 × nginx at ${CONNS// / and } connections in the same run: $(bar_cached_list)."
+			echo
+			wl=$(awk -F'\t' '{ printf "%s%s s (%s)", (NR > 1 ? ", " : ""), $2, ($7 == "yes" ? "complete" : "INCOMPLETE") }' "$WARM_RESULTS")
+			echo "Warm-up per round: two passes over $(awk -F'\t' 'NR == 1 { print $3 }' "$WARM_RESULTS") keys (every first-page list the journey can draw — a superset of the list mix's first pages —,"
+			echo "the $(fmt_int "$HOT_N") hot products, all $(fmt_int "$((SELLER_MAX - SELLER_MIN + 1))") sellers, reference and popular lists), -c100: $wl."
+			echo "A product's or seller's first request only creates its version tag in Redis (BYPASS), the second fills the entry (MISS):"
+			echo "pass 1 hit:miss:bypass $(awk -F'\t' '{ printf "%s%s", (NR > 1 ? " / " : ""), $4 }' "$WARM_RESULTS"), pass 2 $(awk -F'\t' '{ printf "%s%s", (NR > 1 ? " / " : ""), $5 }' "$WARM_RESULTS");"
+			echo "non-2xx $(awk -F'\t' '{ printf "%s%s", (NR > 1 ? " / " : ""), $6 }' "$WARM_RESULTS")."
+			echo "Redis after the last round: used_memory $(echo "$REDIS_END" | awk '{ print $1 }') (peak $(echo "$REDIS_END" | awk '{ print $2 }')), $REDIS_KEYS keys, evicted_keys $(echo "$REDIS_END" | awk '{ print $3 }'), RSS $(fmt_mib "$REDIS_RSS")."
+			echo
+			echo "## 10K-user journey — \`bench/journey.lua\`, $(fmt_int "$JOURNEY_CONNS") connections × ${JOURNEY_DURATION} s, marketd cached (pool $CACHED_POOL)"
+			echo
+			echo "Each connection is a user who browses; every request is drawn independently, without think time (a closed loop: far heavier than"
+			echo "$(fmt_int "$JOURNEY_CONNS") people). 45 % product list — 90 % first pages (city newest 30, city price ↑ 15, city price ↓ 5, category newest 20,"
+			echo "city + category newest 20, all newest 10; cities and categories uniform), 10 % the second page of one of them (its cursor harvested"
+			echo "during the warm-up); 35 % product detail — $HOT_PCT % one of the hot set of $(fmt_int "$HOT_N") products (uniform within), $((100 - HOT_PCT)) % any of the"
+			echo "$(fmt_int "$((PROD_MAX - PROD_MIN + 1))") products (the long tail); 10 % reference data (cities 30 %, categories 30 %, a city's districts 40 %);"
+			echo "5 % seller detail (uniform over all sellers); 5 % popular sellers (all / one city). **No orders or other writes**: a read-only journey,"
+			echo "so no invalidations happen during it. Latency is wrk's (request sent → response read, 2 s timeout)."
+			echo
+			table_journey
+			echo
+			jl="p95 $(jmed 4) ms ($(verdict "$(jmed 4)" "<" 500)), p99 $(jmed 5) ms ($(verdict "$(jmed 5)" "<" 1000))"
+			echo "S18 bound (p95 < 500 ms, p99 < 1 s), on the medians: $jl."
+			echo
+			echo "Cache results by request kind: X-Cache of every answer, counted by the script per kind (each request carries"
+			echo "\`X-Request-Id: jrn-<kind>\`, which marketd echoes), all rounds summed. Hit ratio = HIT ÷ all answers of the kind."
+			echo
+			table_journey_kinds
+			echo
+			local lr dr l1 dh
+			lr=$(kind_ratio "$(journey_kind L1 L2)") dr=$(kind_ratio "$(journey_kind DH DT)")
+			l1=$(kind_ratio "$(journey_kind L1)") dh=$(kind_ratio "$(journey_kind DH)")
+			echo "Issue 4 bar, journey hit ratio > 95 % for lists and details: lists $lr ($(verdict "$lr" ">" 95)), details $dr ($(verdict "$dr" ">" 95))."
+			echo "Of the requests the cache is built to serve: first-page lists $l1, hot-set details $dh. The totals also count cursor pages,"
+			echo "never cached (docs/cache.md), and long-tail products, seen too rarely to be cached (a product's first request only creates its tag)."
+			echo
+		fi
 		echo "\\* socket errors (connect + read + write + timeout, wrk's 2 s timeout) and non-2xx responses are totals over all rounds."
 		echo "Peak RSS: VmRSS of marketd (of nginx master + workers) sampled every 0.5 s during the run."
 		echo "CPU µs/req: utime+stime of the server process (all threads) and of the PostgreSQL cluster (postmaster, its"
 		echo "children, reaped backends) over the run, divided by the requests completed. wrk shares the same 2 cores."
 		echo "\*\* others' CPU: share of the machine's CPU (all $(nproc) cores, /proc/stat, steal included) used during the run by"
 		echo "processes this benchmark did not start — other work on the box. Above a few % the run is disturbed: compare rounds."
+		if [ "$CACHED" = 1 ]; then
+			echo "\*\*\* cache hit ratio: marketd's own \`cache_requests_total\` over the run (/metrics before and after): hit ÷ (hit + miss + bypass)."
+			echo "† Redis given up: times marketd's Redis client declared Redis down during the run (its log's \"redis …: down (…)\" lines; per round)."
+			echo "Until it has reconnected (with backoff), every cacheable request is a BYPASS served from PostgreSQL."
+		fi
 		echo
 		echo "## Machine and software"
 		echo
 		echo "- $(nproc) CPUs ($(lscpu 2>/dev/null | awk -F': *' '/^Model name/ { print $2; exit }')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), Debian $(cat /etc/debian_version 2>/dev/null)"
 		echo "- load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the box adds noise)"
-		echo "- PostgreSQL $pgver; $("$NGINX" -v 2>&1 | sed 's/.*: //'); $("$WRK" -v 2>&1 | head -n1 | cut -d' ' -f1-2); $("$PGBENCH" --version); $("$MARKETD" version)"
+		echo "- PostgreSQL $pgver; $("$NGINX" -v 2>&1 | sed 's/.*: //'); $("$WRK" -v 2>&1 | head -n1 | cut -d' ' -f1-2); $("$PGBENCH" --version); $("$MARKETD" version)$(
+			[ "$CACHED" != 1 ] || echo "; Redis $("$REDIS_SERVER" --version | awk '{ print $3 }' | sed 's/v=//')")"
 		echo "- ulimit -n $(ulimit -n); net.core.somaxconn $(cat /proc/sys/net/core/somaxconn)"
 		echo
 		echo "## Database"
@@ -745,6 +1211,17 @@ write_report() { # file
 		echo "wrk -t2 -c<N> -d${DURATION}s --latency -s bench/product_list.lua http://$HOST:<port> -- <list_paths.txt>"
 		echo "pgbench -n -M prepared -c <DB conns> -j 2 -T $DURATION -h $HOST -p $PG_PORT -U postgres -f detail.sql $DB_NAME"
 		echo "pgbench -n -M prepared -c <DB conns> -j 2 -T $DURATION -h $HOST -p $PG_PORT -U postgres -f <list_shape>.sql@<weight> ... -D ts<k>=<cursor key> $DB_NAME"
+		if [ "$CACHED" = 1 ]; then
+			echo "# the cache"
+			echo "$REDIS_SERVER ${REDIS_ARGS[*]} --dir <tmp>/redis --logfile <tmp>/redis/redis.log"
+			echo "env $(printf '%s ' "${MARKETD_CACHED_ENV[@]}" | sed 's/JWT_SECRET=[^ ]*/JWT_SECRET=<random>/')build/release/marketd serve"
+			echo "redis-cli -h $HOST -p $REDIS_PORT FLUSHALL"
+			echo "wrk -t2 -c100 -d${WARM_MAX}s -s bench/journey.lua http://$HOST:$API_PORT -- warm <journey.conf>   # SIGINT once both threads wrote their marker"
+			echo "wrk -t2 -c<N> -d${DURATION}s --latency -s bench/product_detail.lua http://$HOST:$API_PORT -- $PROD_MIN $PROD_MAX $HOT_N"
+			echo "wrk -t2 -c<N> -d${DURATION}s --latency -s bench/product_list.lua http://$HOST:$API_PORT -- <list_paths.txt | list_paths_p1.txt>"
+			echo "wrk -t2 -c$JOURNEY_CONNS -d${JOURNEY_DURATION}s --latency -s bench/journey.lua http://$HOST:$API_PORT -- run <journey.conf>"
+			echo "# journey.conf: $(grep -v -e '^cursors=' -e '^marker=' "$JOURNEY_CONF" | paste -sd' ') cursors=<file> marker=<prefix>"
+		fi
 		echo '```'
 		echo
 		echo "SQL (captured from pg_stat_activity after one request of each kind to marketd, i.e. exactly what it runs;"
@@ -754,11 +1231,31 @@ write_report() { # file
 		printf '%s' "$SQL_DOC"
 		echo '```'
 		echo
-		echo "<details><summary>Raw rows (round, endpoint, conns, server, req/s, p99 ms, socket errors, non-2xx/failed, peak RSS KiB, server CPU µs/req, PG CPU µs/req, DB conns, p50/avg ms, others' CPU %, marketd's non-200 statuses)</summary>"
+		echo "<details><summary>Raw rows (round, endpoint, conns, server, req/s, p99 ms, socket errors, non-2xx/failed, peak RSS KiB, server CPU µs/req, PG CPU µs/req, DB conns, p50/avg ms, others' CPU %, marketd's non-200 statuses, cache hit:miss:bypass, Redis CPU µs/req, Redis given up)</summary>"
 		echo
 		echo '```'
 		cat "$RESULTS"
 		echo '```'
+		if [ "$CACHED" = 1 ]; then
+			echo
+			echo "Journey (round, req/s, p50, p95, p99, max ms, socket errors, non-2xx, peak RSS KiB, CPU µs/req server, PG, Redis, others' CPU %, server's non-200, cache hit:miss:bypass, Redis given up):"
+			echo
+			echo '```'
+			cat "$JOURNEY_RESULTS"
+			local jf
+			for jf in "$TMP"/wrk-journey-r*.txt; do
+				[ -e "$jf" ] || continue
+				echo "# ${jf##*/}"
+				grep -e '^BENCH' -e '^KIND' "$jf"
+			done
+			echo '```'
+			echo
+			echo "Warm-up (round, seconds, keys, pass 1 hit:miss:bypass, pass 2, non-2xx, complete, first pages with a cursor):"
+			echo
+			echo '```'
+			cat "$WARM_RESULTS"
+			echo '```'
+		fi
 		echo
 		echo "</details>"
 	} >"$f"
@@ -781,21 +1278,32 @@ load_ranges
 b_log "products $PROD_MIN..$PROD_MAX, cities $CITY_MIN..$CITY_MAX, categories $CAT_MIN..$CAT_MAX"
 
 RESULTS=$TMP/results.tsv
+WARM_RESULTS=$TMP/warm.tsv
+JOURNEY_RESULTS=$TMP/journey.tsv
 : >"$RESULTS"
+: >"$WARM_RESULTS"
+: >"$JOURNEY_RESULTS"
 # shellcheck disable=SC2086 # word lists
 set -- $POOLS
 FIRST_POOL=$1
 start_marketd "$FIRST_POOL"
 load_cursors
 make_list_paths "$TMP/list_paths.txt"
+grep -v 'cursor=' "$TMP/list_paths.txt" >"$TMP/list_paths_p1.txt"
 make_pgbench_scripts
 save_bodies
 start_nginx
+if [ "$CACHED" = 1 ]; then
+	start_redis
+	write_journey_conf
+fi
 
 npools=$#
 nconns=$(wc -w <<<"$CONNS")
 RUN_TOTAL=$((ROUNDS * (2 * nconns + npools * 2 * nconns + npools * 2)))
-b_log "$RUN_TOTAL measured runs of ${DURATION} s: rounds $ROUNDS, connections ($CONNS), pools ($POOLS)"
+[ "$CACHED" != 1 ] || RUN_TOTAL=$((RUN_TOTAL + ROUNDS * (3 * nconns + 2)))
+b_log "$RUN_TOTAL measured runs of ${DURATION} s: rounds $ROUNDS, connections ($CONNS), pools ($POOLS)$(
+	[ "$CACHED" != 1 ] || echo "; cached pool $CACHED_POOL, journey -c$JOURNEY_CONNS ${JOURNEY_DURATION} s")"
 
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	for pool in $POOLS; do
@@ -820,16 +1328,36 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 			run_pgbench "pgbench-p$pool" "$ep" "$c"
 		done
 	done
+	if [ "$CACHED" = 1 ]; then
+		start_marketd "$CACHED_POOL" cached
+		b_log "round $ROUND: marketd cached, DB_POOL_SIZE=$CACHED_POOL ($(db_conns) connections), Redis $HOST:$REDIS_PORT"
+		warm_cache
+		for n in $CONNS; do
+			for ep in cdetail clist clist1; do
+				run_wrk "marketd-cached-p$CACHED_POOL" "$ep" "$n" "$API_PORT" "$MARKETD_PID"
+			done
+		done
+		run_journey
+		REDIS_END=$(redis_info used_memory_human used_memory_peak_human evicted_keys expired_keys)
+		REDIS_KEYS=$(rcli DBSIZE 2>/dev/null)
+		REDIS_RSS=$(b_rss_kib "$REDIS_PID")
+		stop_marketd
+	fi
 done
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-if [ "$QUICK" = 1 ]; then
+LATEST=1
+if [ -n "$TAG" ]; then
+	OUT=$ROOT/bench/results/$STAMP-$TAG.md
+	LATEST=0
+elif [ "$QUICK" = 1 ]; then
 	OUT=$ROOT/bench/results/latest-quick.md
+	LATEST=0
 else
 	OUT=$ROOT/bench/results/$STAMP.md
 fi
 write_report "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
-[ "$QUICK" = 1 ] || cp "$OUT" "$ROOT/bench/results/latest.md"
+[ "$LATEST" = 0 ] || cp "$OUT" "$ROOT/bench/results/latest.md"
 echo
 sed '/^## Commands/,$d' "$OUT"
-b_log "results: ${OUT#"$ROOT"/}$([ "$QUICK" = 1 ] || echo " and bench/results/latest.md")"
+b_log "results: ${OUT#"$ROOT"/}$([ "$LATEST" = 0 ] || echo " and bench/results/latest.md")"
