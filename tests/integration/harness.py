@@ -1500,3 +1500,27 @@ class RedisCluster:
     def stop(self):
         for n in self.nodes:
             n.stop()
+
+def parallel(fns, timeout=120):
+    """Runs the callables in threads released together by a barrier;
+    returns their results (an exception counts as a result)."""
+    barrier = threading.Barrier(len(fns))
+    results = [None] * len(fns)
+
+    def run(i):
+        try:
+            barrier.wait(30)
+            results[i] = fns[i]()
+        except Exception as e:  # reported by the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        raise AssertionError("%d of %d concurrent requests did not finish within %d s"
+                             % (sum(t.is_alive() for t in threads), len(threads), timeout))
+    return results

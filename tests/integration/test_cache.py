@@ -52,7 +52,7 @@ import urllib.parse
 from collections import namedtuple
 
 import harness
-from harness import RedisCluster, RedisError, RedisServer, Server, ServerTestCase, db_connect, wait_until
+from harness import RedisCluster, RedisError, RedisServer, Server, ServerTestCase, db_connect, parallel, wait_until
 
 JWT_SECRET = "cache-tests-secret-0123456789abcdef-0123456789abcdef"
 CDN = "https://cdn.example.test/media"
@@ -158,30 +158,6 @@ def items_of(body):
 def item(body, pid):
     return next((i for i in items_of(body) if i.get("id") == pid), None)
 
-
-def parallel(fns, timeout=120):
-    """Runs the callables in threads released together; their results (an
-    exception counts as a result)."""
-    barrier = threading.Barrier(len(fns))
-    results = [None] * len(fns)
-
-    def run(i):
-        try:
-            barrier.wait(30)
-            results[i] = fns[i]()
-        except Exception as e:  # reported by the caller
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-    if any(t.is_alive() for t in threads):
-        raise AssertionError("%d of %d concurrent requests did not finish within %d s"
-                             % (sum(t.is_alive() for t in threads), len(threads), timeout))
-    return results
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import time
 from collections import namedtuple
 
 import harness
-from harness import ServerTestCase, db_connect, fmt_resp, is_int, wait_until
+from harness import ServerTestCase, db_connect, fmt_resp, is_int, parallel, wait_until
 
 JWT_SECRET = "orders-tests-secret-0123456789abcdef-0123456789"
 UTC = dt.timezone.utc
@@ -85,30 +85,6 @@ def raw_request(port, method, path, body=None, headers=None, timeout=harness.HTT
     finally:
         conn.close()
 
-
-def parallel(fns, timeout=120):
-    """Runs the callables in threads released together by a barrier;
-    returns their results (an exception counts as a result)."""
-    barrier = threading.Barrier(len(fns))
-    results = [None] * len(fns)
-
-    def run(i):
-        try:
-            barrier.wait(30)
-            results[i] = fns[i]()
-        except Exception as e:  # reported by the caller
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-    if any(t.is_alive() for t in threads):
-        raise AssertionError("%d of %d concurrent requests did not finish within %d s"
-                             % (sum(t.is_alive() for t in threads), len(threads), timeout))
-    return results
 
 
 def describe(results):
