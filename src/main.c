@@ -4,6 +4,7 @@
  *   marketd serve                      the HTTP API (configuration: environment, api.md)
  *   marketd migrate                    apply schema migrations to DATABASE_URL
  *   marketd seed --scale demo|bench    load deterministic demo/benchmark data
+ *   marketd routes                     the route table as JSON (for the OpenAPI drift check)
  *   marketd version
  */
 #include <sodium.h>
@@ -28,7 +29,7 @@ static const char *env_get(const char *name)
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: marketd serve | migrate | seed --scale demo|bench [--force] | version\n"
+    fprintf(f, "usage: marketd serve | migrate | seed --scale demo|bench [--force] | routes | version\n"
                "configuration comes from the environment; see README.md\n");
     return f == stderr ? 2 : 0;
 }
@@ -43,8 +44,9 @@ static int cmd_serve(void)
         return 2;
     }
     log_set_level(cfg.log_level);
-    api_init();
-    int rc = server_run(&cfg);
+    api_init(&cfg);
+    int rc = server_run(&cfg, api_app());
+    api_dispose();
     config_free(&cfg);
     return rc;
 }
@@ -70,6 +72,11 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "seed") == 0)
         return seed_main(argc - 1, argv + 1) == 0 ? 0 : 1;
+    if (strcmp(cmd, "routes") == 0) {
+        /* The table is data: no configuration or database is needed. */
+        api_print_routes(stdout);
+        return 0;
+    }
     if (strcmp(cmd, "version") == 0) {
         printf("marketd %s (schema %d)\n", MARKETD_VERSION, migrate_latest_version());
         return 0;

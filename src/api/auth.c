@@ -1,12 +1,12 @@
-/* Accounts (api.md "Auth"): register, login, /me, and the bearer-token
- * check every authenticated handler starts with. Argon2id runs on the
- * offload pool; the loop only sends queries and renders. */
+/* Accounts (api.md "Auth"): register, login, /me. Argon2id runs on the
+ * offload pool; the loop only sends queries and renders. The bearer token
+ * itself is checked by the dispatcher for every AUTH_USER route. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "api/api.h"
-#include "api/common.h"
+#include "api/render.h"
 #include "core/error.h"
 #include "core/jwt.h"
 #include "core/offload.h"
@@ -16,60 +16,20 @@
 
 static const db_stmt_t *st_insert_user, *st_user_by_email, *st_user_by_id;
 
-#define USER_COLS "u.id, u.email, u.name, (SELECT s.id FROM sellers s WHERE s.user_id = u.id), u.is_admin"
-enum { U_ID, U_EMAIL, U_NAME, U_SELLER_ID, U_IS_ADMIN, U_HASH };
-
-void api_auth_init(void)
-{
-    st_insert_user = db_stmt_register("INSERT INTO users AS u (email, password_hash, name) VALUES ($1, $2, $3)"
-                                      " ON CONFLICT ((lower(email))) DO NOTHING RETURNING " USER_COLS,
-                                      3);
-    st_user_by_email =
-        db_stmt_register("SELECT " USER_COLS ", u.password_hash FROM users u WHERE lower(u.email) = lower($1)", 1);
-    st_user_by_id = db_stmt_register("SELECT " USER_COLS " FROM users u WHERE u.id = $1::int8", 1);
-}
-
-/* ---- the bearer token ---------------------------------------------------- */
-
-int api_authenticate(rctx_t *r, int64_t *user_id)
-{
-    const config_t *cfg = r->w->server->cfg;
-    ssize_t h = h2o_find_header(&r->req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (h < 0) {
-        reply_problem(r, 401, "authentication required: send Authorization: Bearer <token>");
-        return -1;
-    }
-    h2o_iovec_t v = r->req->headers.entries[h].value;
-    jwt_claims_t c;
-    if (v.len < 8 || strncasecmp(v.base, "Bearer ", 7) != 0 ||
-        jwt_verify((const unsigned char *)cfg->jwt_secret, strlen(cfg->jwt_secret), v.base + 7, v.len - 7,
-                   (int64_t)time(NULL), &c) != 0) {
-        reply_problem(r, 401, "the token is missing, invalid or expired");
-        return -1;
-    }
-    *user_id = c.sub;
-    return 0;
-}
-
-/* ---- rendering ----------------------------------------------------------- */
-
-static void render_user(jbuf_t *b, const PGresult *res)
-{
-    jbuf_puts(b, "{\"id\":");
-    api_json_num(b, res, 0, U_ID);
-    jbuf_puts(b, ",\"email\":");
-    api_json_text(b, res, 0, U_EMAIL);
-    jbuf_puts(b, ",\"name\":");
-    api_json_text(b, res, 0, U_NAME);
-    jbuf_puts(b, ",\"seller_id\":");
-    api_json_num(b, res, 0, U_SELLER_ID);
-    jbuf_putc(b, '}');
-}
+/* A user as api.md shows it; the login statement adds the hash after it. */
+static const api_col_t user_cols[] = {
+    {"id", "u.id", COL_NUM},
+    {"email", "u.email", COL_TEXT},
+    {"name", "u.name", COL_TEXT},
+    {"seller_id", "(SELECT s.id FROM sellers s WHERE s.user_id = u.id)", COL_NUM},
+};
+#define USER API_TABLE(user_cols)
+enum { U_ID = 0, U_HASH = 4 };
 
 /* {"token","expires_at","user"} for the user in row 0 of res. */
 static void reply_session(rctx_t *r, int status, const PGresult *res)
 {
-    const config_t *cfg = r->w->server->cfg;
+    const config_t *cfg = api_config();
     jwt_claims_t c = {.sub = api_int(res, 0, U_ID), .iat = (int64_t)time(NULL)};
     c.exp = c.iat + cfg->jwt_ttl;
     char token[JWT_MAX_LEN], exp[TS_BUFSZ];
@@ -77,7 +37,7 @@ static void reply_session(rctx_t *r, int status, const PGresult *res)
     size_t en = ts_format_rfc3339(c.exp * 1000000, exp);
     jbuf_t *b = reply_buffer(r);
     jbuf_puts(b, "{\"user\":");
-    render_user(b, res);
+    api_render_row(b, USER, 1, res, 0, 0, "");
     jbuf_puts(b, ",\"token\":");
     json_str(b, token, tn);
     jbuf_puts(b, ",\"expires_at\":");
@@ -125,14 +85,7 @@ static int email_valid(const char *s)
  * returns NULL on bad input. */
 static account_job_t *read_account(rctx_t *r, int with_name)
 {
-    char detail[256];
-    int status;
-    json_t *obj = body_parse(api_content_type(r), api_content_type_len(r), r->req->entity.base, r->req->entity.len,
-                             &status, detail, sizeof(detail));
-    if (obj == NULL) {
-        reply_problem(r, status, "%s", detail);
-        return NULL;
-    }
+    json_t *obj = r->body;
     const char *email = NULL, *password = NULL, *name = NULL;
     verr_t *v = &r->verr;
     /* Registration enforces the rules; a login only needs two strings: a
@@ -147,7 +100,6 @@ static account_job_t *read_account(rctx_t *r, int with_name)
     if (with_name)
         body_require(body_string(obj, "name", "name", 1, 200, &name, v), "name", v);
     if (v->count > 0) {
-        json_decref(obj);
         reply_invalid(r);
         return NULL;
     }
@@ -158,20 +110,13 @@ static account_job_t *read_account(rctx_t *r, int with_name)
     j->password = pool_strdup(r, password);
     j->password_len = strlen(password);
     j->name = with_name ? pool_strdup(r, name) : NULL;
-    json_decref(obj);
     return j;
 }
 
-static void on_user_inserted(void *arg, PGresult *res, int err)
+static void on_user_inserted(rctx_t *r, PGresult *res)
 {
-    account_job_t *j = arg;
-    rctx_t *r = j->r;
-    if (err != 0) {
-        api_db_failed(r, err, res, "user");
-        return;
-    }
     if (PQntuples(res) == 0) {
-        reply_problem(r, 409, "an account with this email already exists");
+        reply_error(r, MKD_ECONFLICT, "an account with this email already exists");
         return;
     }
     reply_session(r, 201, res);
@@ -191,19 +136,16 @@ static void hash_done(void *arg)
         reply_error(r, MKD_ENOMEM, "password hash");
         return;
     }
-    const char *params[] = {j->email, j->hash, j->name};
-    int rc = db_pool_query(r->w->primary, st_insert_user, params, on_user_inserted, j);
-    if (rc != 0)
-        reply_error(r, rc, "user");
+    api_query(r, st_insert_user, (const char *[]){j->email, j->hash, j->name}, on_user_inserted);
 }
 
-void api_auth_register(rctx_t *r)
+static void auth_register(rctx_t *r)
 {
     account_job_t *j = read_account(r, 1);
     if (j == NULL)
         return;
     if (offload_submit(&r->w->offload, hash_work, hash_done, j) != 0)
-        reply_problem(r, 503, "too many sign-ups at once; retry shortly");
+        reply_error(r, MKD_EBUSY, "too many sign-ups at once; retry shortly");
 }
 
 /* ---- login ------------------------------------------------------------------ */
@@ -222,19 +164,14 @@ static void verify_done(void *arg)
     if (j->ok)
         reply_session(r, 200, j->user);
     else
-        reply_problem(r, 401, "invalid email or password");
+        reply_error(r, MKD_EUNAUTH, "invalid email or password");
     if (j->user != NULL)
         PQclear(j->user);
 }
 
-static void on_login_user(void *arg, PGresult *res, int err)
+static void on_login_user(rctx_t *r, PGresult *res)
 {
-    account_job_t *j = arg;
-    rctx_t *r = j->r;
-    if (err != 0) {
-        api_db_failed(r, err, res, "user");
-        return;
-    }
+    account_job_t *j = r->data;
     /* The pool clears `res` after this callback; the verification outlives
      * it, so keep a copy. An unknown email still runs a verification (of a
      * dummy hash): the answer and its timing match a wrong password. */
@@ -242,47 +179,54 @@ static void on_login_user(void *arg, PGresult *res, int err)
     if (offload_submit(&r->w->offload, verify_work, verify_done, j) != 0) {
         if (j->user != NULL)
             PQclear(j->user);
-        reply_problem(r, 503, "too many logins at once; retry shortly");
+        reply_error(r, MKD_EBUSY, "too many logins at once; retry shortly");
     }
 }
 
-void api_auth_login(rctx_t *r)
+static void auth_login(rctx_t *r)
 {
     account_job_t *j = read_account(r, 0);
     if (j == NULL)
         return;
-    const char *params[] = {j->email};
-    int rc = db_pool_query(r->w->primary, st_user_by_email, params, on_login_user, j);
-    if (rc != 0)
-        reply_error(r, rc, "user");
+    r->data = j;
+    api_query(r, st_user_by_email, (const char *[]){j->email}, on_login_user);
 }
 
 /* ---- /me ---------------------------------------------------------------------- */
 
-static void on_me(void *arg, PGresult *res, int err)
+static int render_me(rctx_t *r, PGresult *res, jbuf_t *b)
 {
-    rctx_t *r = arg;
-    if (err != 0) {
-        api_db_failed(r, err, res, "user");
-        return;
-    }
-    if (PQntuples(res) == 0) {
-        /* A valid signature for a user that no longer exists. */
-        reply_problem(r, 401, "the token's user does not exist");
-        return;
-    }
-    jbuf_t *b = reply_buffer(r);
-    render_user(b, res);
-    reply_json(r, 200, b);
+    if (PQntuples(res) == 0)
+        return MKD_EUNAUTH; /* a valid signature for a user that no longer exists */
+    api_render_row(b, USER, 1, res, 0, 0, "");
+    return 0;
 }
 
-void api_auth_me(rctx_t *r)
+static void auth_me(rctx_t *r)
 {
-    int64_t uid;
-    if (api_authenticate(r, &uid) != 0)
-        return;
     char id[24];
-    snprintf(id, sizeof(id), "%lld", (long long)uid);
-    const char *params[] = {id};
-    api_query(r, st_user_by_id, params, on_me);
+    api_id_text(r->user_id, id);
+    api_read(r, &(api_read_t){st_user_by_id, (const char *[]){id}, render_me, "the token's user does not exist", NULL, NULL});
 }
+
+static void auth_init(void)
+{
+    const char *cols = api_select_list(USER, 1);
+    st_insert_user = api_stmt(3,
+                              "INSERT INTO users AS u (email, password_hash, name) VALUES ($1, $2, $3)"
+                              " ON CONFLICT ((lower(email))) DO NOTHING RETURNING %s",
+                              cols);
+    st_user_by_email =
+        api_stmt(1, "SELECT %s, u.password_hash FROM users u WHERE lower(u.email) = lower($1)", cols);
+    st_user_by_id = api_stmt(1, "SELECT %s FROM users u WHERE u.id = $1::int8", cols);
+}
+
+static const route_t routes[] = {
+    {.method = M_POST, .pattern = "/api/v1/auth/register", HANDLER(auth_register), .body = BODY_JSON,
+     .limit = LIMIT_AUTH},
+    {.method = M_POST, .pattern = "/api/v1/auth/login", HANDLER(auth_login), .body = BODY_JSON,
+     .limit = LIMIT_AUTH},
+    {.method = M_GET, .pattern = "/api/v1/me", HANDLER(auth_me), .auth = AUTH_USER, .limit = LIMIT_API},
+};
+
+const api_module_t api_auth = {"auth", routes, sizeof(routes) / sizeof(routes[0]), auth_init, NULL};

@@ -30,22 +30,20 @@
 #include <unistd.h>
 
 #include "api/api.h"
-#include "api/common.h"
-#include "cache/cache.h"
+#include "api/render.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/offload.h"
 
-#define IMAGE_MAX_BYTES (5 * 1024 * 1024)
 /* A bound on a product's image list (S12), far above any real gallery. */
 #define IMAGES_PER_PRODUCT_MAX 50
 
 static const db_stmt_t *st_check, *st_append;
 
-void api_images_init(void)
+static void images_init(void)
 {
-    st_check = db_stmt_register("SELECT CASE WHEN p.id IS NULL THEN 404 WHEN s.user_id <> $1::int8 THEN 403"
-                                "            ELSE 200 END"
+    st_check = db_stmt_register("SELECT CASE WHEN p.id IS NULL THEN 'not_found'"
+                                "            WHEN s.user_id <> $1::int8 THEN 'forbidden' ELSE 'ok' END"
                                 " FROM (VALUES (1)) one LEFT JOIN products p ON p.id = $2::int8"
                                 " LEFT JOIN sellers s ON s.id = p.seller_id",
                                 2);
@@ -61,8 +59,8 @@ void api_images_init(void)
         "         FROM cur WHERE p.id = cur.id AND cur.user_id = $1::int8"
         "           AND ($3::text = ANY (p.images) OR cardinality(p.images) < $4::int4)"
         "         RETURNING p.id)"
-        " SELECT CASE WHEN cur.id IS NULL THEN 404 WHEN cur.user_id <> $1::int8 THEN 403"
-        "             WHEN upd.id IS NULL THEN 409 ELSE 201 END, cur.city_id"
+        " SELECT CASE WHEN cur.id IS NULL THEN 'not_found' WHEN cur.user_id <> $1::int8 THEN 'forbidden'"
+        "             WHEN upd.id IS NULL THEN 'conflict' ELSE 'ok' END, cur.city_id"
         " FROM (VALUES (1)) one LEFT JOIN cur ON true LEFT JOIN upd ON true",
         4);
 }
@@ -216,43 +214,45 @@ static void store_work(void *arg)
 
 /* ---- the request (event loop) ----------------------------------------------------------- */
 
-static void on_appended(void *arg, PGresult *res, int err)
+/* Refusals of both statements: outcome in column 0. */
+static int refused(rctx_t *r, image_job_t *j, int rc)
 {
-    rctx_t *r = arg;
+    switch (rc) {
+    case MKD_OK:
+        return 0;
+    case MKD_EFORBIDDEN:
+        reply_error(r, rc, "product %s belongs to another seller", j->pid);
+        break;
+    case MKD_ENOTFOUND:
+        reply_error(r, rc, "product %s not found", j->pid);
+        break;
+    case MKD_ECONFLICT:
+        reply_error(r, rc, "product %s already has %d images", j->pid, IMAGES_PER_PRODUCT_MAX);
+        break;
+    default:
+        reply_error(r, MKD_EINTERNAL, "product image: unexpected outcome");
+        break;
+    }
+    return -1;
+}
+
+static void on_appended(rctx_t *r, PGresult *res)
+{
     image_job_t *j = r->data;
-    if (err != 0) {
-        api_db_failed(r, err, res, "product image");
+    if (refused(r, j, api_outcome(res, 0)) != 0)
         return;
-    }
-    switch (atoi(PQgetvalue(res, 0, 0))) {
-    case 201: {
-        jbuf_t *b = reply_buffer(r);
-        const char *cdn = r->w->server->cfg->cdn_base_url;
-        size_t cn = strlen(cdn), pn = strlen(j->path);
-        char *url = h2o_mem_alloc_pool(&r->req->pool, cn + pn);
-        memcpy(url, cdn, cn);
-        memcpy(url + cn, j->path, pn);
-        jbuf_puts(b, "{\"url\":");
-        json_str(b, url, cn + pn);
-        jbuf_putc(b, '}');
-        char product_tag[48], city_tag[48];
-        cache_tag(product_tag, "product", strtoll(j->pid, NULL, 10));
-        cache_tag(city_tag, "products:city", strtoll(PQgetvalue(res, 0, 1), NULL, 10));
-        const char *tags[] = {product_tag, city_tag, "products:all", NULL};
-        cache_invalidate_and_reply(r, tags, 201, "application/json", b->data, b->len);
-        return;
-    }
-    case 403:
-        reply_problem(r, 403, "product %s belongs to another seller", j->pid);
-        return;
-    case 404:
-        reply_problem(r, 404, "product %s not found", j->pid);
-        return;
-    case 409:
-        reply_problem(r, 409, "product %s already has %d images", j->pid, IMAGES_PER_PRODUCT_MAX);
-        return;
-    }
-    reply_error(r, MKD_EDB, "product image");
+    jbuf_t *b = reply_buffer(r);
+    const char *cdn = api_config()->cdn_base_url;
+    size_t cn = strlen(cdn), pn = strlen(j->path);
+    char *url = h2o_mem_alloc_pool(&r->req->pool, cn + pn);
+    memcpy(url, cdn, cn);
+    memcpy(url + cn, j->path, pn);
+    jbuf_puts(b, "{\"url\":");
+    json_str(b, url, cn + pn);
+    jbuf_putc(b, '}');
+    cache_tags_t tags = {0};
+    tags_product_changed(&tags, strtoll(j->pid, NULL, 10), api_int(res, 0, 1));
+    api_reply_written(r, &tags, 201, "application/json", b->data, b->len);
 }
 
 static void store_done(void *arg)
@@ -260,10 +260,8 @@ static void store_done(void *arg)
     image_job_t *j = arg;
     rctx_t *r = j->r;
     if (j->err != 0) {
-        log_error("request %.*s: storing image %s%s: %s: %s", (int)r->request_id.len, r->request_id.ptr,
-                  j->media_dir, j->path, j->step, strerror(j->err));
-        reply_problem(r, 500, "the image could not be stored (request id %.*s)", (int)r->request_id.len,
-                      r->request_id.ptr);
+        reply_error(r, MKD_EINTERNAL, "storing image %s%s: %s: %s", j->media_dir, j->path, j->step,
+                    strerror(j->err));
         return;
     }
     char max[16];
@@ -272,56 +270,42 @@ static void store_done(void *arg)
     api_query(r, st_append, params, on_appended);
 }
 
-static void on_checked(void *arg, PGresult *res, int err)
+static void on_checked(rctx_t *r, PGresult *res)
 {
-    rctx_t *r = arg;
     image_job_t *j = r->data;
-    if (err != 0) {
-        api_db_failed(r, err, res, "product");
+    if (refused(r, j, api_outcome(res, 0)) != 0)
         return;
-    }
-    switch (atoi(PQgetvalue(res, 0, 0))) {
-    case 200:
-        if (offload_submit(&r->w->offload, store_work, store_done, j) != 0)
-            reply_problem(r, 503, "too many uploads at once; retry shortly");
-        return;
-    case 403:
-        reply_problem(r, 403, "product %s belongs to another seller", j->pid);
-        return;
-    case 404:
-        reply_problem(r, 404, "product %s not found", j->pid);
-        return;
-    }
-    reply_error(r, MKD_EDB, "product");
+    if (offload_submit(&r->w->offload, store_work, store_done, j) != 0)
+        reply_error(r, MKD_EBUSY, "too many uploads at once; retry shortly");
 }
 
-void api_product_images_upload(rctx_t *r)
+/* The request flows: size (413, the dispatcher) → token (401, the
+ * dispatcher) → product id → declared type and magic bytes (415) → owner
+ * check → store → append. */
+static void product_images_upload(rctx_t *r)
 {
-    int64_t uid, pid;
-    if (api_authenticate(r, &uid) != 0 || api_path_id(r, 0, "product", &pid) != 0)
+    int64_t pid;
+    if (api_path_id(r, 0, "product", &pid) != 0)
         return;
     const unsigned char *data = (const unsigned char *)r->req->entity.base;
-    size_t len = r->req->entity.len;
-    if (len > IMAGE_MAX_BYTES) {
-        reply_problem(r, 413, "an image may be at most %d bytes (5 MiB)", IMAGE_MAX_BYTES);
-        return;
-    }
-    int type = declared_type(api_content_type(r), api_content_type_len(r));
+    size_t len = r->req->entity.len, ct_len;
+    const char *ct = rctx_header(r, "content-type", &ct_len);
+    int type = declared_type(ct, ct_len);
     if (type < 0) {
-        reply_problem(r, 415, "Content-Type must be image/jpeg, image/png or image/webp");
+        reply_error(r, MKD_EMEDIATYPE, "Content-Type must be image/jpeg, image/png or image/webp");
         return;
     }
     if (len == 0 || data == NULL) {
-        reply_problem(r, 400, "the body is empty: send the image bytes");
+        reply_error(r, MKD_EBADREQ, "the body is empty: send the image bytes");
         return;
     }
     int sniffed = sniffed_type(data, len);
     if (sniffed != type) {
         if (sniffed < 0)
-            reply_problem(r, 415, "the body is not a JPEG, PNG or WebP image");
+            reply_error(r, MKD_EMEDIATYPE, "the body is not a JPEG, PNG or WebP image");
         else
-            reply_problem(r, 415, "the body is %s, not the declared %s", image_types[sniffed].mime,
-                          image_types[type].mime);
+            reply_error(r, MKD_EMEDIATYPE, "the body is %s, not the declared %s", image_types[sniffed].mime,
+                        image_types[type].mime);
         return;
     }
     image_job_t *j = h2o_mem_alloc_pool(&r->req->pool, sizeof(*j));
@@ -330,10 +314,16 @@ void api_product_images_upload(rctx_t *r)
     j->data = data;
     j->len = len;
     j->type = type;
-    j->media_dir = r->w->server->cfg->media_dir;
-    snprintf(j->uid, sizeof(j->uid), "%lld", (long long)uid);
-    snprintf(j->pid, sizeof(j->pid), "%lld", (long long)pid);
+    j->media_dir = api_config()->media_dir;
+    api_id_text(r->user_id, j->uid);
+    api_id_text(pid, j->pid);
     r->data = j;
-    const char *params[] = {j->uid, j->pid};
-    api_query(r, st_check, params, on_checked);
+    api_query(r, st_check, (const char *[]){j->uid, j->pid}, on_checked);
 }
+
+static const route_t routes[] = {
+    {.method = M_POST, .pattern = "/api/v1/products/{id}/images", HANDLER(product_images_upload), .auth = AUTH_USER,
+     .body = BODY_IMAGE, .limit = LIMIT_API},
+};
+
+const api_module_t api_images = {"images", routes, sizeof(routes) / sizeof(routes[0]), images_init, NULL};

@@ -1,19 +1,24 @@
+/* Operations (api.md "Operations"): liveness, readiness, Prometheus
+ * metrics, and the partition upkeep job every instance runs (S6). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
-#include "cache/cache.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "db/migrate.h"
 
-static const db_stmt_t *st_schema_version;
+static const db_stmt_t *st_schema_version, *st_ensure_partitions;
 
-void api_healthz(rctx_t *r)
+static void healthz(rctx_t *r)
 {
     jbuf_t *b = reply_buffer(r);
     jbuf_puts(b, "{\"status\":\"ok\"}");
     reply_json(r, 200, b);
 }
+
+/* ---- /readyz ------------------------------------------------------------------------ */
 
 static void on_schema_version(void *arg, PGresult *res, int err)
 {
@@ -24,7 +29,7 @@ static void on_schema_version(void *arg, PGresult *res, int err)
     int current = have == want;
     /* The cache alone being down degrades (answers come from the database);
      * only the primary or a schema mismatch makes the instance unready. */
-    const char *cache = cache_state(r->w);
+    const char *cache = cache_state(api_worker(r->w)->cache);
     const char *status = !(primary_up && current) ? "down" : (strcmp(cache, "down") == 0 ? "degraded" : "ok");
     jbuf_t *b = reply_buffer(r);
     jbuf_puts(b, "{\"status\":");
@@ -43,14 +48,18 @@ static void on_schema_version(void *arg, PGresult *res, int err)
     reply_json(r, primary_up && current ? 200 : 503, b);
 }
 
-void api_readyz(rctx_t *r)
+static void readyz(rctx_t *r)
 {
-    int rc = db_pool_query(r->w->primary, st_schema_version, NULL, on_schema_version, r);
+    /* Readiness reports a database failure as a body, not as a problem:
+     * it goes to the pool directly instead of through api_query. */
+    int rc = db_pool_query(api_worker(r->w)->primary, st_schema_version, NULL, on_schema_version, r);
     if (rc != 0)
         on_schema_version(r, NULL, rc);
 }
 
-void api_metrics(rctx_t *r)
+/* ---- /metrics ------------------------------------------------------------------------ */
+
+static void metrics(rctx_t *r)
 {
     server_t *s = r->w->server;
     jbuf_t *b = reply_buffer(r);
@@ -60,14 +69,14 @@ void api_metrics(rctx_t *r)
     db_pool_stats_t sum = {0};
     db_wait_hist_t hist = {0};
     for (int i = 0; i < s->nworkers; i++) {
-        db_pool_t *p = s->workers[i].primary;
-        if (p == NULL)
+        api_worker_t *aw = api_worker(&s->workers[i]);
+        if (aw == NULL || aw->primary == NULL)
             continue;
         db_pool_stats_t st;
-        db_pool_get_stats(p, &st);
+        db_pool_get_stats(aw->primary, &st);
         sum.connecting += st.connecting, sum.idle += st.idle, sum.busy += st.busy;
         sum.waiting += st.waiting, sum.max += st.max;
-        db_pool_add_wait_hist(p, &hist);
+        db_pool_add_wait_hist(aw->primary, &hist);
     }
     char line[512];
     snprintf(line, sizeof(line),
@@ -102,7 +111,55 @@ void api_metrics(rctx_t *r)
     reply_body(r, 200, "text/plain; version=0.0.4", b->data, b->len);
 }
 
-void api_ops_init(void)
+/* ---- partition upkeep (S6) ------------------------------------------------------------ */
+
+/* Months of order partitions kept ready ahead of today. `marketd migrate`
+ * creates them too; this job keeps a long-running instance ahead without a
+ * cron. marketd_ensure_partitions ATTACHes (SHARE UPDATE EXCLUSIVE), and
+ * lock_timeout makes it give up rather than queue behind traffic; it simply
+ * tries again on the next run. Worker 0 of each instance runs it. */
+#define PARTITION_JOB_FIRST_US (10ull * 1000000)
+#define PARTITION_JOB_EVERY_US (3600ull * 1000000)
+static uint64_t partition_job_due_us;
+
+static void on_partitions(void *arg, PGresult *res, int err)
+{
+    (void)arg;
+    if (err != 0) {
+        log_warn("partition upkeep failed (%s): %s", mkd_strerror(err),
+                 res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result");
+        return;
+    }
+    int created = atoi(PQgetvalue(res, 0, 1));
+    if (created > 0)
+        log_info("partition upkeep: created %d partition(s)", created);
+}
+
+static void ops_tick(worker_t *w)
+{
+    uint64_t now = server_now_us();
+    if (w->index != 0 || w->draining)
+        return;
+    if (partition_job_due_us == 0)
+        partition_job_due_us = now + PARTITION_JOB_FIRST_US;
+    if (now < partition_job_due_us)
+        return;
+    partition_job_due_us = now + PARTITION_JOB_EVERY_US;
+    if (db_pool_query(api_worker(w)->primary, st_ensure_partitions, NULL, on_partitions, NULL) != 0)
+        log_warn("partition upkeep: database unavailable, will retry");
+}
+
+static void ops_init(void)
 {
     st_schema_version = db_stmt_register("SELECT coalesce(max(version), 0) FROM schema_migrations", 0);
+    st_ensure_partitions =
+        db_stmt_register("SELECT set_config('lock_timeout', '2s', true), marketd_ensure_partitions(0, 3)", 0);
 }
+
+static const route_t routes[] = {
+    {.method = M_GET, .pattern = "/healthz", HANDLER(healthz)},
+    {.method = M_GET, .pattern = "/readyz", HANDLER(readyz)},
+    {.method = M_GET, .pattern = "/metrics", HANDLER(metrics)},
+};
+
+const api_module_t api_ops = {"ops", routes, sizeof(routes) / sizeof(routes[0]), ops_init, ops_tick};

@@ -1,18 +1,18 @@
 /* Orders (api.md "Orders", S6, B6). The transactions themselves are SQL
- * functions (migrations/0002_orders_logic.sql): one round trip each, row
- * locks in id order, conditional stock updates, and the response body
- * rendered in the same transaction so an idempotent replay is exact. This
- * file validates, calls them and relays their answer. */
+ * functions (migrations/0002_orders_logic.sql, 0005_outcomes.sql): one
+ * round trip each, row locks in id order, conditional stock updates, and
+ * the order's JSON rendered in the same transaction so an idempotent replay
+ * is exact. They return a domain outcome; this file validates, calls them
+ * and maps the outcome to an answer. */
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
-#include "api/common.h"
-#include "api/cursor.h"
+#include "api/render.h"
+#include "core/error.h"
 #include "core/timefmt.h"
-#include "cache/cache.h"
 #include "http/body.h"
 
 #define MAX_ITEMS 50
@@ -55,16 +55,16 @@ static char *build_list_sql(int as_seller, int mask)
     return s;
 }
 
-void api_orders_init(void)
+static void orders_init(void)
 {
     /* Besides the answer: what the cache must forget when stock moved — the
      * products of the order and the city of their seller (docs/cache.md). */
     st_place = db_stmt_register(
-        "SELECT f.http_status, f.body, f.replayed, s.city_id,"
+        "SELECT f.outcome, f.detail, f.field, f.message, f.extra, f.body, f.replayed, s.city_id,"
         " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
-        "    CASE WHEN f.http_status = 201 THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
+        "    CASE WHEN f.outcome = 'ok' THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
         " FROM marketd_place_order($1::int8, $2::jsonb, $3::text, $4::text) f"
-        " LEFT JOIN sellers s ON f.http_status = 201 AND s.id = (f.body::json ->> 'seller_id')::int8",
+        " LEFT JOIN sellers s ON f.outcome = 'ok' AND s.id = (f.body::json ->> 'seller_id')::int8",
         4);
     /* The id carries its month, so the created_at range names one partition. */
     st_get = db_stmt_register("SELECT marketd_order_json(o) FROM orders o"
@@ -75,11 +75,11 @@ void api_orders_init(void)
                               "      OR o.seller_id = (SELECT s.id FROM sellers s WHERE s.user_id = $2::int8))",
                               2);
     st_transition = db_stmt_register(
-        "SELECT f.http_status, f.body, false, s.city_id,"
+        "SELECT f.outcome, f.detail, f.field, f.message, f.extra, f.body, f.replayed, s.city_id,"
         " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
-        "    CASE WHEN f.http_status = 200 THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
+        "    CASE WHEN f.outcome = 'ok' THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
         " FROM marketd_order_transition($1::int8, $2::int8, $3::text, $4::text) f"
-        " LEFT JOIN sellers s ON f.http_status = 200 AND s.id = (f.body::json ->> 'seller_id')::int8",
+        " LEFT JOIN sellers s ON f.outcome = 'ok' AND s.id = (f.body::json ->> 'seller_id')::int8",
         4);
     for (int seller = 0; seller < 2; seller++) {
         for (int mask = 0; mask < NMASKS; mask++) {
@@ -98,51 +98,44 @@ static int order_id_plausible(int64_t id)
     return month >= 1 && month <= 12 && year >= 2000 && year <= 9999;
 }
 
-static void uid_text(int64_t uid, char out[24])
-{
-    snprintf(out, 24, "%lld", (long long)uid);
-}
+/* The columns of st_place and st_transition. */
+enum { O_OUTCOME, O_DETAIL, O_FIELD, O_MESSAGE, O_EXTRA, O_BODY, O_REPLAYED, O_CITY, O_PRODUCTS };
 
-/* Relays (http_status, body[, replayed]) computed by an SQL function. */
-static void on_function_answer(void *arg, PGresult *res, int err)
+/* Maps the outcome of an order function to the answer; r->data says the
+ * success status (201 for a placed order, 200 for a transition). */
+static void on_function_answer(rctx_t *r, PGresult *res)
 {
-    rctx_t *r = arg;
-    if (err != 0) {
-        api_db_failed(r, err, res, "order");
-        return;
-    }
-    int status = atoi(PQgetvalue(res, 0, 0));
-    const char *ctype = status >= 400 ? "application/problem+json" : "application/json";
-    const char *body = PQgetvalue(res, 0, 1);
-    size_t len = (size_t)PQgetlength(res, 0, 1);
-    int replayed = PQgetvalue(res, 0, 2)[0] == 't';
-    if (replayed)
+    int created = r->data != NULL;
+    int rc = api_outcome(res, O_OUTCOME);
+    if (PQgetvalue(res, 0, O_REPLAYED)[0] == 't')
         reply_header(r, "idempotent-replayed", "true", 4);
-    if (status == 401)
-        reply_header(r, "www-authenticate", "Bearer", 6);
-    if (status >= 300 || replayed || PQgetisnull(res, 0, 3)) {
-        reply_body(r, status, ctype, body, len);
+    if (rc != MKD_OK) {
+        if (rc == MKD_EINVAL)
+            verr_add(&r->verr, PQgetvalue(res, 0, O_FIELD), "%s", PQgetvalue(res, 0, O_MESSAGE));
+        reply_error_ext(r, rc, PQgetisnull(res, 0, O_EXTRA) ? NULL : PQgetvalue(res, 0, O_EXTRA), "%s",
+                        PQgetvalue(res, 0, O_DETAIL));
         return;
     }
-    /* Stock changed: product details and the seller city's lists show it. */
-    char tagbuf[MAX_ITEMS + 2][48];
-    const char *tags[MAX_ITEMS + 3];
-    int n = 0;
-    cache_tag(tagbuf[n], "products:city", api_int(res, 0, 3));
-    tags[n] = tagbuf[n], n++;
-    tags[n++] = "products:all";
-    const char *ids = PQgetvalue(res, 0, 4);
-    while (*ids != '\0' && n < MAX_ITEMS + 2) {
+    const char *body = PQgetvalue(res, 0, O_BODY);
+    size_t len = (size_t)PQgetlength(res, 0, O_BODY);
+    int status = created ? 201 : 200;
+    if (PQgetvalue(res, 0, O_REPLAYED)[0] == 't' || PQgetisnull(res, 0, O_CITY)) {
+        reply_body(r, status, "application/json", body, len);
+        return;
+    }
+    /* Stock moved: the products' details and their city's lists show it. */
+    cache_tags_t tags = {0};
+    int64_t city = api_int(res, 0, O_CITY);
+    const char *ids = PQgetvalue(res, 0, O_PRODUCTS);
+    while (*ids != '\0') {
         char *end;
         long long id = strtoll(ids, &end, 10);
         if (end == ids)
             break;
-        cache_tag(tagbuf[n], "product", id);
-        tags[n] = tagbuf[n], n++;
+        tags_product_changed(&tags, id, city);
         ids = *end == ',' ? end + 1 : end;
     }
-    tags[n] = NULL;
-    cache_invalidate_and_reply(r, tags, status, ctype, body, len);
+    api_reply_written(r, &tags, status, "application/json", body, len);
 }
 
 /* ---- POST /orders ----------------------------------------------------------- */
@@ -168,33 +161,23 @@ static int idem_key_valid(const char *s, size_t n)
     return 1;
 }
 
-void api_orders_create(rctx_t *r)
+static void orders_create(rctx_t *r)
 {
-    int64_t uid;
-    if (api_authenticate(r, &uid) != 0)
-        return;
     const char *key = NULL;
-    ssize_t h = h2o_find_header_by_str(&r->req->headers, H2O_STRLIT("idempotency-key"), -1);
-    if (h >= 0) {
-        h2o_iovec_t v = r->req->headers.entries[h].value;
-        if (!idem_key_valid(v.base, v.len)) {
-            reply_problem(r, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
+    size_t klen;
+    const char *kv = rctx_header(r, "idempotency-key", &klen);
+    if (kv != NULL) {
+        if (!idem_key_valid(kv, klen)) {
+            reply_error(r, MKD_EBADREQ, "Idempotency-Key must be 1 to 255 printable ASCII characters");
             return;
         }
-        char *k = h2o_mem_alloc_pool(&r->req->pool, v.len + 1);
-        memcpy(k, v.base, v.len);
-        k[v.len] = '\0';
+        char *k = h2o_mem_alloc_pool(&r->req->pool, klen + 1);
+        memcpy(k, kv, klen);
+        k[klen] = '\0';
         key = k;
     }
 
-    char detail[256];
-    int status;
-    json_t *obj = body_parse(api_content_type(r), api_content_type_len(r), r->req->entity.base, r->req->entity.len,
-                             &status, detail, sizeof(detail));
-    if (obj == NULL) {
-        reply_problem(r, status, "%s", detail);
-        return;
-    }
+    json_t *obj = r->body;
     verr_t *v = &r->verr;
     json_t *arr = json_object_get(obj, "items");
     item_t items[MAX_ITEMS];
@@ -222,7 +205,6 @@ void api_orders_create(rctx_t *r)
                     verr_add(v, fp, "duplicates items[%zu]", k);
         }
     }
-    json_decref(obj);
     if (v->count > 0) {
         reply_invalid(r);
         return;
@@ -247,10 +229,10 @@ void api_orders_create(rctx_t *r)
     char hash[2 * crypto_hash_sha256_BYTES + 1];
     sodium_bin2hex(hash, sizeof(hash), digest, sizeof(digest));
     char u[24];
-    uid_text(uid, u);
+    api_id_text(r->user_id, u);
+    r->data = r; /* a placed order answers 201 */
     /* The pool copies parameters, so the scratch buffer may be reused. */
-    const char *params[] = {u, b->data, key, key != NULL ? hash : NULL};
-    api_query(r, st_place, params, on_function_answer);
+    api_query(r, st_place, (const char *[]){u, b->data, key, key != NULL ? hash : NULL}, on_function_answer);
 }
 
 /* ---- GET /orders --------------------------------------------------------------- */
@@ -259,31 +241,20 @@ typedef struct list_state {
     int limit;
 } list_state_t;
 
-static void on_list(void *arg, PGresult *res, int err)
+static int render_list(rctx_t *r, PGresult *res, jbuf_t *b)
 {
-    rctx_t *r = arg;
     list_state_t *ls = r->data;
-    if (err != 0) {
-        api_db_failed(r, err, res, "orders");
-        return;
-    }
     int n = PQntuples(res), more = n > ls->limit;
     if (more)
         n = ls->limit;
-    jbuf_t *b = reply_buffer(r);
-    jbuf_puts(b, "{\"items\":[");
+    api_page_begin(b);
     for (int i = 0; i < n; i++) {
-        if (i)
-            jbuf_putc(b, ',');
+        api_page_item(b, i);
         jbuf_append(b, PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2));
     }
-    jbuf_puts(b, "],\"next_cursor\":");
-    if (more)
-        api_json_cursor(b, CURSOR_ORDERS, api_int(res, n - 1, 1), api_int(res, n - 1, 0));
-    else
-        jbuf_puts(b, "null");
-    jbuf_putc(b, '}');
-    reply_json(r, 200, b);
+    cursor_t next = {CURSOR_ORDERS, more ? api_int(res, n - 1, 1) : 0, more ? api_int(res, n - 1, 0) : 0};
+    api_page_end(b, more ? &next : NULL);
+    return 0;
 }
 
 /* `from`/`to`: RFC 3339 or a date (00:00 UTC). */
@@ -301,11 +272,8 @@ static int query_time(rctx_t *r, const char *name, char out[TS_BUFSZ])
     return 1;
 }
 
-void api_orders_list(rctx_t *r)
+static void orders_list(rctx_t *r)
 {
-    int64_t uid;
-    if (api_authenticate(r, &uid) != 0)
-        return;
     verr_t *v = &r->verr;
     int as_seller = 0, mask = 0;
     const slice_t *role = query_get(&r->query, "role", v);
@@ -348,7 +316,7 @@ void api_orders_list(rctx_t *r)
     char u[24], cid[24], lim[16];
     const char *params[8];
     int n = 0;
-    uid_text(uid, u);
+    api_id_text(r->user_id, u);
     params[n++] = u;
     if (mask & F_STATUS)
         params[n++] = status;
@@ -364,80 +332,60 @@ void api_orders_list(rctx_t *r)
     }
     snprintf(lim, sizeof(lim), "%d", limit + 1);
     params[n++] = lim;
-    api_query(r, st_list[as_seller][mask], params, on_list);
+    api_read(r, &(api_read_t){st_list[as_seller][mask], params, render_list, "orders", NULL, NULL});
 }
 
 /* ---- GET /orders/{id} ------------------------------------------------------------ */
 
-static void on_get(void *arg, PGresult *res, int err)
+static int render_order(rctx_t *r, PGresult *res, jbuf_t *b)
 {
-    rctx_t *r = arg;
-    if (err != 0) {
-        api_db_failed(r, err, res, "order");
-        return;
-    }
-    if (PQntuples(res) == 0) {
-        reply_problem(r, 404, "order %.*s not found", (int)r->params[0].len, r->params[0].ptr);
-        return;
-    }
-    reply_body(r, 200, "application/json", PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+    if (PQntuples(res) == 0)
+        return MKD_ENOTFOUND;
+    jbuf_append(b, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+    return 0;
 }
 
-/* Authenticates and reads the order id; answers and returns -1 on failure. */
-static int order_target(rctx_t *r, int64_t *uid, char id[24], char u[24])
+/* Reads the order id; answers 404 and returns -1 for one that cannot be. */
+static int order_target(rctx_t *r, char id[24], char u[24])
 {
-    if (api_authenticate(r, uid) != 0)
-        return -1;
     int64_t oid;
     if (api_path_id(r, 0, "order", &oid) != 0)
         return -1;
     if (!order_id_plausible(oid)) {
-        reply_problem(r, 404, "order %lld not found", (long long)oid);
+        reply_error(r, MKD_ENOTFOUND, "order %lld not found", (long long)oid);
         return -1;
     }
-    snprintf(id, 24, "%lld", (long long)oid);
-    uid_text(*uid, u);
+    api_id_text(oid, id);
+    api_id_text(r->user_id, u);
     return 0;
 }
 
-void api_orders_get(rctx_t *r)
+static void orders_get(rctx_t *r)
 {
-    int64_t uid;
-    char id[24], u[24];
-    if (order_target(r, &uid, id, u) != 0)
+    char id[24], u[24], missing[64];
+    if (order_target(r, id, u) != 0)
         return;
-    const char *params[] = {id, u};
-    api_query(r, st_get, params, on_get);
+    snprintf(missing, sizeof(missing), "order %s not found", id);
+    api_read(r, &(api_read_t){st_get, (const char *[]){id, u}, render_order, missing, NULL, NULL});
 }
 
 /* ---- transitions ------------------------------------------------------------------ */
 
-void api_orders_cancel(rctx_t *r)
+static void orders_cancel(rctx_t *r)
 {
-    int64_t uid;
     char id[24], u[24];
-    if (order_target(r, &uid, id, u) != 0)
+    if (order_target(r, id, u) != 0)
         return;
-    const char *params[] = {id, u, "buyer", "cancelled"};
-    api_query(r, st_transition, params, on_function_answer);
+    api_query(r, st_transition, (const char *[]){id, u, "buyer", "cancelled"}, on_function_answer);
 }
 
-void api_orders_patch(rctx_t *r)
+static void orders_patch(rctx_t *r)
 {
-    int64_t uid;
     char id[24], u[24];
-    if (order_target(r, &uid, id, u) != 0)
+    if (order_target(r, id, u) != 0)
         return;
-    char detail[256];
-    int status;
-    json_t *obj = body_parse(api_content_type(r), api_content_type_len(r), r->req->entity.base, r->req->entity.len,
-                             &status, detail, sizeof(detail));
-    if (obj == NULL) {
-        reply_problem(r, status, "%s", detail);
-        return;
-    }
     const char *want = NULL, *s = NULL;
-    int rc = body_string(obj, "status", "status", 1, 20, &s, &r->verr);
+    int rc = body_string(r->body, "status", "status", 1, 20, &s, &r->verr);
     body_require(rc, "status", &r->verr);
     if (rc > 0) {
         for (int i = 1; statuses[i] != NULL && want == NULL; i++) /* not "new" */
@@ -447,12 +395,24 @@ void api_orders_patch(rctx_t *r)
             verr_add(&r->verr, "status", "must be one of confirmed, shipped, delivered, cancelled");
     }
     static const char *const allowed[] = {"status", NULL};
-    body_only(obj, allowed, &r->verr);
-    json_decref(obj);
+    body_only(r->body, allowed, &r->verr);
     if (r->verr.count > 0) {
         reply_invalid(r);
         return;
     }
-    const char *params[] = {id, u, "seller", want};
-    api_query(r, st_transition, params, on_function_answer);
+    api_query(r, st_transition, (const char *[]){id, u, "seller", want}, on_function_answer);
 }
+
+static const route_t routes[] = {
+    {.method = M_GET, .pattern = "/api/v1/orders", HANDLER(orders_list), .auth = AUTH_USER, .limit = LIMIT_API},
+    {.method = M_POST, .pattern = "/api/v1/orders", HANDLER(orders_create), .auth = AUTH_USER,
+     .body = BODY_JSON, .limit = LIMIT_API},
+    {.method = M_GET, .pattern = "/api/v1/orders/{id}", HANDLER(orders_get), .auth = AUTH_USER,
+     .limit = LIMIT_API},
+    {.method = M_PATCH, .pattern = "/api/v1/orders/{id}", HANDLER(orders_patch), .auth = AUTH_USER,
+     .body = BODY_JSON, .limit = LIMIT_API},
+    {.method = M_POST, .pattern = "/api/v1/orders/{id}/cancel", HANDLER(orders_cancel), .auth = AUTH_USER,
+     .limit = LIMIT_API},
+};
+
+const api_module_t api_orders = {"orders", routes, sizeof(routes) / sizeof(routes[0]), orders_init, NULL};

@@ -1,116 +1,53 @@
-/* Sellers (api.md): list by id, popular (ranked by delivered orders of the
- * last 30 days), detail. */
+/* Sellers (api.md "Sellers"): the list by id, popular sellers (ranked by
+ * delivered orders of the last 30 days), the detail, and a user's own
+ * seller profile: create and change. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
-#include "api/common.h"
-#include "api/cursor.h"
-#include "cache/cache.h"
+#include "api/fields.h"
+#include "api/render.h"
+#include "core/error.h"
 
-#define SELLER_COLS                                                                                               \
-    "s.id, s.user_id, s.name, s.description, s.city_id, s.district_id, s.rating, "                              \
-    "s.created_at AT TIME ZONE 'UTC'"
-#define SELLER_NCOLS 8
+#define SELLER_COLUMNS                                                                                          \
+    {"id", "s.id", COL_NUM}, {"user_id", "s.user_id", COL_NUM}, {"name", "s.name", COL_TEXT},                 \
+        {"description", "s.description", COL_TEXT}, {"city_id", "s.city_id", COL_NUM},                         \
+        {"district_id", "s.district_id", COL_NUM}, {"rating", "s.rating", COL_NUM},                            \
+        {"created_at", "s.created_at AT TIME ZONE 'UTC'", COL_TS}
+
+static const api_col_t seller_cols[] = {SELLER_COLUMNS};
+static const api_col_t popular_cols[] = {SELLER_COLUMNS, {"orders_30d", "o.n", COL_NUM}};
+#define SELLER API_TABLE(seller_cols)
+#define POPULAR API_TABLE(popular_cols)
 
 enum { F_CITY = 1, F_DISTRICT = 2, F_CURSOR = 4, LIST_VARIANTS = 8 };
 
 static const db_stmt_t *st_list[LIST_VARIANTS];
-static char *sql_list[LIST_VARIANTS];
-static const db_stmt_t *st_get, *st_popular, *st_popular_city;
+static const db_stmt_t *st_get, *st_popular, *st_popular_city, *st_create, *st_patch;
 
-void api_sellers_init(void)
-{
-    /* One statement per filter combination, so each gets its own plan on
-     * its own index (sellers_city_id_idx, sellers_district_id_idx, pkey). */
-    for (int mask = 0; mask < LIST_VARIANTS; mask++) {
-        char sql[1024];
-        int n = 0, len;
-        len = snprintf(sql, sizeof(sql), "SELECT " SELLER_COLS " FROM sellers s WHERE true");
-        if (mask & F_CITY)
-            len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND s.city_id = $%d::int8", ++n);
-        if (mask & F_DISTRICT)
-            len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND s.district_id = $%d::int8", ++n);
-        if (mask & F_CURSOR)
-            len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND s.id > $%d::int8", ++n);
-        snprintf(sql + len, sizeof(sql) - (size_t)len, " ORDER BY s.id LIMIT $%d::int4", ++n);
-        sql_list[mask] = strdup(sql);
-        st_list[mask] = db_stmt_register(sql_list[mask], n);
-    }
-    st_get = db_stmt_register("SELECT " SELLER_COLS " FROM sellers s WHERE s.id = $1::int8", 1);
-    /* Only the last ~30 days of partitions are scanned (S6), through the
-     * partial index orders_delivered_idx. */
-    st_popular = db_stmt_register("SELECT " SELLER_COLS ", o.n FROM"
-                                  " (SELECT seller_id, count(*) AS n FROM orders"
-                                  "   WHERE status = 'delivered' AND created_at >= now() - interval '30 days'"
-                                  "   GROUP BY seller_id) o"
-                                  " JOIN sellers s ON s.id = o.seller_id"
-                                  " ORDER BY o.n DESC, s.id LIMIT $1::int4",
-                                  1);
-    st_popular_city = db_stmt_register("SELECT " SELLER_COLS ", o.n FROM"
-                                       " (SELECT o.seller_id, count(*) AS n FROM orders o"
-                                       "   JOIN sellers s2 ON s2.id = o.seller_id AND s2.city_id = $1::int8"
-                                       "   WHERE o.status = 'delivered' AND o.created_at >= now() - interval '30 days'"
-                                       "   GROUP BY o.seller_id) o"
-                                       " JOIN sellers s ON s.id = o.seller_id"
-                                       " ORDER BY o.n DESC, s.id LIMIT $2::int4",
-                                       2);
-}
-
-static void render_seller(jbuf_t *b, const PGresult *res, int i)
-{
-    jbuf_puts(b, "{\"id\":");
-    api_json_num(b, res, i, 0);
-    jbuf_puts(b, ",\"user_id\":");
-    api_json_num(b, res, i, 1);
-    jbuf_puts(b, ",\"name\":");
-    api_json_text(b, res, i, 2);
-    jbuf_puts(b, ",\"description\":");
-    api_json_text(b, res, i, 3);
-    jbuf_puts(b, ",\"city_id\":");
-    api_json_num(b, res, i, 4);
-    jbuf_puts(b, ",\"district_id\":");
-    api_json_num(b, res, i, 5);
-    jbuf_puts(b, ",\"rating\":");
-    api_json_num(b, res, i, 6);
-    jbuf_puts(b, ",\"created_at\":");
-    api_json_ts(b, res, i, 7);
-}
+/* ---- reads ----------------------------------------------------------------------------- */
 
 typedef struct list_state {
     int limit;
 } list_state_t;
 
-static void on_list(void *arg, PGresult *res, int err)
+static int render_list(rctx_t *r, PGresult *res, jbuf_t *b)
 {
-    rctx_t *r = arg;
     list_state_t *ls = r->data;
-    if (err != 0) {
-        api_db_failed(r, err, res, "sellers");
-        return;
-    }
     int n = PQntuples(res), more = n > ls->limit;
     if (more)
         n = ls->limit;
-    jbuf_t *b = reply_buffer(r);
-    jbuf_puts(b, "{\"items\":[");
+    api_page_begin(b);
     for (int i = 0; i < n; i++) {
-        if (i)
-            jbuf_putc(b, ',');
-        render_seller(b, res, i);
-        jbuf_putc(b, '}');
+        api_page_item(b, i);
+        api_render_row(b, SELLER, 1, res, i, 0, "");
     }
-    jbuf_puts(b, "],\"next_cursor\":");
-    if (more)
-        api_json_cursor(b, CURSOR_ID, 0, api_int(res, n - 1, 0));
-    else
-        jbuf_puts(b, "null");
-    jbuf_putc(b, '}');
-    reply_json(r, 200, b);
+    cursor_t next = {CURSOR_ID, 0, more ? api_int(res, n - 1, 0) : 0};
+    api_page_end(b, more ? &next : NULL);
+    return 0;
 }
 
-void api_sellers_list(rctx_t *r)
+static void sellers_list(rctx_t *r)
 {
     int64_t city = 0, district = 0;
     cursor_t cur = {0};
@@ -131,68 +68,49 @@ void api_sellers_list(rctx_t *r)
     const char *params[4];
     int n = 0, mask = 0;
     if (has_city > 0)
-        mask |= F_CITY, snprintf(v[n], 24, "%lld", (long long)city), params[n] = v[n], n++;
+        mask |= F_CITY, api_id_text(city, v[n]), params[n] = v[n], n++;
     if (has_district > 0)
-        mask |= F_DISTRICT, snprintf(v[n], 24, "%lld", (long long)district), params[n] = v[n], n++;
+        mask |= F_DISTRICT, api_id_text(district, v[n]), params[n] = v[n], n++;
     if (cs != NULL)
-        mask |= F_CURSOR, snprintf(v[n], 24, "%lld", (long long)cur.id), params[n] = v[n], n++;
-    snprintf(v[n], 24, "%d", limit + 1), params[n] = v[n], n++;
-    api_query(r, st_list[mask], params, on_list);
+        mask |= F_CURSOR, api_id_text(cur.id, v[n]), params[n] = v[n], n++;
+    api_id_text(limit + 1, v[n]), params[n] = v[n], n++;
+    api_read(r, &(api_read_t){st_list[mask], params, render_list, "sellers", NULL, NULL});
 }
 
-static void on_get(void *arg, PGresult *res, int err)
+static int render_seller(rctx_t *r, PGresult *res, jbuf_t *b)
 {
-    rctx_t *r = arg;
-    if (err != 0) {
-        api_db_failed(r, err, res, "seller");
-        return;
-    }
-    if (PQntuples(res) == 0) {
-        reply_problem(r, 404, "seller %.*s not found", (int)r->params[0].len, r->params[0].ptr);
-        return;
-    }
-    jbuf_t *b = reply_buffer(r);
-    render_seller(b, res, 0);
-    jbuf_putc(b, '}');
-    reply_json(r, 200, b);
+    if (PQntuples(res) == 0)
+        return MKD_ENOTFOUND;
+    api_render_row(b, SELLER, 1, res, 0, 0, "");
+    return 0;
 }
 
-void api_sellers_get(rctx_t *r)
+static void sellers_get(rctx_t *r)
 {
     int64_t id;
     if (api_path_id(r, 0, "seller", &id) != 0)
         return;
-    char v[24];
-    snprintf(v, sizeof(v), "%lld", (long long)id);
-    const char *params[] = {v};
-    cache_spec_t spec = {.ttl = r->w->server->cfg->cache_ttl_products, .ntags = 1};
-    snprintf(spec.key, sizeof(spec.key), "seller:%s", v);
-    cache_tag(spec.tags[0], "seller", id);
-    api_cached_query(r, &spec, st_get, params, on_get);
+    char v[24], key[48], what[64];
+    api_id_text(id, v);
+    snprintf(key, sizeof(key), "seller:%s", v);
+    snprintf(what, sizeof(what), "seller %s not found", v);
+    cache_tags_t tags;
+    tags_for_seller(&tags, id);
+    api_read(r, &(api_read_t){st_get, (const char *[]){v}, render_seller, what, key, &tags});
 }
 
-static void on_popular(void *arg, PGresult *res, int err)
+static int render_popular(rctx_t *r, PGresult *res, jbuf_t *b)
 {
-    rctx_t *r = arg;
-    if (err != 0) {
-        api_db_failed(r, err, res, "popular sellers");
-        return;
-    }
-    jbuf_t *b = reply_buffer(r);
-    jbuf_puts(b, "{\"items\":[");
+    api_page_begin(b);
     for (int i = 0, n = PQntuples(res); i < n; i++) {
-        if (i)
-            jbuf_putc(b, ',');
-        render_seller(b, res, i);
-        jbuf_puts(b, ",\"orders_30d\":");
-        api_json_num(b, res, i, SELLER_NCOLS);
-        jbuf_putc(b, '}');
+        api_page_item(b, i);
+        api_render_row(b, POPULAR, 1, res, i, 0, "");
     }
-    jbuf_puts(b, "],\"next_cursor\":null}");
-    reply_json(r, 200, b);
+    api_page_end(b, NULL);
+    return 0;
 }
 
-void api_sellers_popular(rctx_t *r)
+static void sellers_popular(rctx_t *r)
 {
     int64_t city = 0;
     int has_city = query_id(&r->query, "city_id", &city, &r->verr);
@@ -201,20 +119,205 @@ void api_sellers_popular(rctx_t *r)
         reply_invalid(r);
         return;
     }
-    char c[24], l[16];
-    snprintf(c, sizeof(c), "%lld", (long long)city);
-    snprintf(l, sizeof(l), "%d", limit);
+    char c[24], l[24], key[64];
+    api_id_text(city, c);
+    api_id_text(limit, l);
     /* The one list allowed to lag writes by its TTL (api.md): besides the
      * seller tag, nothing invalidates it; browsers may keep it a minute. */
-    cache_spec_t spec = {.ttl = r->w->server->cfg->cache_ttl_popular_sellers, .ntags = 1};
-    snprintf(spec.key, sizeof(spec.key), "popular:%s:%s", has_city > 0 ? c : "all", l);
-    snprintf(spec.tags[0], sizeof(spec.tags[0]), "sellers");
-    r->cache_control = "public, max-age=60";
-    if (has_city > 0) {
-        const char *params[] = {c, l};
-        api_cached_query(r, &spec, st_popular_city, params, on_popular);
-    } else {
-        const char *params[] = {l};
-        api_cached_query(r, &spec, st_popular, params, on_popular);
-    }
+    snprintf(key, sizeof(key), "popular:%s:%s", has_city > 0 ? c : "all", l);
+    cache_tags_t tags;
+    tags_for_popular_sellers(&tags);
+    if (has_city > 0)
+        api_read(r, &(api_read_t){st_popular_city, (const char *[]){c, l}, render_popular, "sellers", key, &tags});
+    else
+        api_read(r, &(api_read_t){st_popular, (const char *[]){l}, render_popular, "sellers", key, &tags});
 }
+
+/* ---- writes: a user's own profile ------------------------------------------------------------ */
+
+/* Columns: outcome, field and message of an "invalid", then the seller. */
+enum { S_OUTCOME, S_FIELD, S_MESSAGE, S_ROW };
+
+static void on_written(rctx_t *r, PGresult *res)
+{
+    int created = r->params[0].len == 0;
+    int rc = api_outcome(res, S_OUTCOME);
+    switch (rc) {
+    case MKD_OK:
+        break;
+    case MKD_EUNAUTH:
+        reply_error(r, rc, "the token's user does not exist");
+        return;
+    case MKD_EFORBIDDEN:
+        reply_error(r, rc, "seller %.*s belongs to another user", (int)r->params[0].len, r->params[0].ptr);
+        return;
+    case MKD_ENOTFOUND:
+        reply_error(r, rc, "seller %.*s not found", (int)r->params[0].len, r->params[0].ptr);
+        return;
+    case MKD_ECONFLICT:
+        reply_error(r, rc, "this user already has a seller profile");
+        return;
+    case MKD_EINVAL:
+        verr_add(&r->verr, PQgetvalue(res, 0, S_FIELD), "%s", PQgetvalue(res, 0, S_MESSAGE));
+        reply_invalid(r);
+        return;
+    default:
+        reply_error(r, MKD_EINTERNAL, "seller write: unexpected outcome %s", PQgetvalue(res, 0, S_OUTCOME));
+        return;
+    }
+    jbuf_t *b = reply_buffer(r);
+    api_render_row(b, SELLER, 1, res, 0, S_ROW, "");
+    if (created) {
+        char loc[48];
+        int n = snprintf(loc, sizeof(loc), "/api/v1/sellers/%s", PQgetvalue(res, 0, S_ROW));
+        reply_header(r, "location", loc, (size_t)n);
+    }
+    cache_tags_t tags = {0};
+    tags_seller_changed(&tags, api_int(res, 0, S_ROW));
+    api_reply_written(r, &tags, created ? 201 : 200, "application/json", b->data, b->len);
+}
+
+/* name, description, city_id, district_id; all required on create except
+ * the description (default ""). district_id is nullable in the schema but
+ * api.md has every seller name its district. */
+static void read_seller(json_t *obj, int create, const char **name, const char **description, int64_t *city,
+                        int *has_city, int64_t *district, int *has_district, verr_t *v)
+{
+    int rc = body_string(obj, "name", "name", 1, FIELD_NAME_MAX, name, v);
+    if (create)
+        body_require(rc, "name", v);
+    body_string(obj, "description", "description", 0, FIELD_TEXT_MAX, description, v);
+    rc = body_id(obj, "city_id", "city_id", 0, city, NULL, v);
+    if (create)
+        body_require(rc, "city_id", v);
+    *has_city = rc > 0;
+    rc = body_id(obj, "district_id", "district_id", 0, district, NULL, v);
+    if (create)
+        body_require(rc, "district_id", v);
+    *has_district = rc > 0;
+    static const char *const allowed[] = {"name", "description", "city_id", "district_id", NULL};
+    body_only(obj, allowed, v);
+}
+
+static void sellers_create(rctx_t *r)
+{
+    int64_t city = 0, district = 0;
+    const char *name = NULL, *description = NULL;
+    int has_city, has_district;
+    read_seller(r->body, 1, &name, &description, &city, &has_city, &district, &has_district, &r->verr);
+    if (r->verr.count > 0) {
+        reply_invalid(r);
+        return;
+    }
+    char u[24], c[24], d[24];
+    api_id_text(r->user_id, u);
+    api_id_text(city, c);
+    api_id_text(district, d);
+    api_query(r, st_create, (const char *[]){u, name, description, c, d}, on_written);
+}
+
+static void sellers_patch(rctx_t *r)
+{
+    int64_t sid, city = 0, district = 0;
+    if (api_path_id(r, 0, "seller", &sid) != 0)
+        return;
+    const char *name = NULL, *description = NULL;
+    int has_city, has_district;
+    read_seller(r->body, 0, &name, &description, &city, &has_city, &district, &has_district, &r->verr);
+    if (r->verr.count > 0) {
+        reply_invalid(r);
+        return;
+    }
+    char u[24], s[24], c[24], d[24];
+    api_id_text(r->user_id, u);
+    api_id_text(sid, s);
+    api_id_text(city, c);
+    api_id_text(district, d);
+    api_query(r, st_patch, (const char *[]){u, s, name, description, has_city ? c : NULL, has_district ? d : NULL},
+              on_written);
+}
+
+/* ---- statements ------------------------------------------------------------------------------ */
+
+static void sellers_init(void)
+{
+    const char *cols = api_select_list(SELLER, 1);
+    /* One statement per filter combination, so each gets its own plan on
+     * its own index (sellers_city_id_idx, sellers_district_id_idx, pkey). */
+    for (int mask = 0; mask < LIST_VARIANTS; mask++) {
+        char where[256];
+        int n = 0, len = 0;
+        where[0] = '\0';
+        if (mask & F_CITY)
+            len += snprintf(where + len, sizeof(where) - (size_t)len, " AND s.city_id = $%d::int8", ++n);
+        if (mask & F_DISTRICT)
+            len += snprintf(where + len, sizeof(where) - (size_t)len, " AND s.district_id = $%d::int8", ++n);
+        if (mask & F_CURSOR)
+            len += snprintf(where + len, sizeof(where) - (size_t)len, " AND s.id > $%d::int8", ++n);
+        st_list[mask] =
+            api_stmt(n + 1, "SELECT %s FROM sellers s WHERE true%s ORDER BY s.id LIMIT $%d::int4", cols, where, n + 1);
+    }
+    st_get = api_stmt(1, "SELECT %s FROM sellers s WHERE s.id = $1::int8", cols);
+    /* Only the last ~30 days of partitions are scanned (S6), through the
+     * partial index orders_delivered_idx. */
+    const char *pcols = api_select_list(POPULAR, 1);
+    st_popular = api_stmt(1,
+                          "SELECT %s FROM"
+                          " (SELECT seller_id, count(*) AS n FROM orders"
+                          "   WHERE status = 'delivered' AND created_at >= now() - interval '30 days'"
+                          "   GROUP BY seller_id) o"
+                          " JOIN sellers s ON s.id = o.seller_id"
+                          " ORDER BY o.n DESC, s.id LIMIT $1::int4",
+                          pcols);
+    st_popular_city = api_stmt(2,
+                               "SELECT %s FROM"
+                               " (SELECT o.seller_id, count(*) AS n FROM orders o"
+                               "   JOIN sellers s2 ON s2.id = o.seller_id AND s2.city_id = $1::int8"
+                               "   WHERE o.status = 'delivered' AND o.created_at >= now() - interval '30 days'"
+                               "   GROUP BY o.seller_id) o"
+                               " JOIN sellers s ON s.id = o.seller_id"
+                               " ORDER BY o.n DESC, s.id LIMIT $2::int4",
+                               pcols);
+    st_create = api_stmt(5,
+                         "WITH u AS (SELECT x.id FROM users x WHERE x.id = $1::int8),"
+                         " c AS (SELECT x.id FROM cities x WHERE x.id = $4::int8),"
+                         " d AS (SELECT x.id FROM districts x WHERE x.id = $5::int8 AND x.city_id = $4::int8),"
+                         " ins AS (INSERT INTO sellers AS s (user_id, name, description, city_id, district_id)"
+                         "         SELECT u.id, $2::text, coalesce($3::text, ''), c.id, d.id FROM u, c, d"
+                         "         ON CONFLICT (user_id) DO NOTHING RETURNING *)"
+                         " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM u) THEN 'unauthenticated'"
+                         "             WHEN NOT EXISTS (SELECT 1 FROM c) OR NOT EXISTS (SELECT 1 FROM d) THEN 'invalid'"
+                         "             WHEN s.id IS NULL THEN 'conflict' ELSE 'ok' END,"
+                         "        CASE WHEN NOT EXISTS (SELECT 1 FROM c) THEN 'city_id' ELSE 'district_id' END,"
+                         "        CASE WHEN NOT EXISTS (SELECT 1 FROM c) THEN 'is not a known city'"
+                         "             ELSE format('is not a district of city %%s', $4::int8) END, %s"
+                         " FROM (VALUES (1)) one LEFT JOIN ins s ON true",
+                         cols);
+    /* Moving a seller is an SQL function (migrations/0003_catalogue.sql,
+     * 0005_outcomes.sql): its products' copies of the location need a
+     * second snapshot. Its row columns are re-projected as `s` so that the
+     * one column table renders them. */
+    st_patch = api_stmt(6,
+                        "SELECT f.outcome, f.field, f.message, %s"
+                        " FROM marketd_seller_patch($1::int8, $2::int8, $3::text, $4::text, $5::int8, $6::int8) f"
+                        " LEFT JOIN LATERAL (SELECT f.id, f.user_id, f.name, f.description, f.city_id,"
+                        "   f.district_id, f.rating, f.created_at AT TIME ZONE 'UTC' AS created_at) s ON true",
+                        cols);
+}
+
+static const cache_policy_t seller_cache = {.ttl = TTL_PRODUCTS};
+static const cache_policy_t popular_cache = {.ttl = TTL_POPULAR_SELLERS, .cache_control = "public, max-age=60"};
+
+static const route_t routes[] = {
+    {.method = M_GET, .pattern = "/api/v1/sellers", HANDLER(sellers_list), .db = DB_READ, .limit = LIMIT_API},
+    {.method = M_POST, .pattern = "/api/v1/sellers", HANDLER(sellers_create), .auth = AUTH_USER,
+     .body = BODY_JSON, .limit = LIMIT_API},
+    {.method = M_GET, .pattern = "/api/v1/sellers/popular", HANDLER(sellers_popular), .cache = &popular_cache,
+     .db = DB_READ, .limit = LIMIT_API},
+    {.method = M_GET, .pattern = "/api/v1/sellers/{id}", HANDLER(sellers_get), .cache = &seller_cache,
+     .db = DB_READ, .limit = LIMIT_API},
+    {.method = M_PATCH, .pattern = "/api/v1/sellers/{id}", HANDLER(sellers_patch), .auth = AUTH_USER,
+     .body = BODY_JSON, .limit = LIMIT_API},
+};
+
+const api_module_t api_sellers = {"sellers", routes, sizeof(routes) / sizeof(routes[0]), sellers_init, NULL};

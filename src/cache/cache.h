@@ -1,88 +1,135 @@
 #ifndef MARKETD_CACHE_CACHE_H
 #define MARKETD_CACHE_CACHE_H
 /*
- * The response cache of cacheable GETs (S9, S10, B2–B5), in Redis.
- * docs/cache.md has the key layout and the argument for why it is never
- * stale; in short:
+ * The response cache in Redis (S9, S10, B2–B5), in keys, tags and bytes: it
+ * knows nothing of requests. docs/cache.md has the key layout and the
+ * argument for why it is never stale; in short:
  *
- *  - An entry is the rendered body of one normalised request, stored with
- *    the *versions* of its tags read before the database was. A tag
- *    ("product:42", "products:city:3", "reference", …) is a key whose value
+ *  - An entry is a rendered body stored under a key with the *versions* of
+ *    its tags (cache/tags.h) read before the database was. A tag's version
  *    changes after every committed write to the data behind it.
- *  - A read fetches the entry and the current versions in one round trip;
- *    any difference is a miss. A fill that raced a write stored the version
- *    from before the write, so it can never be served after it.
- *  - Concurrent misses of one key in this process wait for a single fill
- *    (B4); entries near the end of their TTL are refreshed early by one
- *    request (probabilistic early expiration).
- *  - Redis down, slow or full: the request is served from the database with
- *    X-Cache: BYPASS after at most CACHE_TIMEOUT_MS (B5).
+ *  - cache_get fetches the entry and the current versions in one round
+ *    trip; any difference is a miss, whose versions the caller passes to
+ *    cache_put after reading the database. A fill that raced a write stores
+ *    the version from before the write, so it is never served after it.
+ *  - Redis down, slow or full: cache_get answers CACHE_BYPASS within the
+ *    configured deadline and the caller reads the database (B5).
+ *  - cache_invalidate changes versions after a write, and retries for a
+ *    while before it gives up; when it gives up, the whole process bypasses
+ *    the cache until it has changed the epoch, which every entry includes.
+ *
+ * One cache_worker_t per event loop; not thread-safe.
  */
-#include <stdint.h>
+#include <stddef.h>
 
+#include "cache/tags.h"
 #include "h2o.h"
 
-struct rctx;
-struct worker;
-
-#define CACHE_MAX_TAGS 4
 #define CACHE_KEY_MAX 256
-#define CACHE_INVALIDATE_MAX 64 /* tags one write may change (an order: 50 products + 2) */
+#define CACHE_VERSION_MAX 40
 
-typedef struct cache_spec {
-    char key[CACHE_KEY_MAX]; /* normalised request, see cache_key_* */
-    int ttl;                 /* seconds */
+typedef struct cache_worker cache_worker_t;
+
+typedef struct cache_options {
+    const char *redis_url;     /* one Redis, or NULL */
+    const char *cluster_nodes; /* Redis Cluster seeds, or NULL */
+    const char *password;      /* AUTH for cluster nodes */
+    int timeout_ms;            /* longest wait for Redis */
+    int wait_replicas;         /* replicas that must confirm an invalidation (WAIT) */
+    int test_store_delay_ms;   /* tests only: stores wait this long (docs/cache.md) */
+} cache_options_t;
+
+/* Process-wide: whether a Redis is configured at all. */
+void cache_global_init(int enabled);
+
+/* Connects in the background. NULL when the cache is disabled or the
+ * options are malformed (logged); every call below accepts NULL and then
+ * behaves as "Redis down". */
+cache_worker_t *cache_worker_create(h2o_loop_t *loop, const cache_options_t *opt);
+void cache_worker_destroy(cache_worker_t *cw);
+
+/* The versions an entry is valid for: the epoch's and its tags'. */
+typedef struct cache_versions {
+    int n;
+    char v[1 + CACHE_ENTRY_TAGS][CACHE_VERSION_MAX];
+} cache_versions_t;
+
+typedef enum {
+    CACHE_HIT,    /* body is the entry's */
+    CACHE_MISS,   /* versions: what to store a fill under */
+    CACHE_BYPASS, /* Redis down, slow, full or a tag unversioned: read, do not store */
+} cache_result_t;
+
+/* body/len valid during the callback only (HIT); versions only for MISS. */
+typedef void (*cache_get_cb)(void *arg, cache_result_t result, const char *body, size_t len,
+                             const cache_versions_t *versions);
+
+/* The state of one lookup, owned by the caller until its callback has run
+ * (a request-pool allocation suits). Opaque. */
+typedef struct cache_get_op {
+    cache_worker_t *cw;
+    cache_get_cb cb;
+    void *arg;
+    char key[CACHE_KEY_MAX];
     int ntags;
-    char tags[CACHE_MAX_TAGS][48];
-} cache_spec_t;
-
-/* Process-wide set-up: whether a Redis is configured, and how many replicas
- * must confirm an invalidation (WAIT) before a write is answered. */
-void cache_global_init(int enabled, int replicas_to_wait_for);
-
-/* Frees what the process-wide single-flight table still holds (at exit). */
-void cache_global_dispose(void);
-
-/* Per worker: connects to Redis per the configuration (or stays disabled),
- * registers the worker's message receiver. */
-void cache_worker_init(struct worker *w);
-void cache_worker_dispose(struct worker *w);
+    char tags[CACHE_ENTRY_TAGS][CACHE_TAG_MAX];
+    int pending; /* replies still expected */
+    int failed;
+    int missing_tags;
+    cache_versions_t versions;
+    char *entry; /* the GET reply (malloc'd copy) */
+    size_t entry_len;
+} cache_get_op_t;
 
 /*
- * Answers r from the cache (HIT), or runs `query(r)` — the handler's own
- * database path, which ends in reply_json — as the one fill of this key in
- * the process (MISS) or without the cache (BYPASS). The 200 body that
- * query renders is stored by reply_json through cache_store.
+ * Looks `key` up with the versions of `tags` (at most CACHE_ENTRY_TAGS).
+ * The callback runs exactly once, possibly before this returns (Redis
+ * down). Entries close to the end of their TTL answer MISS to a few
+ * requests, so that one refreshes them while the others still hit
+ * (probabilistic early expiration).
  */
-void cache_serve(struct rctx *r, const cache_spec_t *spec, void (*query)(struct rctx *r));
+void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const cache_tags_t *tags, cache_get_cb cb,
+               void *arg);
 
-/* Called by reply_json / reply_* for a request that is a fill: stores a 200
- * body (and hands it to the waiters), or releases the waiters on any other
- * status. */
-void cache_fill_done(struct rctx *r, int status, const char *body, size_t len, const char *etag, size_t etag_len);
+/* Stores a fill read after `versions` were (fire and forget). */
+void cache_put(cache_worker_t *cw, const char *key, const cache_versions_t *versions, int ttl_s, const char *body,
+               size_t len, uint64_t fill_ms);
+
+/* The state of one invalidation; owned by the caller until `done` ran. */
+typedef struct cache_inval_op {
+    cache_worker_t *cw;
+    void (*done)(void *arg);
+    void *arg;
+    int is_epoch;
+    int tried_del;
+    uint64_t deadline_us;
+    h2o_timeout_entry_t retry;
+    cache_tags_t keys; /* "{t}:<tag>" */
+} cache_inval_op_t;
 
 /*
- * After a committed write: changes the versions of `tags` (NULL-terminated,
- * at most CACHE_INVALIDATE_MAX) so that every entry depending on them is a miss from now on,
- * and only then answers (status, content type, body — copied), so the
- * writer's next read cannot find the old entry (B2). Never fails the
- * request: when Redis cannot be reached, this instance bypasses the cache
- * until it has bumped the epoch (cache_tick), which invalidates everything.
+ * After a committed write: changes the versions of `tags`, so that every
+ * entry depending on them is a miss from now on, then runs done(arg)
+ * exactly once (possibly before this returns). Never fails: when Redis
+ * cannot confirm within its patience, this process bypasses the cache until
+ * it has bumped the epoch (cache_tick) — so the caller may always answer.
  */
-void cache_invalidate_and_reply(struct rctx *r, const char *const *tags, int status, const char *ctype,
-                                const char *body, size_t len);
+void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags, void (*done)(void *arg),
+                      void *arg);
 
 /* Housekeeping from the worker's 100 ms tick: retries a pending epoch bump. */
-void cache_tick(struct worker *w);
-
-/* Builds tag names. */
-void cache_tag(char out[48], const char *prefix, int64_t id);
+void cache_tick(cache_worker_t *cw);
 
 /* "up" | "down" | "disabled", for /readyz. */
-const char *cache_state(struct worker *w);
+const char *cache_state(const cache_worker_t *cw);
 
 /* Lower-cases ASCII and Russian Cyrillic (А–Я, Ё) of UTF-8 text in place, so
- * that `q` differing only in case shares one entry. Pure; for tests. */
+ * that keys differing only in case share one entry. Pure. */
 void cache_fold_case(char *s, size_t n);
+
+/* Parses an entry's header ("mkd1 <fresh_until_ms> <fill_ms> <n> <v>…\n").
+ * Returns the offset of the body, or -1 when malformed. The bytes come from
+ * Redis and are untrusted (fuzzed). Pure. */
+long cache_parse_entry(const char *v, size_t n, uint64_t *fresh_until_ms, uint64_t *fill_ms, cache_versions_t *ver);
 
 #endif

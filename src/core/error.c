@@ -1,5 +1,7 @@
 #include "core/error.h"
 
+#include <string.h>
+
 const char *mkd_strerror(int err)
 {
     switch (err) {
@@ -16,7 +18,7 @@ const char *mkd_strerror(int err)
     case MKD_EUNAVAILABLE:
         return "database unavailable";
     case MKD_EBUSY:
-        return "database pool busy";
+        return "overloaded";
     case MKD_ENOMEM:
         return "out of memory";
     case MKD_ETOOBIG:
@@ -25,6 +27,37 @@ const char *mkd_strerror(int err)
         return "bad request";
     case MKD_ESHUTDOWN:
         return "shutting down";
+    case MKD_EUNAUTH:
+        return "unauthenticated";
+    case MKD_EFORBIDDEN:
+        return "forbidden";
+    case MKD_EMEDIATYPE:
+        return "unsupported media type";
+    case MKD_EINTERNAL:
+        return "internal error";
+    case MKD_ENOROUTE:
+        return "no route";
+    case MKD_EMETHOD:
+        return "method not allowed";
     }
     return "unknown error";
+}
+
+int mkd_from_outcome(const char *outcome)
+{
+    static const struct {
+        const char *word;
+        int code;
+    } table[] = {
+        {"ok", MKD_OK},
+        {"invalid", MKD_EINVAL},
+        {"not_found", MKD_ENOTFOUND},
+        {"conflict", MKD_ECONFLICT},
+        {"unauthenticated", MKD_EUNAUTH},
+        {"forbidden", MKD_EFORBIDDEN},
+    };
+    for (size_t i = 0; outcome != NULL && i < sizeof(table) / sizeof(table[0]); i++)
+        if (strcmp(outcome, table[i].word) == 0)
+            return table[i].code;
+    return MKD_EINTERNAL;
 }

@@ -90,6 +90,7 @@ struct db_pool {
     h2o_timeout_entry_t dispatch_entry; /* a deferred pool_dispatch */
     int destroying;
     int processing; /* >0 while results are being handed out */
+    int in_query;   /* pool_dispatch called from db_pool_query */
     /* per slot: when to retry a broken base connection, and its backoff */
     uint64_t *retry_at_us;
     uint64_t *backoff_ms;
@@ -240,9 +241,11 @@ int db_pool_query(db_pool_t *pool, const db_stmt_t *stmt, const char *const *val
      * arrive through a later I/O event. While a connection is handing out
      * results (this call comes from inside a callback), the dispatch is left
      * to conn_on_io, which runs it once the connection is consistent. */
-    if (!pool->processing)
+    if (!pool->processing) {
+        pool->in_query = 1;
         pool_dispatch(pool);
-    else
+        pool->in_query = 0;
+    } else
         schedule_dispatch(pool);
     return 0;
 }
@@ -571,6 +574,7 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
             c->reading = 1;
             h2o_socket_read_start(c->sock, conn_on_io);
         }
+        pool_update_stats(pool);
         return;
     case PGRES_POLLING_WRITING:
         conn_attach_socket(c);
@@ -578,6 +582,7 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
             c->write_armed = 1;
             h2o_socket_notify_write(c->sock, conn_on_writable);
         }
+        pool_update_stats(pool);
         return;
     case PGRES_POLLING_OK:
         break;
@@ -659,14 +664,20 @@ static void pool_dispatch(db_pool_t *pool)
         if (best == NULL && connecting == 0 && !STAT_GET(pool->st_up) &&
             (!pool->last_connect_failed || now_us() - pool->last_fail_us >= 100000)) {
             /* Nothing works and nothing is being tried: try a base slot now
-             * rather than at the end of its backoff (at most every 100 ms). */
+             * rather than at the end of its backoff (at most every 100 ms).
+             * Not from inside db_pool_query: an attempt failing at once
+             * fails the waiters, the new query's callback included. */
+            if (pool->in_query) {
+                schedule_dispatch(pool);
+                break;
+            }
             for (int i = 0; i < pool->opt.base; i++) {
                 if (pool->conns[i] == NULL) {
                     conn_start(pool, i, 0);
                     break;
                 }
             }
-            return;
+            break;
         }
         if (best == NULL) {
             /* Saturated: open an overflow connection if allowed and none is
@@ -681,7 +692,7 @@ static void pool_dispatch(db_pool_t *pool)
                     }
                 }
             }
-            return;
+            break;
         }
         db_query_t *q = H2O_STRUCT_FROM_MEMBER(db_query_t, link, pool->waiters.next);
         h2o_linklist_unlink(&q->link);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/error.h"
 #include "core/json.h"
 
 static int content_type_is_json(const char *ct, size_t n)
@@ -31,23 +32,23 @@ static int depth_ok(json_t *j, int depth)
     return 1;
 }
 
-json_t *body_parse(const char *content_type, size_t ct_len, const char *body, size_t len, int *status, char *detail,
+json_t *body_parse(const char *content_type, size_t ct_len, const char *body, size_t len, int *err, char *detail,
                    size_t detail_len)
 {
     if (!content_type_is_json(content_type, ct_len)) {
-        *status = 415;
+        *err = MKD_EMEDIATYPE;
         snprintf(detail, detail_len, "Content-Type must be application/json");
         return NULL;
     }
-    json_error_t err;
-    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+    json_error_t jerr;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (j == NULL) {
-        *status = 400;
-        snprintf(detail, detail_len, "body is not valid JSON: %s (at byte %d)", err.text, err.position);
+        *err = MKD_EBADREQ;
+        snprintf(detail, detail_len, "body is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
         return NULL;
     }
     if (!json_is_object(j) || !depth_ok(j, 0)) {
-        *status = 400;
+        *err = MKD_EBADREQ;
         snprintf(detail, detail_len, json_is_object(j) ? "body is nested too deeply" : "body must be a JSON object");
         json_decref(j);
         return NULL;
@@ -68,16 +69,16 @@ int body_string(json_t *obj, const char *key, const char *field, size_t min_char
 {
     json_t *j = json_object_get(obj, key);
     if (j == NULL)
-        return 0;
+        return MKD_ABSENT;
     if (!json_is_string(j)) {
         verr_add(v, field, "must be a string");
-        return -1;
+        return MKD_EINVAL;
     }
     const char *s = json_string_value(j);
     size_t n = json_string_length(j);
     if (!utf8_valid(s, n)) {
         verr_add(v, field, "must be text without NUL characters");
-        return -1;
+        return MKD_EINVAL;
     }
     size_t chars = utf8_chars(s, n);
     if (chars < min_chars || chars > max_chars) {
@@ -85,28 +86,28 @@ int body_string(json_t *obj, const char *key, const char *field, size_t min_char
             verr_add(v, field, "must be %zu to %zu characters long", min_chars, max_chars);
         else
             verr_add(v, field, "must be at most %zu characters long", max_chars);
-        return -1;
+        return MKD_EINVAL;
     }
     *out = s;
-    return 1;
+    return MKD_PRESENT;
 }
 
 int body_int(json_t *obj, const char *key, const char *field, int64_t min, int64_t max, int64_t *out, verr_t *v)
 {
     json_t *j = json_object_get(obj, key);
     if (j == NULL)
-        return 0;
+        return MKD_ABSENT;
     if (!json_is_integer(j)) {
         verr_add(v, field, "must be an integer");
-        return -1;
+        return MKD_EINVAL;
     }
     json_int_t n = json_integer_value(j);
     if (n < min || n > max) {
         verr_add(v, field, "must be between %lld and %lld", (long long)min, (long long)max);
-        return -1;
+        return MKD_EINVAL;
     }
     *out = n;
-    return 1;
+    return MKD_PRESENT;
 }
 
 int body_id(json_t *obj, const char *key, const char *field, int null_ok, int64_t *out, int *is_null, verr_t *v)
@@ -115,13 +116,13 @@ int body_id(json_t *obj, const char *key, const char *field, int null_ok, int64_
     if (is_null != NULL)
         *is_null = j != NULL && json_is_null(j);
     if (j == NULL || (null_ok && json_is_null(j)))
-        return 0;
+        return MKD_ABSENT;
     return body_int(obj, key, field, 1, INT64_MAX, out, v);
 }
 
 void body_require(int rc, const char *field, verr_t *v)
 {
-    if (rc == 0)
+    if (rc == MKD_ABSENT)
         verr_add(v, field, "is required");
 }
 

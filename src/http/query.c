@@ -132,18 +132,18 @@ int query_int(const query_t *q, const char *name, int64_t min, int64_t max, int6
 {
     const slice_t *s = query_get(q, name, v);
     if (s == NULL)
-        return 0;
+        return MKD_ABSENT;
     int64_t n;
     if (parse_int64(s->ptr, s->len, &n) != 0) {
         verr_add(v, name, "must be an integer");
-        return -1;
+        return MKD_EINVAL;
     }
     if (n < min || n > max) {
         verr_add(v, name, "must be between %lld and %lld", (long long)min, (long long)max);
-        return -1;
+        return MKD_EINVAL;
     }
     *out = n;
-    return 1;
+    return MKD_PRESENT;
 }
 
 int query_id(const query_t *q, const char *name, int64_t *out, verr_t *v)
@@ -171,16 +171,16 @@ int query_limit(const query_t *q, int def, int max, verr_t *v)
             if (n >= 1)
                 return n > max ? max : (int)n;
             verr_add(v, "limit", "must be at least 1");
-            return -1;
+            return MKD_EINVAL;
         }
     }
     if (parse_int64(s->ptr, s->len, &n) != 0) {
         verr_add(v, "limit", "must be an integer");
-        return -1;
+        return MKD_EINVAL;
     }
     if (n < 1) {
         verr_add(v, "limit", "must be at least 1");
-        return -1;
+        return MKD_EINVAL;
     }
     return n > max ? max : (int)n;
 }

@@ -7,6 +7,7 @@
  */
 #include <stdint.h>
 
+#include "core/error.h"
 #include "core/slice.h"
 
 #define QUERY_MAX_PARAMS 32
@@ -48,16 +49,16 @@ int query_parse(const char *s, size_t n, query_t *q, char *buf);
 const slice_t *query_get(const query_t *q, const char *name, verr_t *v);
 
 /*
- * Typed readers. Each returns 1 if the parameter is present and valid (value
- * stored in *out), 0 if absent (out untouched), -1 if present but invalid
- * (recorded in `v` under `name`).
+ * Typed readers. Each returns MKD_PRESENT (value stored in *out),
+ * MKD_ABSENT (out untouched) or MKD_EINVAL (present but invalid, recorded in
+ * `v` under `name`).
  */
 int query_int(const query_t *q, const char *name, int64_t min, int64_t max, int64_t *out, verr_t *v);
 /* An id: 1..INT64_MAX. */
 int query_id(const query_t *q, const char *name, int64_t *out, verr_t *v);
 
 /* `limit`: default `def`, values above `max` are clamped, < 1 or not a number
- * is an error. Returns the limit, or -1 when invalid. */
+ * is an error. Returns the limit, or MKD_EINVAL when invalid. */
 int query_limit(const query_t *q, int def, int max, verr_t *v);
 
 /* Strict decimal: optional '-', 1..19 digits, no junk. 0 or MKD_EINVAL. */

@@ -1,5 +1,6 @@
 #include "http/reply.h"
 
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,37 +8,41 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "cache/cache.h"
 #include "core/log.h"
-#include <sodium.h>
 
-static const char *status_title(int status)
+/* The one table from error codes to HTTP (api.md "Errors"). */
+static const struct {
+    int err;
+    int status;
+    const char *title;
+} error_table[] = {
+    {MKD_EBADREQ, 400, "Bad Request"},
+    {MKD_EUNAUTH, 401, "Unauthorized"},
+    {MKD_EFORBIDDEN, 403, "Forbidden"},
+    {MKD_ENOTFOUND, 404, "Not Found"},
+    {MKD_ENOROUTE, 404, "Not Found"},
+    {MKD_EMETHOD, 405, "Method Not Allowed"},
+    {MKD_ECONFLICT, 409, "Conflict"},
+    {MKD_ETOOBIG, 413, "Content Too Large"},
+    {MKD_EMEDIATYPE, 415, "Unsupported Media Type"},
+    {MKD_EINVAL, 422, "Unprocessable Content"},
+    {MKD_EBUSY, 503, "Service Unavailable"},
+    {MKD_EUNAVAILABLE, 503, "Service Unavailable"},
+    {MKD_ESHUTDOWN, 503, "Service Unavailable"},
+};
+
+static int error_index(int err)
 {
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Content Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 422:
-        return "Unprocessable Content";
-    case 500:
-        return "Internal Server Error";
-    case 503:
-        return "Service Unavailable";
-    }
-    return status < 400 ? "OK" : "Error";
+    for (size_t i = 0; i < sizeof(error_table) / sizeof(error_table[0]); i++)
+        if (error_table[i].err == err)
+            return (int)i;
+    return -1; /* MKD_EDB, MKD_ENOMEM, MKD_EINTERNAL, unknown: 500 */
+}
+
+int reply_status_of(int err)
+{
+    int i = error_index(err);
+    return i < 0 ? 500 : error_table[i].status;
 }
 
 static const char *reason_phrase(int status)
@@ -51,8 +56,13 @@ static const char *reason_phrase(int status)
         return "No Content";
     case 304:
         return "Not Modified";
+    case 500:
+        return "Internal Server Error";
     }
-    return status_title(status);
+    for (size_t i = 0; i < sizeof(error_table) / sizeof(error_table[0]); i++)
+        if (error_table[i].status == status)
+            return error_table[i].title;
+    return status < 400 ? "OK" : "Error";
 }
 
 jbuf_t *reply_buffer(rctx_t *r)
@@ -67,6 +77,17 @@ void reply_header(rctx_t *r, const char *name, const char *value, size_t len)
     char *v = h2o_mem_alloc_pool(&req->pool, len);
     memcpy(v, value, len);
     h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 1, NULL, v, len);
+}
+
+const char *rctx_header(rctx_t *r, const char *name, size_t *len)
+{
+    ssize_t h = h2o_find_header_by_str(&r->req->headers, name, strlen(name), -1);
+    if (h < 0) {
+        *len = 0;
+        return NULL;
+    }
+    *len = r->req->headers.entries[h].value.len;
+    return r->req->headers.entries[h].value.base;
 }
 
 /* One JSON line per request on stdout (ACCESS_LOG=1). */
@@ -108,10 +129,8 @@ static void finish(rctx_t *r, int status, const char *content_type, const char *
                        strlen(content_type));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->request_id.ptr,
                           r->request_id.len);
-    if (r->cache != NULL && status != 200)
-        cache_fill_done(r, status, NULL, 0, NULL, 0); /* a failed fill releases its waiters */
     uint64_t dur = server_now_us() - r->start_us;
-    metrics_observe(&w->metrics, r->route, r->method, status, dur);
+    metrics_observe(&w->metrics, r->route_id, r->method, status, dur);
     if (w->server->cfg->access_log)
         access_log(r, status, len, dur);
     w->inflight--;
@@ -152,8 +171,6 @@ static int etag_matches(const char *v, size_t n, const char *etag, size_t elen)
 
 void reply_json(rctx_t *r, int status, const jbuf_t *body)
 {
-    if (r->cache != NULL && status == 200)
-        cache_fill_done(r, 200, body->data, body->len, NULL, 0);
     if (status == 200 && r->cacheable) {
         /* A fixed key: the tag only has to change when the bytes do, and be
          * the same on every instance for the same bytes. */
@@ -165,18 +182,16 @@ void reply_json(rctx_t *r, int status, const jbuf_t *body)
         sodium_bin2hex(etag + 1, sizeof(etag) - 1, h, sizeof(h));
         etag[1 + 2 * sizeof(h)] = '"';
         size_t elen = 2 + 2 * sizeof(h);
-        const char *xc = r->cache_result != NULL ? r->cache_result : "BYPASS";
+        const char *xc = r->x_cache != NULL ? r->x_cache : "BYPASS";
         const char *cc = r->cache_control != NULL ? r->cache_control : "no-cache";
         reply_header(r, "etag", etag, elen);
         reply_header(r, "x-cache", xc, strlen(xc));
         reply_header(r, "cache-control", cc, strlen(cc));
-        ssize_t h_inm = h2o_find_header(&r->req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
-        if (h_inm >= 0) {
-            h2o_iovec_t v = r->req->headers.entries[h_inm].value;
-            if (etag_matches(v.base, v.len, etag, elen)) {
-                finish(r, 304, "application/json", "", 0);
-                return;
-            }
+        size_t inm_len;
+        const char *inm = rctx_header(r, "if-none-match", &inm_len);
+        if (inm != NULL && etag_matches(inm, inm_len, etag, elen)) {
+            finish(r, 304, "application/json", "", 0);
+            return;
         }
     }
     finish(r, status, "application/json", body->data, body->len);
@@ -187,32 +202,44 @@ void reply_body(rctx_t *r, int status, const char *content_type, const char *bod
     finish(r, status, content_type, body, len);
 }
 
-void reply_problem(rctx_t *r, int status, const char *fmt, ...)
+static void problem(rctx_t *r, int err, const char *members, const char *fmt, va_list ap)
 {
     char detail[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(detail, sizeof(detail), fmt, ap);
-    va_end(ap);
+    int i = error_index(err), status = i < 0 ? 500 : error_table[i].status;
+    if (status == 500) {
+        vsnprintf(detail, sizeof(detail), fmt, ap);
+        log_error("request %.*s: %s: %s", (int)r->request_id.len, r->request_id.ptr, mkd_strerror(err), detail);
+        /* What went wrong inside stays in the log. */
+        snprintf(detail, sizeof(detail), "internal error (request id %.*s)", (int)r->request_id.len,
+                 r->request_id.ptr);
+    } else {
+        vsnprintf(detail, sizeof(detail), fmt, ap);
+    }
     jbuf_t *b = reply_buffer(r);
     jbuf_puts(b, "{\"type\":\"about:blank\",\"title\":");
-    json_cstr(b, status_title(status));
+    json_cstr(b, i < 0 ? "Internal Server Error" : error_table[i].title);
     jbuf_puts(b, ",\"status\":");
     json_int(b, status);
     jbuf_puts(b, ",\"detail\":");
     json_cstr(b, detail);
-    if (status == 422 && r->verr.count > 0) {
+    if (err == MKD_EINVAL && r->verr.count > 0) {
         jbuf_puts(b, ",\"errors\":[");
-        for (int i = 0; i < r->verr.count; i++) {
-            if (i)
+        for (int k = 0; k < r->verr.count; k++) {
+            if (k)
                 jbuf_putc(b, ',');
             jbuf_puts(b, "{\"field\":");
-            json_cstr(b, r->verr.items[i].field);
+            json_cstr(b, r->verr.items[k].field);
             jbuf_puts(b, ",\"message\":");
-            json_cstr(b, r->verr.items[i].message);
+            json_cstr(b, r->verr.items[k].message);
             jbuf_putc(b, '}');
         }
         jbuf_putc(b, ']');
+    }
+    /* Extension members: the object's text without its braces. */
+    size_t mn = members != NULL ? strlen(members) : 0;
+    if (mn > 2 && members[0] == '{' && members[mn - 1] == '}') {
+        jbuf_putc(b, ',');
+        jbuf_append(b, members + 1, mn - 2);
     }
     jbuf_putc(b, '}');
     if (status == 503)
@@ -222,39 +249,23 @@ void reply_problem(rctx_t *r, int status, const char *fmt, ...)
     finish(r, status, "application/problem+json", b->data, b->len);
 }
 
-void reply_invalid(rctx_t *r)
+void reply_error(rctx_t *r, int err, const char *fmt, ...)
 {
-    reply_problem(r, 422, "invalid parameters: %s %s", r->verr.items[0].field, r->verr.items[0].message);
+    va_list ap;
+    va_start(ap, fmt);
+    problem(r, err, NULL, fmt, ap);
+    va_end(ap);
 }
 
-void reply_error(rctx_t *r, int err, const char *what)
+void reply_error_ext(rctx_t *r, int err, const char *members, const char *fmt, ...)
 {
-    switch (err) {
-    case MKD_EINVAL:
-        reply_invalid(r);
-        return;
-    case MKD_ENOTFOUND:
-        reply_problem(r, 404, "%s not found", what);
-        return;
-    case MKD_ECONFLICT:
-        reply_problem(r, 409, "%s conflicts with existing data", what);
-        return;
-    case MKD_ETOOBIG:
-        reply_problem(r, 413, "request body too large");
-        return;
-    case MKD_EBADREQ:
-        reply_problem(r, 400, "malformed request: %s", what);
-        return;
-    case MKD_EBUSY:
-        reply_problem(r, 503, "the database is overloaded; retry shortly");
-        return;
-    case MKD_EUNAVAILABLE:
-    case MKD_ESHUTDOWN:
-        reply_problem(r, 503, "a dependency is unavailable; retry shortly");
-        return;
-    default:
-        log_error("request %.*s: %s while reading %s", (int)r->request_id.len, r->request_id.ptr, mkd_strerror(err),
-                  what);
-        reply_problem(r, 500, "internal error (request id %.*s)", (int)r->request_id.len, r->request_id.ptr);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    problem(r, err, members, fmt, ap);
+    va_end(ap);
+}
+
+void reply_invalid(rctx_t *r)
+{
+    reply_error(r, MKD_EINVAL, "invalid parameters: %s %s", r->verr.items[0].field, r->verr.items[0].message);
 }

@@ -2,8 +2,8 @@
 #define MARKETD_HTTP_REPLY_H
 /*
  * The request context handlers receive, and the only ways to answer. A
- * handler (or the callback that finishes its work) calls exactly one reply_*
- * function once; that also records metrics and the access-log line.
+ * request is answered exactly once by one reply_* call; that also records
+ * metrics and the access-log line.
  *
  * Lifetime: the context lives in the request's memory pool (h2o_req_t.pool).
  * h2o's HTTP/1 connection does not read (and so cannot notice a closed peer
@@ -11,6 +11,7 @@
  * valid until reply_* is called, even across asynchronous database work.
  * HTTP/2 is not enabled.
  */
+#include <jansson.h>
 #include <stdint.h>
 
 #include "core/json.h"
@@ -22,47 +23,55 @@
 typedef struct rctx {
     h2o_req_t *req;
     worker_t *w;
-    int route;  /* index in the route table, -1 if none matched */
-    int method; /* metrics_method_index */
-    int cacheable; /* the route's `cacheable` flag, for GET */
+    const route_t *route; /* NULL when none matched */
+    int route_id;         /* metrics id of the route's pattern, -1 if none */
+    int method;           /* metrics_method_index */
     uint64_t start_us;
     slice_t request_id;
     slice_t params[ROUTE_MAX_PARAMS]; /* path {params}, raw */
     query_t query;
     verr_t verr;
-    void *data;             /* the handler's own state */
-    const char *cache_result; /* "HIT" | "MISS" | "BYPASS" (NULL: BYPASS) */
-    struct cache_req *cache;  /* cache/cache.c's state for this request, or NULL */
-    const char *cache_control; /* Cache-Control of a cacheable 200 (default "no-cache") */
-    /* A query deferred until the cache has missed (api_cached_query). */
-    const db_stmt_t *dq_stmt;
-    const char **dq_params;
-    db_result_cb dq_cb;
+    int64_t user_id; /* the token's user on AUTH_USER / AUTH_ADMIN routes */
+    json_t *body;    /* the JSON object of a BODY_JSON route (released with the request) */
+    void *data;      /* the handler's own state */
+    void *app;       /* the dispatcher's state for this request */
+    /* A cacheable GET's 200 carries a strong ETag, X-Cache and
+     * Cache-Control, and becomes a 304 when If-None-Match names the ETag. */
+    int cacheable;
+    const char *x_cache;       /* "HIT" | "MISS" | "BYPASS" (NULL: BYPASS) */
+    const char *cache_control; /* NULL: "no-cache" */
 } rctx_t;
 
 /* Renders into this worker's scratch buffer, emptied first. */
 jbuf_t *reply_buffer(rctx_t *r);
 
-/* 2xx/3xx with an application/json body (copied). On a cacheable route a
- * 200 also gets a strong ETag (SipHash of the body) and X-Cache (BYPASS
- * unless r->cache_result says otherwise), and becomes 304 without a body
- * when If-None-Match names that ETag. */
+/* 2xx/3xx with an application/json body (copied); see rctx_t.cacheable. */
 void reply_json(rctx_t *r, int status, const jbuf_t *body);
-/* Any body with its content type. */
+/* Any body with its content type (copied). */
 void reply_body(rctx_t *r, int status, const char *content_type, const char *body, size_t len);
+
 /*
- * An RFC 9457 application/problem+json answer. For 422 the collected
- * r->verr entries become "errors". 503 adds Retry-After: 1, 405 the Allow of
- * the matched route, 401 WWW-Authenticate: Bearer.
+ * An RFC 9457 application/problem+json answer for an MKD_* code (the one
+ * table of code → status and title is in reply.c). `fmt` is the detail.
+ * MKD_EINVAL lists r->verr as "errors"; 503 adds Retry-After: 1; 401 adds
+ * WWW-Authenticate: Bearer; a 500 is logged and its detail names the
+ * request id instead of the message.
  */
-void reply_problem(rctx_t *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Maps an MKD_* code (core/error.h) to its status and answers with it;
- * `what` names the thing involved ("product 42"). */
-void reply_error(rctx_t *r, int err, const char *what);
-/* 422 with r->verr; detail "invalid parameters". */
+void reply_error(rctx_t *r, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same with extension members: `members` is the text of a JSON object
+ * ({"available":2}) whose members are added to the problem, or NULL. */
+void reply_error_ext(rctx_t *r, int err, const char *members, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* MKD_EINVAL with detail "invalid parameters: <first field> <message>". */
 void reply_invalid(rctx_t *r);
+
+/* The HTTP status of a code (for tests and the access log). */
+int reply_status_of(int err);
 
 /* Adds a response header (value copied into the request pool). */
 void reply_header(rctx_t *r, const char *name, const char *value, size_t len);
+
+/* A request header's value, or NULL (and *len 0) when absent. */
+const char *rctx_header(rctx_t *r, const char *name, size_t *len);
 
 #endif

@@ -3,6 +3,19 @@
 #include <stdio.h>
 #include <string.h>
 
+size_t route_body_max(route_body_t kind)
+{
+    switch (kind) {
+    case BODY_JSON:
+        return 1024 * 1024;
+    case BODY_IMAGE:
+        return 5 * 1024 * 1024;
+    case BODY_NONE:
+        break;
+    }
+    return 0;
+}
+
 /* Next '/'-separated segment of s starting at *pos (which points after a
  * '/'); returns 0 at the end. */
 static int next_segment(slice_t s, size_t *pos, slice_t *seg)
@@ -43,28 +56,42 @@ static int match_one(const char *pattern, slice_t path, slice_t params[ROUTE_MAX
     }
 }
 
-int router_match(const route_t *routes, int n, slice_t path, slice_t params[ROUTE_MAX_PARAMS])
+int router_match(const route_t *routes, int n, int method, slice_t path, slice_t params[ROUTE_MAX_PARAMS],
+                 const char **pattern)
 {
-    int best = -1, best_score = -1;
+    /* The best pattern first (most literal segments), then the method among
+     * the rows of that pattern: a path names one resource, whose methods
+     * are what Allow lists. */
+    const char *best = NULL;
+    int best_score = -1;
     slice_t tmp[ROUTE_MAX_PARAMS] = {{0}};
     for (int i = 0; i < n; i++) {
         int score;
         if (match_one(routes[i].pattern, path, tmp, &score) && score > best_score) {
-            best = i;
+            best = routes[i].pattern;
             best_score = score;
             memcpy(params, tmp, sizeof(tmp));
         }
     }
-    return best;
+    *pattern = best;
+    if (best == NULL || method < 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (routes[i].method == method && strcmp(routes[i].pattern, best) == 0)
+            return i;
+    return -1;
 }
 
-void router_allow(const route_t *route, char *buf, size_t len)
+void router_allow(const route_t *routes, int n, const char *pattern, char *buf, size_t len)
 {
     static const char *const names[M_NMETHODS] = {"GET, HEAD", "POST", "PATCH", "DELETE"};
     size_t o = 0;
     buf[0] = '\0';
     for (int m = 0; m < M_NMETHODS; m++) {
-        if (route->handlers[m] == NULL)
+        int served = 0;
+        for (int i = 0; i < n && !served; i++)
+            served = routes[i].method == m && strcmp(routes[i].pattern, pattern) == 0;
+        if (!served)
             continue;
         int w = snprintf(buf + o, len - o, "%s%s", o ? ", " : "", names[m]);
         if (w < 0 || (size_t)w >= len - o)

@@ -13,18 +13,15 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "api/api.h"
-#include "cache/cache.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "http/reply.h"
 #include "h2o/http1.h"
+#include "http/reply.h"
 
 /* h2o's own limit on a request body: the largest body any route takes
  * (an image, 5 MiB) plus slack. Routes enforce their own smaller limits so
  * that those answers are RFC 9457 bodies; past this one h2o answers 413. */
 #define MAX_ENTITY (5 * 1024 * 1024 + 64 * 1024)
-#define JSON_BODY_MAX (1024 * 1024)
 
 uint64_t server_now_us(void)
 {
@@ -69,11 +66,12 @@ static int method_of(h2o_iovec_t m)
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     worker_t *w = server_worker_of(req);
+    const http_app_t *app = w->server->app;
     rctx_t *r = h2o_mem_alloc_pool(&req->pool, sizeof(*r));
     memset(r, 0, sizeof(*r));
     r->req = req;
     r->w = w;
-    r->route = -1;
+    r->route_id = -1;
     r->start_us = server_now_us();
     r->method = metrics_method_index(req->method.base, req->method.len);
     w->inflight++;
@@ -88,38 +86,37 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
 
     slice_t path = {req->path_normalized.base, req->path_normalized.len};
-    int route = router_match(api_routes, api_routes_count, path, r->params);
+    const char *pattern = NULL;
+    int route = router_match(app->routes, app->nroutes, method_of(req->method), path, r->params, &pattern);
+    if (route < 0 && pattern == NULL) {
+        reply_error(r, MKD_ENOROUTE, "no route for %.*s", (int)(path.len > 200 ? 200 : path.len), path.ptr);
+        return 0;
+    }
     if (route < 0) {
-        reply_problem(r, 404, "no route for %.*s", (int)(path.len > 200 ? 200 : path.len), path.ptr);
-        return 0;
-    }
-    r->route = route;
-    const route_t *rt = &api_routes[route];
-    int m = method_of(req->method);
-    if (m < 0 || rt->handlers[m] == NULL) {
+        for (int i = 0; i < app->nroutes; i++)
+            if (app->routes[i].pattern == pattern)
+                r->route_id = w->server->route_ids[i];
         char allow[64];
-        router_allow(rt, allow, sizeof(allow));
+        router_allow(app->routes, app->nroutes, pattern, allow, sizeof(allow));
         reply_header(r, "allow", allow, strlen(allow));
-        reply_problem(r, 405, "%.*s is not allowed here; allowed: %s", (int)req->method.len, req->method.base, allow);
+        reply_error(r, MKD_EMETHOD, "%.*s is not allowed here; allowed: %s", (int)req->method.len, req->method.base,
+                    allow);
         return 0;
     }
-    r->cacheable = rt->cacheable && m == M_GET;
-    if (rt->body_json && m != M_GET && req->entity.len > JSON_BODY_MAX) {
-        reply_error(r, MKD_ETOOBIG, "");
-        return 0;
-    }
+    r->route = &app->routes[route];
+    r->route_id = w->server->route_ids[route];
     if (req->query_at != SIZE_MAX) {
         const char *qs = req->path.base + req->query_at + 1;
         size_t qn = req->path.len - req->query_at - 1;
         char *buf = h2o_mem_alloc_pool(&req->pool, qn + 1);
         if (query_parse(qs, qn, &r->query, buf) != 0) {
-            reply_problem(r, 400, "malformed query string");
+            reply_error(r, MKD_EBADREQ, "malformed query string");
             return 0;
         }
     }
     if (w->draining)
         reply_header(r, "connection", "close", 5);
-    rt->handlers[m](r);
+    app->dispatch(r);
     return 0;
 }
 
@@ -169,41 +166,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-/* ---- partition upkeep (S6) ----------------------------------------------- */
-
-/* Months of order partitions kept ready ahead of today. `marketd migrate`
- * creates them too; this job keeps a long-running instance ahead without a
- * cron. marketd_ensure_partitions ATTACHes (SHARE UPDATE EXCLUSIVE), and
- * lock_timeout makes it give up rather than queue behind traffic; it simply
- * tries again on the next run. */
-#define PARTITION_JOB_FIRST_US (10ull * 1000000)
-#define PARTITION_JOB_EVERY_US (3600ull * 1000000)
-static const db_stmt_t *st_ensure_partitions;
-static uint64_t partition_job_due_us;
-
-static void on_partitions(void *arg, PGresult *res, int err)
-{
-    (void)arg;
-    if (err != 0) {
-        log_warn("partition upkeep failed (%s): %s", mkd_strerror(err),
-                 res != NULL ? PQresultErrorMessage(res) : "no result");
-        return;
-    }
-    int created = atoi(PQgetvalue(res, 0, 1));
-    if (created > 0)
-        log_info("partition upkeep: created %d partition(s)", created);
-}
-
-static void partition_job(worker_t *w)
-{
-    uint64_t now = server_now_us();
-    if (w->index != 0 || w->draining || now < partition_job_due_us)
-        return;
-    partition_job_due_us = now + PARTITION_JOB_EVERY_US;
-    if (db_pool_query(w->primary, st_ensure_partitions, NULL, on_partitions, NULL) != 0)
-        log_warn("partition upkeep: database unavailable, will retry");
-}
-
 /* ---- drain (B7) ---------------------------------------------------------- */
 
 static void on_tick(h2o_timeout_entry_t *entry)
@@ -230,8 +192,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
         w->ctx.http1.req_timeout.timeout = 0;
         log_info("worker %d: draining, %d request(s) in flight", w->index, w->inflight);
     }
-    partition_job(w);
-    cache_tick(w);
+    w->server->app->worker_tick(w);
     h2o_timeout_link(w->loop, &w->tick_timeout, &w->tick);
 }
 
@@ -262,7 +223,6 @@ static void *worker_main(void *arg)
     w->accept_ctx.ctx = &w->ctx;
     w->accept_ctx.hosts = s->globalconf.hosts;
     offload_receiver_init(&w->offload, &w->ctx);
-    cache_worker_init(w);
     jbuf_init(&w->out, 64 * 1024);
     jbuf_init(&w->logbuf, 1024);
     w->request_id_prefix = (uint32_t)((unsigned)getpid() * 2654435761u) ^ ((uint32_t)w->index << 24) ^
@@ -278,23 +238,8 @@ static void *worker_main(void *arg)
         h2o_socket_read_start(w->listener, on_accept);
     }
 
-    /* The instance-wide pool is divided among the workers (S3). */
-    int n = s->nworkers;
-    db_pool_options_t po = {
-        .conninfo = cfg->database_url,
-        .label = "primary",
-        .base = (cfg->db_pool_size + n - 1 - w->index) / n,
-        .overflow = (cfg->db_max_overflow + n - 1 - w->index) / n,
-        .pipeline_depth = cfg->db_pipeline_depth,
-        .timeout_ms = cfg->db_pool_timeout_ms,
-        .idle_ms = cfg->db_pool_idle_ms,
-        .max_waiters = cfg->db_pool_queue,
-        .prepare = cfg->db_prepare,
-        .statement_timeout_ms = cfg->db_statement_timeout_ms,
-    };
-    if (po.base < 1)
-        po.base = 1;
-    w->primary = db_pool_create(w->ctx.loop, &po);
+    if (s->app->worker_init(w) != 0)
+        w->start_error = 1;
 
     h2o_timeout_init(w->loop, &w->tick_timeout, 100);
     w->tick.cb = on_tick;
@@ -308,8 +253,7 @@ static void *worker_main(void *arg)
 
     /* Another worker may still be rendering /metrics from this pool. */
     pthread_barrier_wait(&s->finished);
-    db_pool_destroy(w->primary);
-    w->primary = NULL;
+    s->app->worker_dispose(w);
     h2o_timeout_unlink(&w->tick);
     if (w->listener != NULL) {
         h2o_socket_close(w->listener);
@@ -319,7 +263,6 @@ static void *worker_main(void *arg)
     for (int i = 0; i < 3; i++)
         h2o_evloop_run(w->loop, 0);
     h2o_timeout_dispose(w->loop, &w->tick_timeout);
-    cache_worker_dispose(w);
     offload_receiver_dispose(&w->offload, &w->ctx);
     /* h2o_context_request_shutdown arms HTTP/2's graceful-shutdown timer
      * even though no HTTP/2 connection exists; disposing the context with it
@@ -358,11 +301,24 @@ static void raise_nofile(void)
                  (unsigned long long)rl.rlim_cur);
 }
 
-int server_run(const config_t *cfg)
+int server_run(const config_t *cfg, const http_app_t *app)
 {
     server_t s;
     memset(&s, 0, sizeof(s));
     s.cfg = cfg;
+    s.app = app;
+    /* Metrics count per path pattern, whatever the method. */
+    s.route_ids = calloc((size_t)app->nroutes, sizeof(int));
+    if (s.route_ids == NULL)
+        abort();
+    for (int i = 0; i < app->nroutes; i++) {
+        s.route_ids[i] = i;
+        for (int k = 0; k < i && s.route_ids[i] == i; k++)
+            if (strcmp(app->routes[k].pattern, app->routes[i].pattern) == 0)
+                s.route_ids[i] = k;
+        if (s.route_ids[i] == i)
+            metrics_set_route_name(i, app->routes[i].pattern);
+    }
     s.nworkers = cfg->workers;
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);
@@ -374,11 +330,6 @@ int server_run(const config_t *cfg)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
-    cache_global_init(cfg->redis_url != NULL || cfg->redis_cluster_nodes != NULL, cfg->cache_wait_replicas);
-    st_ensure_partitions = db_stmt_register(
-        "SELECT set_config('lock_timeout', '2s', true), marketd_ensure_partitions(0, 3)", 0);
-    partition_job_due_us = server_now_us() + PARTITION_JOB_FIRST_US;
 
     h2o_config_init(&s.globalconf);
     s.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("marketd"));
@@ -433,7 +384,6 @@ int server_run(const config_t *cfg)
     for (int i = 0; i < s.nworkers; i++)
         pthread_join(s.workers[i].thread, NULL);
     offload_stop();
-    cache_global_dispose();
     for (int i = 0; i < s.nworkers; i++)
         if (s.workers[i].loop != NULL)
             h2o_evloop_destroy(s.workers[i].loop);
@@ -442,6 +392,7 @@ int server_run(const config_t *cfg)
     h2o_config_dispose(&s.globalconf);
     free(s.workers);
     free(s.metrics_all);
+    free(s.route_ids);
     log_info("marketd stopped");
     return exit_code;
 }

@@ -12,12 +12,34 @@
 #include "core/json.h"
 #include "core/metrics.h"
 #include "core/offload.h"
-#include "db/pool.h"
 #include "h2o.h"
+#include "http/router.h"
 
 typedef struct server server_t;
+typedef struct worker worker_t;
+struct rctx;
 
-typedef struct worker {
+/*
+ * What the transport serves, handed over by main.c: the route table and the
+ * dispatcher (src/api/), plus the dispatcher's per-worker life cycle. The
+ * transport matches a route, answers 404/405 and malformed query strings
+ * itself, and calls `dispatch` for everything else.
+ */
+typedef struct http_app {
+    const route_t *routes;
+    int nroutes;
+    void (*dispatch)(struct rctx *r);
+    /* On the worker's thread, before it accepts: 0 or -1 (start fails). */
+    int (*worker_init)(worker_t *w);
+    /* Every 100 ms on the worker's loop (housekeeping, jobs). */
+    void (*worker_tick)(worker_t *w);
+    /* After every worker has drained (so no other worker still reads this
+     * one's state, e.g. for /metrics); the loop runs a few more turns
+     * afterwards, for sockets to close. */
+    void (*worker_dispose)(worker_t *w);
+} http_app_t;
+
+struct worker {
     server_t *server;
     int index;
     pthread_t thread;
@@ -25,9 +47,8 @@ typedef struct worker {
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
-    db_pool_t *primary;
     offload_receiver_t offload; /* completions of offloaded work (Argon2id, file writes) */
-    struct cache_worker *cache; /* NULL when the cache is disabled */
+    void *app;                  /* the dispatcher's per-worker state */
     jbuf_t out;     /* scratch buffer responses are rendered into */
     jbuf_t logbuf;  /* scratch buffer of the access-log line */
     metrics_t metrics;
@@ -39,10 +60,12 @@ typedef struct worker {
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick;
     int start_error; /* set by the thread when it could not start */
-} worker_t;
+};
 
 struct server {
     const config_t *cfg;
+    const http_app_t *app;
+    int *route_ids; /* metrics id per route: the index of the first row of its pattern */
     h2o_globalconf_t globalconf;
     int nworkers;
     worker_t *workers;
@@ -54,7 +77,7 @@ struct server {
 
 /* Runs the server until SIGTERM/SIGINT, then drains (B7). Returns the
  * process exit code. */
-int server_run(const config_t *cfg);
+int server_run(const config_t *cfg, const http_app_t *app);
 
 /* The worker owning a request (its loop thread is the caller's). */
 worker_t *server_worker_of(h2o_req_t *req);

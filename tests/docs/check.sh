@@ -2,7 +2,7 @@
 # Checks of the API description and the interactive docs, one line each:
 #   setup    npm packages of tests/docs (setup.sh)
 #   lint     Redocly lint of api/openapi.yaml (tests/docs/redocly.yaml: strict, zero findings)
-#   drift    api/openapi.yaml against the route table of src/api/routes.c
+#   drift    api/openapi.yaml against the route table (`marketd routes`)
 #   build    docs/swagger/build.sh into a temporary folder
 #   nginx    a throwaway nginx (plain process, temp prefix) serving the docs
 #            through deploy/local/docs.conf.in on a free port 127.0.0.1:18090-18099
@@ -13,15 +13,17 @@
 # Leaves no process and no temp dir behind.
 #
 # Env: VERBOSE=1 shows each check's log; SCREENSHOT=file.png keeps a
-# screenshot of the docs page; SPEC=path (default api/openapi.yaml), ROUTES=path (default
-# src/api/routes.c) — to run the checks on a modified copy;
+# screenshot of the docs page; SPEC=path (default api/openapi.yaml), ROUTES=path of a
+# route table as JSON (default: what `marketd routes` prints) — to run the checks on a
+# modified copy; MARKETD_BIN (default build/asan/marketd, built when missing);
 # NGINX_BIN (default /usr/sbin/nginx), CHROMIUM (default /usr/bin/chromium).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 ROOT=$(cd "$HERE/../.." && pwd -P)
 SPEC=$(realpath "${SPEC:-$ROOT/api/openapi.yaml}")
-ROUTES=$(realpath "${ROUTES:-$ROOT/src/api/routes.c}")
+ROUTES=${ROUTES:+$(realpath "$ROUTES")}
+MARKETD_BIN=${MARKETD_BIN:-$ROOT/build/asan/marketd}
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 export REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true NO_UPDATE_NOTIFIER=1 NO_COLOR=1
@@ -84,12 +86,24 @@ else
 fi
 
 # --- drift ----------------------------------------------------------------------
-if [ "$SETUP_OK" = 1 ]; then
+if [ "$SETUP_OK" = 1 ] && [ -z "$ROUTES" ]; then
+	# The table as the binary holds it: modules register their rows in C.
+	ROUTES=$TMP/routes.json
+	if ! { [ -x "$MARKETD_BIN" ] || make -s -C "$ROOT" asan >"$TMP/drift-build.log" 2>&1; } ||
+		! "$MARKETD_BIN" routes >"$ROUTES" 2>"$TMP/drift-routes.log"; then
+		echo "drift: cannot print the route table with $MARKETD_BIN" >"$TMP/drift.log"
+		cat "$TMP/drift-build.log" "$TMP/drift-routes.log" >>"$TMP/drift.log" 2>/dev/null
+		ROUTES=
+	fi
+fi
+if [ "$SETUP_OK" = 1 ] && [ -n "$ROUTES" ]; then
 	if node "$HERE/drift_check.mjs" --spec "$SPEC" --routes "$ROUTES" >"$TMP/drift.log" 2>&1; then
 		result drift 1 "$(tail -n 1 "$TMP/drift.log" | sed 's/^drift: OK — //')"
 	else
 		result drift 0 "$(tail -n 1 "$TMP/drift.log" | sed 's/^drift: FAIL — //')" "$TMP/drift.log"
 	fi
+elif [ "$SETUP_OK" = 1 ]; then
+	result drift 0 "no route table" "$TMP/drift.log"
 else
 	skip drift "setup failed"
 fi

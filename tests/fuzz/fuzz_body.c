@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "core/error.h"
 #include "http/body.h"
 
 #define CHECK(cond)                                                                                          \
@@ -45,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char detail[256];
     json_t *obj = body_parse("application/json", 16, (const char *)data, size, &status, detail, sizeof(detail));
     if (obj == NULL) {
-        CHECK(status == 400);
+        CHECK(status == MKD_EBADREQ);
         return 0;
     }
     CHECK(json_is_object(obj));

@@ -1,0 +1,465 @@
+#include "api/dispatch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "api/flight.h"
+#include "core/error.h"
+#include "core/jwt.h"
+#include "core/log.h"
+#include "http/body.h"
+
+static const config_t *cfg;
+static const db_stmt_t *st_is_admin;
+
+const config_t *api_config(void)
+{
+    return cfg;
+}
+
+void api_id_text(int64_t id, char out[24])
+{
+    snprintf(out, 24, "%lld", (long long)id);
+}
+
+int api_path_id(rctx_t *r, int idx, const char *what, int64_t *out)
+{
+    if (parse_id(r->params[idx], out) == 0)
+        return 0;
+    slice_t s = r->params[idx];
+    reply_error(r, MKD_ENOTFOUND, "%s %.*s not found", what, (int)(s.len > 40 ? 40 : s.len), s.ptr);
+    return -1;
+}
+
+int api_outcome(const PGresult *res, int c)
+{
+    if (PQntuples(res) < 1 || PQgetisnull(res, 0, c))
+        return MKD_EINTERNAL;
+    return mkd_from_outcome(PQgetvalue(res, 0, c));
+}
+
+/* ---- queries ---------------------------------------------------------------------- */
+
+/* Where a route's queries go. DB_READ routes may use read replicas once
+ * they are configured (S4); until then every query goes to the primary. */
+static db_pool_t *pool_for(rctx_t *r)
+{
+    return api_worker(r->w)->primary;
+}
+
+/* Answers a query that failed (err < 0) or was refused. */
+static void reply_db_failure(rctx_t *r, int err, PGresult *res)
+{
+    if (err == MKD_EDB && res != NULL) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        /* A constraint the request broke (class 23) is the client's
+         * conflict, not our failure. */
+        if (state != NULL && strncmp(state, "23", 2) == 0) {
+            reply_error(r, MKD_ECONFLICT, "the request conflicts with existing data");
+            return;
+        }
+        /* The primary message only: PostgreSQL's DETAIL may quote row data. */
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        reply_error(r, MKD_EDB, "SQLSTATE %s: %s", state != NULL ? state : "?", msg != NULL ? msg : "no message");
+        return;
+    }
+    switch (err) {
+    case MKD_EBUSY:
+        reply_error(r, MKD_EBUSY, "the database is overloaded; retry shortly");
+        return;
+    case MKD_EUNAVAILABLE:
+    case MKD_ESHUTDOWN:
+        reply_error(r, MKD_EUNAVAILABLE, "a dependency is unavailable; retry shortly");
+        return;
+    }
+    reply_error(r, err, "query failed");
+}
+
+typedef struct query_call {
+    rctx_t *r;
+    api_result_fn on_result;
+} query_call_t;
+
+static void on_query(void *arg, PGresult *res, int err)
+{
+    query_call_t *q = arg;
+    if (err != 0)
+        reply_db_failure(q->r, err, res);
+    else
+        q->on_result(q->r, res);
+}
+
+void api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, api_result_fn on_result)
+{
+    query_call_t *q = h2o_mem_alloc_pool(&r->req->pool, sizeof(*q));
+    q->r = r;
+    q->on_result = on_result;
+    int rc = db_pool_query(pool_for(r), st, params, on_query, q);
+    if (rc != 0)
+        reply_db_failure(r, rc, NULL);
+}
+
+/* ---- reads: lookup → single flight → query → render → store → answer ------------- */
+
+typedef struct read_state {
+    rctx_t *r;
+    const db_stmt_t *stmt;
+    const char **params;
+    api_render_fn render;
+    const char *missing;
+    char key[CACHE_KEY_MAX];
+    cache_tags_t tags;
+    cache_get_op_t get;
+    cache_versions_t versions;
+    int fill; /* this request leads the flight `flight_id` */
+    char flight_id[FLIGHT_ID_MAX];
+    uint64_t fill_start_us;
+    flight_waiter_t waiter;
+} read_state_t;
+
+enum { COUNT_HIT, COUNT_MISS, COUNT_BYPASS };
+
+static void count(rctx_t *r, int which)
+{
+    uint64_t *c = &r->w->metrics.cache[which];
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+static int ttl_of(const cache_policy_t *p)
+{
+    switch (p->ttl) {
+    case TTL_REFERENCE:
+        return cfg->cache_ttl_reference;
+    case TTL_POPULAR_SELLERS:
+        return cfg->cache_ttl_popular_sellers;
+    case TTL_PRODUCTS:
+        break;
+    }
+    return cfg->cache_ttl_products;
+}
+
+static void reply_hit(rctx_t *r, const char *body, size_t len)
+{
+    r->x_cache = "HIT";
+    count(r, COUNT_HIT);
+    jbuf_t b = {(char *)body, len, len};
+    reply_json(r, 200, &b);
+}
+
+static void fill_failed(read_state_t *rs)
+{
+    if (rs->fill) {
+        rs->fill = 0;
+        flight_finish(rs->flight_id, NULL, 0);
+    }
+}
+
+static void on_read_result(void *arg, PGresult *res, int err)
+{
+    read_state_t *rs = arg;
+    rctx_t *r = rs->r;
+    if (err != 0) {
+        fill_failed(rs);
+        reply_db_failure(r, err, res);
+        return;
+    }
+    jbuf_t *b = reply_buffer(r);
+    int rc = rs->render(r, res, b);
+    if (rc != 0) {
+        fill_failed(rs);
+        reply_error(r, rc, "%s", rs->missing);
+        return;
+    }
+    if (rs->fill) {
+        uint64_t fill_ms = (server_now_us() - rs->fill_start_us) / 1000 + 1;
+        cache_put(api_worker(r->w)->cache, rs->key, &rs->versions, ttl_of(r->route->cache), b->data, b->len,
+                  fill_ms);
+        rs->fill = 0;
+        flight_finish(rs->flight_id, b->data, b->len);
+    }
+    reply_json(r, 200, b);
+}
+
+static void run_query(read_state_t *rs)
+{
+    int rc = db_pool_query(pool_for(rs->r), rs->stmt, rs->params, on_read_result, rs);
+    if (rc != 0) {
+        fill_failed(rs);
+        reply_db_failure(rs->r, rc, NULL);
+    }
+}
+
+static void bypass(read_state_t *rs)
+{
+    rs->r->x_cache = "BYPASS";
+    count(rs->r, COUNT_BYPASS);
+    run_query(rs);
+}
+
+/* A waiter's worker: answer with the shared body, or read on its own. */
+static void on_flight_done(flight_waiter_t *w, flight_body_t *body)
+{
+    read_state_t *rs = w->arg;
+    if (body != NULL) {
+        reply_hit(rs->r, body->data, body->len);
+        flight_body_release(body);
+    } else {
+        bypass(rs);
+    }
+}
+
+static void on_cached(void *arg, cache_result_t result, const char *body, size_t len, const cache_versions_t *ver)
+{
+    read_state_t *rs = arg;
+    rctx_t *r = rs->r;
+    if (result == CACHE_HIT) {
+        reply_hit(r, body, len);
+        return;
+    }
+    if (result == CACHE_BYPASS) {
+        bypass(rs);
+        return;
+    }
+    rs->versions = *ver;
+    size_t n = (size_t)snprintf(rs->flight_id, sizeof(rs->flight_id), "%s", rs->key);
+    for (int i = 0; i < ver->n && n < sizeof(rs->flight_id); i++)
+        n += (size_t)snprintf(rs->flight_id + n, sizeof(rs->flight_id) - n, "|%s", ver->v[i]);
+    rs->waiter.receiver = &api_worker(r->w)->flights;
+    rs->waiter.wake = on_flight_done;
+    rs->waiter.arg = rs;
+    flight_body_t *done = NULL;
+    switch (flight_join(rs->flight_id, &rs->waiter, &done)) {
+    case FLIGHT_DONE:
+        reply_hit(r, done->data, done->len);
+        flight_body_release(done);
+        return;
+    case FLIGHT_WAIT:
+        return; /* on_flight_done answers */
+    case FLIGHT_LEAD:
+        break;
+    }
+    rs->fill = 1;
+    rs->fill_start_us = server_now_us();
+    r->x_cache = "MISS";
+    count(r, COUNT_MISS);
+    run_query(rs);
+}
+
+void api_read(rctx_t *r, const api_read_t *plan)
+{
+    read_state_t *rs = h2o_mem_alloc_pool(&r->req->pool, sizeof(*rs));
+    memset(rs, 0, sizeof(*rs));
+    rs->r = r;
+    rs->stmt = plan->stmt;
+    rs->render = plan->render;
+    rs->missing = plan->missing != NULL ? h2o_mem_alloc_pool(&r->req->pool, strlen(plan->missing) + 1) : "not found";
+    if (plan->missing != NULL)
+        memcpy((char *)rs->missing, plan->missing, strlen(plan->missing) + 1);
+    /* Parameters outlive the handler's stack: the query may wait for a fill. */
+    rs->params = h2o_mem_alloc_pool(&r->req->pool, sizeof(char *) * (size_t)(plan->stmt->nparams + 1));
+    for (int i = 0; i < plan->stmt->nparams; i++) {
+        const char *p = plan->params[i];
+        rs->params[i] = NULL;
+        if (p != NULL) {
+            size_t n = strlen(p) + 1;
+            char *copy = h2o_mem_alloc_pool(&r->req->pool, n);
+            memcpy(copy, p, n);
+            rs->params[i] = copy;
+        }
+    }
+    if (r->route->cache == NULL) {
+        run_query(rs);
+        return;
+    }
+    if (plan->key == NULL || plan->key[0] == '\0' || plan->tags == NULL) {
+        bypass(rs);
+        return;
+    }
+    snprintf(rs->key, sizeof(rs->key), "%s", plan->key);
+    rs->tags = *plan->tags;
+    cache_get(api_worker(r->w)->cache, &rs->get, rs->key, &rs->tags, on_cached, rs);
+}
+
+/* ---- writes ------------------------------------------------------------------------ */
+
+typedef struct written {
+    rctx_t *r;
+    int status;
+    const char *content_type;
+    char *body;
+    size_t len;
+    cache_inval_op_t inval;
+} written_t;
+
+static void on_invalidated(void *arg)
+{
+    written_t *wr = arg;
+    reply_body(wr->r, wr->status, wr->content_type, wr->body, wr->len);
+}
+
+void api_reply_written(rctx_t *r, const cache_tags_t *tags, int status, const char *content_type, const char *body,
+                       size_t len)
+{
+    if (tags == NULL || tags->n == 0) {
+        reply_body(r, status, content_type, body, len);
+        return;
+    }
+    written_t *wr = h2o_mem_alloc_pool(&r->req->pool, sizeof(*wr));
+    wr->r = r;
+    wr->status = status;
+    wr->content_type = content_type;
+    wr->len = len;
+    wr->body = h2o_mem_alloc_pool(&r->req->pool, len + 1);
+    memcpy(wr->body, body, len);
+    cache_invalidate(api_worker(r->w)->cache, &wr->inval, tags, on_invalidated, wr);
+}
+
+/* ---- the route's policies ------------------------------------------------------------ */
+
+/* The bearer token: 0 with r->user_id set, or answers 401 and returns -1. */
+static int authenticate(rctx_t *r)
+{
+    size_t n;
+    const char *v = rctx_header(r, "authorization", &n);
+    if (v == NULL) {
+        reply_error(r, MKD_EUNAUTH, "authentication required: send Authorization: Bearer <token>");
+        return -1;
+    }
+    jwt_claims_t c;
+    if (n < 8 || strncasecmp(v, "Bearer ", 7) != 0 ||
+        jwt_verify((const unsigned char *)cfg->jwt_secret, strlen(cfg->jwt_secret), v + 7, n - 7,
+                   (int64_t)time(NULL), &c) != 0) {
+        reply_error(r, MKD_EUNAUTH, "the token is missing, invalid or expired");
+        return -1;
+    }
+    r->user_id = c.sub;
+    return 0;
+}
+
+static void release_json(void *p)
+{
+    json_decref(*(json_t **)p);
+}
+
+/* BODY_JSON: parses the object into r->body; answers 400/415 and returns -1. */
+static int read_json_body(rctx_t *r)
+{
+    char detail[256];
+    size_t ct_len;
+    const char *ct = rctx_header(r, "content-type", &ct_len);
+    int err = 0;
+    json_t *obj = body_parse(ct, ct_len, r->req->entity.base, r->req->entity.len, &err, detail, sizeof(detail));
+    if (obj == NULL) {
+        reply_error(r, err, "%s", detail);
+        return -1;
+    }
+    /* Released with the request's memory pool, however the request ends. */
+    json_t **slot = h2o_mem_alloc_shared(&r->req->pool, sizeof(*slot), release_json);
+    *slot = obj;
+    r->body = obj;
+    return 0;
+}
+
+static void on_admin(rctx_t *r, PGresult *res)
+{
+    if (PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't') {
+        reply_error(r, MKD_EFORBIDDEN, "only an administrator may %.*s %s", (int)r->req->method.len,
+                    r->req->method.base, r->route->pattern);
+        return;
+    }
+    r->route->handler(r);
+}
+
+void api_dispatch(rctx_t *r)
+{
+    const route_t *rt = r->route;
+    r->cacheable = rt->cache != NULL;
+    r->cache_control = rt->cache != NULL ? rt->cache->cache_control : NULL;
+    /* Before anything else: a body past the route's limit is not read on. */
+    if (rt->body != BODY_NONE && r->req->entity.len > route_body_max(rt->body)) {
+        if (rt->body == BODY_IMAGE)
+            reply_error(r, MKD_ETOOBIG, "an image may be at most %zu bytes (5 MiB)", route_body_max(rt->body));
+        else
+            reply_error(r, MKD_ETOOBIG, "request body too large");
+        return;
+    }
+    if (rt->auth != AUTH_NONE && authenticate(r) != 0)
+        return;
+    if (rt->body == BODY_JSON && read_json_body(r) != 0)
+        return;
+    if (rt->auth == AUTH_ADMIN) {
+        /* Read now, not from the token: revoking an administrator takes
+         * effect at once. Reference writes are rare; one round trip. */
+        char uid[24];
+        api_id_text(r->user_id, uid);
+        const char *params[] = {uid};
+        api_query(r, st_is_admin, params, on_admin);
+        return;
+    }
+    rt->handler(r);
+}
+
+/* ---- life cycle ----------------------------------------------------------------------- */
+
+void api_dispatch_init(const config_t *c)
+{
+    cfg = c;
+    cache_global_init(c->redis_url != NULL || c->redis_cluster_nodes != NULL);
+    st_is_admin = db_stmt_register("SELECT EXISTS (SELECT 1 FROM users u WHERE u.id = $1::int8 AND u.is_admin)", 1);
+}
+
+void api_dispatch_dispose(void)
+{
+    flight_dispose_all();
+}
+
+int api_worker_init(worker_t *w)
+{
+    api_worker_t *aw = calloc(1, sizeof(*aw));
+    if (aw == NULL)
+        abort();
+    w->app = aw;
+    /* The instance-wide pool is divided among the workers (S3). */
+    int n = w->server->nworkers;
+    db_pool_options_t po = {
+        .conninfo = cfg->database_url,
+        .label = "primary",
+        .base = (cfg->db_pool_size + n - 1 - w->index) / n,
+        .overflow = (cfg->db_max_overflow + n - 1 - w->index) / n,
+        .pipeline_depth = cfg->db_pipeline_depth,
+        .timeout_ms = cfg->db_pool_timeout_ms,
+        .idle_ms = cfg->db_pool_idle_ms,
+        .max_waiters = cfg->db_pool_queue,
+        .prepare = cfg->db_prepare,
+        .statement_timeout_ms = cfg->db_statement_timeout_ms,
+    };
+    if (po.base < 1)
+        po.base = 1;
+    aw->primary = db_pool_create(w->ctx.loop, &po);
+    cache_options_t co = {
+        .redis_url = cfg->redis_url,
+        .cluster_nodes = cfg->redis_cluster_nodes,
+        .password = cfg->redis_password,
+        .timeout_ms = cfg->cache_timeout_ms,
+        .wait_replicas = cfg->cache_wait_replicas,
+        .test_store_delay_ms = cfg->cache_test_store_delay_ms,
+    };
+    aw->cache = cache_worker_create(w->loop, &co);
+    h2o_multithread_register_receiver(w->ctx.queue, &aw->flights, flight_on_messages);
+    return 0;
+}
+
+void api_worker_dispose(worker_t *w)
+{
+    api_worker_t *aw = api_worker(w);
+    if (aw == NULL)
+        return;
+    db_pool_destroy(aw->primary);
+    cache_worker_destroy(aw->cache);
+    h2o_multithread_unregister_receiver(w->ctx.queue, &aw->flights);
+    free(aw);
+    w->app = NULL;
+}

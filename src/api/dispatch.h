@@ -1,0 +1,104 @@
+#ifndef MARKETD_API_DISPATCH_H
+#define MARKETD_API_DISPATCH_H
+/*
+ * The dispatcher: between the HTTP transport (src/http/) and the resource
+ * modules (src/api/<resource>.c). For a matched route it enforces the
+ * route's declared policies once, in this order — body size (413), token
+ * (401), JSON body (400/415), administrator (403) — then calls the
+ * handler. A handler validates its parameters and hands back a *plan*:
+ *
+ *   reads:  api_read(r, &(api_read_t){statement, parameters, renderer,
+ *           cache key, tags}) — the dispatcher runs lookup → single flight
+ *           → query → render → store → answer;
+ *   writes: api_query(r, statement, parameters, on_result) — failures are
+ *           answered here; on_result maps the statement's domain outcome
+ *           (api_outcome) and ends with api_reply_written, which changes
+ *           the cache tags of what was written before answering (B2).
+ */
+#include <libpq-fe.h>
+
+#include "cache/cache.h"
+#include "db/pool.h"
+#include "http/reply.h"
+#include "http/router.h"
+#include "http/server.h"
+
+/* The cache policy of a route: how long its entries live and what browsers
+ * may do with them. The key and the tags come with each plan. */
+typedef enum { TTL_PRODUCTS, TTL_REFERENCE, TTL_POPULAR_SELLERS } cache_ttl_class_t;
+
+typedef struct cache_policy {
+    cache_ttl_class_t ttl;
+    const char *cache_control; /* NULL: "no-cache" (revalidate with the ETag) */
+} cache_policy_t;
+
+/* A resource module: its routes and its start-up (statements). After h2o's
+ * handlers, each module exports one of these. */
+typedef struct api_module {
+    const char *name;
+    const route_t *routes;
+    int nroutes;
+    void (*init)(void);           /* registers statements; before the workers start */
+    void (*tick)(worker_t *w);    /* every 100 ms on each worker, or NULL */
+} api_module_t;
+
+/* The dispatcher's state of one worker. */
+typedef struct api_worker {
+    db_pool_t *primary;
+    cache_worker_t *cache; /* NULL: no cache */
+    h2o_multithread_receiver_t flights;
+} api_worker_t;
+
+static inline api_worker_t *api_worker(worker_t *w)
+{
+    return w->app;
+}
+
+/* The http_app_t hooks (main.c hands them to the transport via api_app). */
+void api_dispatch(rctx_t *r);
+int api_worker_init(worker_t *w);
+void api_worker_tick(worker_t *w);
+void api_worker_dispose(worker_t *w);
+void api_dispatch_init(const config_t *cfg);
+void api_dispatch_dispose(void);
+
+/* Renders a 200 body from a result; 0, or an MKD_* code the dispatcher
+ * answers with the plan's `missing` as the detail. */
+typedef int (*api_render_fn)(rctx_t *r, PGresult *res, jbuf_t *out);
+
+typedef struct api_read {
+    const db_stmt_t *stmt;
+    const char *const *params; /* copied */
+    api_render_fn render;
+    const char *missing;     /* the detail of a render refusal ("product 42 not found") */
+    const char *key;         /* the normalised request; NULL/"": not cached */
+    const cache_tags_t *tags; /* what the entry depends on (cache/tags.h) */
+} api_read_t;
+
+/* Answers a GET from the cache or the database (see above). */
+void api_read(rctx_t *r, const api_read_t *plan);
+
+/* Runs a statement on the route's pool; answers a refusal or a failure
+ * (503, 409 for a constraint, 500) itself, else calls on_result. */
+typedef void (*api_result_fn)(rctx_t *r, PGresult *res);
+void api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, api_result_fn on_result);
+
+/* After a committed write: invalidates `tags` (NULL or empty: none), then
+ * answers (status, content type, body — copied). */
+void api_reply_written(rctx_t *r, const cache_tags_t *tags, int status, const char *content_type, const char *body,
+                       size_t len);
+
+/* The MKD_* code of the domain outcome in column `c` of row 0 ("ok" → 0). */
+int api_outcome(const PGresult *res, int c);
+
+/* Parses path parameter `idx` as an id; on failure answers 404 naming
+ * `what` ("product") and returns -1. */
+int api_path_id(rctx_t *r, int idx, const char *what, int64_t *out);
+
+/* The configuration (read-only after start). */
+const config_t *api_config(void);
+
+/* Decimal text of an id, for statement parameters. */
+void api_id_text(int64_t id, char out[24]);
+
+#endif

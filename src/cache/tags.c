@@ -1,0 +1,70 @@
+#include "cache/tags.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void add(cache_tags_t *t, const char *prefix, int64_t id)
+{
+    char name[CACHE_TAG_MAX];
+    if (id != 0)
+        snprintf(name, sizeof(name), "%s:%lld", prefix, (long long)id);
+    else
+        snprintf(name, sizeof(name), "%s", prefix);
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->tag[i], name) == 0)
+            return;
+    if (t->n == CACHE_TAGS_MAX)
+        abort(); /* a programming error: more tags than any write has */
+    memcpy(t->tag[t->n++], name, sizeof(name));
+}
+
+void tags_for_product(cache_tags_t *t, int64_t product)
+{
+    t->n = 0;
+    add(t, "product", product);
+    add(t, "sellers", 0);
+}
+
+void tags_for_product_list(cache_tags_t *t, int64_t city)
+{
+    t->n = 0;
+    add(t, city != 0 ? "products:city" : "products:all", city);
+    add(t, "sellers", 0);
+}
+
+void tags_for_seller(cache_tags_t *t, int64_t seller)
+{
+    t->n = 0;
+    add(t, "seller", seller);
+}
+
+void tags_for_popular_sellers(cache_tags_t *t)
+{
+    t->n = 0;
+    add(t, "sellers", 0);
+}
+
+void tags_for_reference(cache_tags_t *t)
+{
+    t->n = 0;
+    add(t, "reference", 0);
+}
+
+void tags_reference_changed(cache_tags_t *t)
+{
+    add(t, "reference", 0);
+}
+
+void tags_seller_changed(cache_tags_t *t, int64_t seller)
+{
+    add(t, "seller", seller);
+    add(t, "sellers", 0);
+}
+
+void tags_product_changed(cache_tags_t *t, int64_t product, int64_t city)
+{
+    add(t, "product", product);
+    add(t, "products:city", city);
+    add(t, "products:all", 0);
+}
