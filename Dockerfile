@@ -21,7 +21,7 @@ WORKDIR /src
 # Only what `make build` reads (.dockerignore keeps the rest out), least
 # changing first for the layer cache.
 COPY Makefile ./
-COPY scripts/embed-migrations.sh scripts/
+COPY scripts/embed-migrations.sh scripts/embed-seed-data.sh scripts/
 COPY migrations/ migrations/
 COPY src/ src/
 # migrations/*.sql are compiled into the binary (build/gen/migrations_embed.c).

@@ -17,8 +17,9 @@ SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 
 SRC_ALL := $(sort $(shell find src -name '*.c'))
 SRC_LIB := $(filter-out src/main.c,$(SRC_ALL))
-GEN_C   := build/gen/migrations_embed.c
+GEN_C   := build/gen/migrations_embed.c build/gen/seed_data_embed.c
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+SEED_DATA  := $(sort $(wildcard src/cli/seed-data/*.tsv src/cli/seed-data/*.txt))
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -30,16 +31,20 @@ FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(SRC_LIB) $(GEN_C))
 UNIT_BIN := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all build asan unit fuzz run stop status test bench deps fmt lint clean
+.PHONY: all build asan unit fuzz run stop status test bench deps fmt fmt-check lint clean
 all: build
 build: build/release/marketd
 asan: build/asan/marketd
 unit: $(UNIT_BIN)
 fuzz: $(FUZZ_BIN)
 
-$(GEN_C): scripts/embed-migrations.sh $(MIGRATIONS)
+build/gen/migrations_embed.c: scripts/embed-migrations.sh $(MIGRATIONS)
 	@mkdir -p $(dir $@)
 	bash scripts/embed-migrations.sh migrations > $@.tmp && mv $@.tmp $@
+# The directory too: removing or renaming a data file changes no file's date.
+build/gen/seed_data_embed.c: scripts/embed-seed-data.sh $(SEED_DATA) src/cli/seed-data
+	@mkdir -p $(dir $@)
+	bash scripts/embed-seed-data.sh src/cli/seed-data > $@.tmp && mv $@.tmp $@
 
 build/release/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -52,11 +57,11 @@ build/fuzz/obj/%.o: %.c
 	$(CLANG) $(BASE) -O1 -g $(SANITIZE) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -MMD -MP -c $< -o $@
 
 build/release/libmarketd.a: $(REL_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 build/asan/libmarketd.a: $(ASAN_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 build/fuzz/libmarketd.a: $(FUZZ_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 build/release/marketd: build/release/obj/src/main.o build/release/libmarketd.a
 	$(CC) -g $^ $(PKG_LIBS) -o $@
@@ -91,8 +96,12 @@ bench: deps
 	$(MAKE) build
 	bash bench/run.sh
 
+# Every C file of the tree: formatted by `make fmt`, checked by `make test`.
+FMT_FILES = $(sort $(SRC_ALL) $(shell find src tests -name '*.h') $(UNIT_SRC) $(FUZZ_SRC) $(wildcard tests/redis/*.c))
 fmt:
-	clang-format -i $(SRC_ALL) $(shell find src tests -name '*.h') $(UNIT_SRC) $(FUZZ_SRC)
+	clang-format -i $(FMT_FILES)
+fmt-check:
+	clang-format --dry-run --Werror $(FMT_FILES)
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -Isrc -DH2O_USE_LIBUV=0 src

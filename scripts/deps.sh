@@ -8,6 +8,8 @@ set -euo pipefail
 PACKAGES=(
 	# build: gcc/make, clang with libFuzzer + sanitizer runtimes
 	build-essential pkg-config clang libclang-rt-14-dev
+	# the format check of make test (.clang-format)
+	clang-format
 	# llvm-symbolizer: file:line in sanitizer reports of the fuzz builds
 	llvm-14
 	# libraries the binary links (see PKGS in the Makefile) and unit tests

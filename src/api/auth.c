@@ -95,14 +95,13 @@ static account_job_t *read_account(rctx_t *r, int with_name)
     body_require(rc, "email", v);
     if (with_name && rc > 0 && !email_valid(email))
         verr_add(v, "email", "must be an email address");
-    body_require(body_string(obj, "password", "password", with_name ? 8 : 1, with_name ? 128 : 1024, &password, v),
-                 "password", v);
+    body_require(
+        body_string(obj, "password", "password", with_name ? 8 : 1, with_name ? 128 : 1024, &password, v),
+        "password", v);
     if (with_name)
         body_require(body_string(obj, "name", "name", 1, 200, &name, v), "name", v);
-    if (v->count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return NULL;
-    }
     account_job_t *j = h2o_mem_alloc_pool(&r->req->pool, sizeof(*j));
     memset(j, 0, sizeof(*j));
     j->r = r;
@@ -206,7 +205,8 @@ static void auth_me(rctx_t *r)
 {
     char id[24];
     api_id_text(r->user_id, id);
-    api_read(r, &(api_read_t){st_user_by_id, (const char *[]){id}, render_me, "the token's user does not exist", NULL, NULL});
+    api_read(r, &(api_read_t){st_user_by_id, (const char *[]){id}, render_me,
+                              "the token's user does not exist", NULL, NULL});
 }
 
 static void auth_init(void)
@@ -222,9 +222,15 @@ static void auth_init(void)
 }
 
 static const route_t routes[] = {
-    {.method = M_POST, .pattern = "/api/v1/auth/register", HANDLER(auth_register), .body = BODY_JSON,
+    {.method = M_POST,
+     .pattern = "/api/v1/auth/register",
+     HANDLER(auth_register),
+     .body = BODY_JSON,
      .limit = LIMIT_AUTH},
-    {.method = M_POST, .pattern = "/api/v1/auth/login", HANDLER(auth_login), .body = BODY_JSON,
+    {.method = M_POST,
+     .pattern = "/api/v1/auth/login",
+     HANDLER(auth_login),
+     .body = BODY_JSON,
      .limit = LIMIT_AUTH},
     {.method = M_GET, .pattern = "/api/v1/me", HANDLER(auth_me), .auth = AUTH_USER, .limit = LIMIT_API},
 };

@@ -7,7 +7,7 @@
 #include "core/timefmt.h"
 
 #define CURSOR_VERSION 1
-#define RAW_LEN 18 /* version, kind, key (8, big-endian), id (8) */
+#define RAW_LEN        18 /* version, kind, key (8, big-endian), id (8) */
 
 static void put64(unsigned char *p, int64_t v)
 {
@@ -49,7 +49,8 @@ int cursor_decode(const char *s, size_t n, int want_kind, cursor_t *c)
               ch == '_'))
             return MKD_EINVAL;
     }
-    if (sodium_base642bin(raw, sizeof(raw), s, n, NULL, &len, &end, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+    if (sodium_base642bin(raw, sizeof(raw), s, n, NULL, &len, &end,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
         len != RAW_LEN || end != s + n)
         return MKD_EINVAL;
     if (raw[0] != CURSOR_VERSION || raw[1] != want_kind)

@@ -41,6 +41,36 @@ int api_outcome(const PGresult *res, int c)
     return mkd_from_outcome(PQgetvalue(res, 0, c));
 }
 
+int api_outcome_or_reply(rctx_t *r, const PGresult *res, int c, const api_refusal_t *refusals)
+{
+    int rc = api_outcome(res, c);
+    if (rc == MKD_OK)
+        return 0;
+    const api_refusal_t *f = refusals;
+    while (f->err != 0 && f->err != rc)
+        f++;
+    if (f->err == 0) {
+        reply_error(r, MKD_EINTERNAL, "%s %s: unexpected outcome \"%s\"", r->route->name, r->route->pattern,
+                    PQntuples(res) > 0 ? PQgetvalue(res, 0, c) : "(no row)");
+    } else if (rc == MKD_EINVAL) {
+        if (f->field != NULL)
+            verr_add(&r->verr, f->field, "%s", f->detail);
+        else
+            verr_add(&r->verr, PQgetvalue(res, 0, c + 1), "%s", PQgetvalue(res, 0, c + 2));
+        reply_invalid(r);
+    } else {
+        /* The detail names the resource as the client sent it. */
+        char id[48];
+        snprintf(id, sizeof(id), "%.*s", (int)(r->params[0].len > 40 ? 40 : r->params[0].len),
+                 r->params[0].ptr);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        reply_error(r, rc, f->detail, id);
+#pragma GCC diagnostic pop
+    }
+    return -1;
+}
+
 /* ---- queries ---------------------------------------------------------------------- */
 
 /* Where a route's queries go. DB_READ routes may use read replicas once
@@ -63,7 +93,8 @@ static void reply_db_failure(rctx_t *r, int err, PGresult *res)
         }
         /* The primary message only: PostgreSQL's DETAIL may quote row data. */
         const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        reply_error(r, MKD_EDB, "SQLSTATE %s: %s", state != NULL ? state : "?", msg != NULL ? msg : "no message");
+        reply_error(r, MKD_EDB, "SQLSTATE %s: %s", state != NULL ? state : "?",
+                    msg != NULL ? msg : "no message");
         return;
     }
     switch (err) {
@@ -211,7 +242,8 @@ static void on_flight_done(flight_waiter_t *w, flight_body_t *body)
     }
 }
 
-static void on_cached(void *arg, cache_result_t result, const char *body, size_t len, const cache_versions_t *ver)
+static void on_cached(void *arg, cache_result_t result, const char *body, size_t len,
+                      const cache_versions_t *ver)
 {
     read_state_t *rs = arg;
     rctx_t *r = rs->r;
@@ -255,7 +287,8 @@ void api_read(rctx_t *r, const api_read_t *plan)
     rs->r = r;
     rs->stmt = plan->stmt;
     rs->render = plan->render;
-    rs->missing = plan->missing != NULL ? h2o_mem_alloc_pool(&r->req->pool, strlen(plan->missing) + 1) : "not found";
+    rs->missing =
+        plan->missing != NULL ? h2o_mem_alloc_pool(&r->req->pool, strlen(plan->missing) + 1) : "not found";
     if (plan->missing != NULL)
         memcpy((char *)rs->missing, plan->missing, strlen(plan->missing) + 1);
     /* Parameters outlive the handler's stack: the query may wait for a fill. */
@@ -283,6 +316,21 @@ void api_read(rctx_t *r, const api_read_t *plan)
     cache_get(api_worker(r->w)->cache, &rs->get, rs->key, &rs->tags, on_cached, rs);
 }
 
+void api_read_by_id(rctx_t *r, const char *what, const char *key_prefix, const db_stmt_t *st,
+                    api_render_fn render, void (*tags_of)(cache_tags_t *t, int64_t id))
+{
+    int64_t id;
+    if (api_path_id(r, 0, what, &id) != 0)
+        return;
+    char v[24], key[64], missing[96];
+    api_id_text(id, v);
+    snprintf(key, sizeof(key), "%s:%s", key_prefix, v);
+    snprintf(missing, sizeof(missing), "%s %s not found", what, v);
+    cache_tags_t tags;
+    tags_of(&tags, id);
+    api_read(r, &(api_read_t){st, (const char *[]){v}, render, missing, key, &tags});
+}
+
 /* ---- writes ------------------------------------------------------------------------ */
 
 typedef struct written {
@@ -300,8 +348,8 @@ static void on_invalidated(void *arg)
     reply_body(wr->r, wr->status, wr->content_type, wr->body, wr->len);
 }
 
-void api_reply_written(rctx_t *r, const cache_tags_t *tags, int status, const char *content_type, const char *body,
-                       size_t len)
+void api_reply_written(rctx_t *r, const cache_tags_t *tags, int status, const char *content_type,
+                       const char *body, size_t len)
 {
     if (tags == NULL || tags->n == 0) {
         reply_body(r, status, content_type, body, len);
@@ -351,7 +399,8 @@ static int read_json_body(rctx_t *r)
     size_t ct_len;
     const char *ct = rctx_header(r, "content-type", &ct_len);
     int err = 0;
-    json_t *obj = body_parse(ct, ct_len, r->req->entity.base, r->req->entity.len, &err, detail, sizeof(detail));
+    json_t *obj =
+        body_parse(ct, ct_len, r->req->entity.base, r->req->entity.len, &err, detail, sizeof(detail));
     if (obj == NULL) {
         reply_error(r, err, "%s", detail);
         return -1;
@@ -381,7 +430,8 @@ void api_dispatch(rctx_t *r)
     /* Before anything else: a body past the route's limit is not read on. */
     if (rt->body != BODY_NONE && r->req->entity.len > route_body_max(rt->body)) {
         if (rt->body == BODY_IMAGE)
-            reply_error(r, MKD_ETOOBIG, "an image may be at most %zu bytes (5 MiB)", route_body_max(rt->body));
+            reply_error(r, MKD_ETOOBIG, "an image may be at most %zu bytes (5 MiB)",
+                        route_body_max(rt->body));
         else
             reply_error(r, MKD_ETOOBIG, "request body too large");
         return;
@@ -408,7 +458,8 @@ void api_dispatch_init(const config_t *c)
 {
     cfg = c;
     cache_global_init(c->redis_url != NULL || c->redis_cluster_nodes != NULL);
-    st_is_admin = db_stmt_register("SELECT EXISTS (SELECT 1 FROM users u WHERE u.id = $1::int8 AND u.is_admin)", 1);
+    st_is_admin =
+        db_stmt_register("SELECT EXISTS (SELECT 1 FROM users u WHERE u.id = $1::int8 AND u.is_admin)", 1);
 }
 
 void api_dispatch_dispose(void)

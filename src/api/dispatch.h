@@ -38,8 +38,8 @@ typedef struct api_module {
     const char *name;
     const route_t *routes;
     int nroutes;
-    void (*init)(void);           /* registers statements; before the workers start */
-    void (*tick)(worker_t *w);    /* every 100 ms on each worker, or NULL */
+    void (*init)(void);        /* registers statements; before the workers start */
+    void (*tick)(worker_t *w); /* every 100 ms on each worker, or NULL */
 } api_module_t;
 
 /* The dispatcher's state of one worker. */
@@ -70,13 +70,19 @@ typedef struct api_read {
     const db_stmt_t *stmt;
     const char *const *params; /* copied */
     api_render_fn render;
-    const char *missing;     /* the detail of a render refusal ("product 42 not found") */
-    const char *key;         /* the normalised request; NULL/"": not cached */
+    const char *missing;      /* the detail of a render refusal ("product 42 not found") */
+    const char *key;          /* the normalised request; NULL/"": not cached */
     const cache_tags_t *tags; /* what the entry depends on (cache/tags.h) */
 } api_read_t;
 
 /* Answers a GET from the cache or the database (see above). */
 void api_read(rctx_t *r, const api_read_t *plan);
+
+/* The read of one resource by its path id ({id} is $1 of `st`): a bad id is
+ * a 404 "<what> <raw> not found", the entry is "<key_prefix>:<id>" with the
+ * tags `tags_of` gives, and a render refusal says "<what> <id> not found". */
+void api_read_by_id(rctx_t *r, const char *what, const char *key_prefix, const db_stmt_t *st,
+                    api_render_fn render, void (*tags_of)(cache_tags_t *t, int64_t id));
 
 /* Runs a statement on the route's pool; answers a refusal or a failure
  * (503, 409 for a constraint, 500) itself, else calls on_result. */
@@ -85,11 +91,23 @@ void api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, api_re
 
 /* After a committed write: invalidates `tags` (NULL or empty: none), then
  * answers (status, content type, body — copied). */
-void api_reply_written(rctx_t *r, const cache_tags_t *tags, int status, const char *content_type, const char *body,
-                       size_t len);
+void api_reply_written(rctx_t *r, const cache_tags_t *tags, int status, const char *content_type,
+                       const char *body, size_t len);
 
 /* The MKD_* code of the domain outcome in column `c` of row 0 ("ok" → 0). */
 int api_outcome(const PGresult *res, int c);
+
+/* How a write answers each refusal its statement can return. */
+typedef struct api_refusal {
+    int err;            /* the outcome's MKD_* code; 0 ends the table */
+    const char *detail; /* a "%s" in it is the path's {id} as sent; for MKD_EINVAL, the field's message */
+    const char *field;  /* MKD_EINVAL: the field; NULL: field and message are columns c+1, c+2 */
+} api_refusal_t;
+
+/* 0 when the outcome in column `c` is "ok"; otherwise answers with the
+ * matching row of `refusals` (a 500 for an outcome nobody expected) and
+ * returns -1. */
+int api_outcome_or_reply(rctx_t *r, const PGresult *res, int c, const api_refusal_t *refusals);
 
 /* Parses path parameter `idx` as an id; on failure answers 404 naming
  * `what` ("product") and returns -1. */

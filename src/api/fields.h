@@ -7,9 +7,9 @@
 #include "http/body.h"
 #include "http/reply.h"
 
-#define FIELD_NAME_MAX 200   /* characters of a name or title */
-#define FIELD_TEXT_MAX 5000  /* characters of a description */
-#define FIELD_SLUG_MAX 100
+#define FIELD_NAME_MAX  200  /* characters of a name or title */
+#define FIELD_TEXT_MAX  5000 /* characters of a description */
+#define FIELD_SLUG_MAX  100
 #define FIELD_PRICE_MAX 100000000000LL /* minor units */
 #define FIELD_STOCK_MAX 1000000
 

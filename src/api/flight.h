@@ -15,7 +15,7 @@
 
 #include "h2o.h"
 
-#define FLIGHT_ID_MAX 512
+#define FLIGHT_ID_MAX    512
 #define FLIGHT_LINGER_US 2000000
 
 /* A finished fill's body, shared by reference count. */

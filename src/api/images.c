@@ -37,6 +37,7 @@
 
 /* A bound on a product's image list (S12), far above any real gallery. */
 #define IMAGES_PER_PRODUCT_MAX 50
+#define IMAGES_MAX_TEXT        "50"
 
 static const db_stmt_t *st_check, *st_append;
 
@@ -54,7 +55,8 @@ static void images_init(void)
         "WITH cur AS (SELECT p.id, s.user_id, p.city_id FROM products p JOIN sellers s ON s.id = p.seller_id"
         "             WHERE p.id = $2::int8),"
         " upd AS (UPDATE products p"
-        "         SET images = CASE WHEN $3::text = ANY (p.images) THEN p.images ELSE p.images || $3::text END,"
+        "         SET images = CASE WHEN $3::text = ANY (p.images) THEN p.images ELSE p.images || $3::text "
+        "END,"
         "             updated_at = CASE WHEN $3::text = ANY (p.images) THEN p.updated_at ELSE now() END"
         "         FROM cur WHERE p.id = cur.id AND cur.user_id = $1::int8"
         "           AND ($3::text = ANY (p.images) OR cardinality(p.images) < $4::int4)"
@@ -214,32 +216,19 @@ static void store_work(void *arg)
 
 /* ---- the request (event loop) ----------------------------------------------------------- */
 
-/* Refusals of both statements: outcome in column 0. */
-static int refused(rctx_t *r, image_job_t *j, int rc)
-{
-    switch (rc) {
-    case MKD_OK:
-        return 0;
-    case MKD_EFORBIDDEN:
-        reply_error(r, rc, "product %s belongs to another seller", j->pid);
-        break;
-    case MKD_ENOTFOUND:
-        reply_error(r, rc, "product %s not found", j->pid);
-        break;
-    case MKD_ECONFLICT:
-        reply_error(r, rc, "product %s already has %d images", j->pid, IMAGES_PER_PRODUCT_MAX);
-        break;
-    default:
-        reply_error(r, MKD_EINTERNAL, "product image: unexpected outcome");
-        break;
-    }
-    return -1;
-}
+/* Refusals of both statements: outcome in column 0. The detail names the
+ * product as the client sent it. */
+static const api_refusal_t refusals[] = {
+    {MKD_EFORBIDDEN, "product %s belongs to another seller"},
+    {MKD_ENOTFOUND, "product %s not found"},
+    {MKD_ECONFLICT, "product %s already has " IMAGES_MAX_TEXT " images"},
+    {0},
+};
 
 static void on_appended(rctx_t *r, PGresult *res)
 {
     image_job_t *j = r->data;
-    if (refused(r, j, api_outcome(res, 0)) != 0)
+    if (api_outcome_or_reply(r, res, 0, refusals) != 0)
         return;
     jbuf_t *b = reply_buffer(r);
     const char *cdn = api_config()->cdn_base_url;
@@ -273,7 +262,7 @@ static void store_done(void *arg)
 static void on_checked(rctx_t *r, PGresult *res)
 {
     image_job_t *j = r->data;
-    if (refused(r, j, api_outcome(res, 0)) != 0)
+    if (api_outcome_or_reply(r, res, 0, refusals) != 0)
         return;
     if (offload_submit(&r->w->offload, store_work, store_done, j) != 0)
         reply_error(r, MKD_EBUSY, "too many uploads at once; retry shortly");
@@ -322,8 +311,12 @@ static void product_images_upload(rctx_t *r)
 }
 
 static const route_t routes[] = {
-    {.method = M_POST, .pattern = "/api/v1/products/{id}/images", HANDLER(product_images_upload), .auth = AUTH_USER,
-     .body = BODY_IMAGE, .limit = LIMIT_API},
+    {.method = M_POST,
+     .pattern = "/api/v1/products/{id}/images",
+     HANDLER(product_images_upload),
+     .auth = AUTH_USER,
+     .body = BODY_IMAGE,
+     .limit = LIMIT_API},
 };
 
 const api_module_t api_images = {"images", routes, sizeof(routes) / sizeof(routes[0]), images_init, NULL};

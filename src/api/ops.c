@@ -98,8 +98,8 @@ static void metrics(rctx_t *r)
     uint64_t cum = 0;
     for (int i = 0; i < DB_WAIT_NBUCKETS; i++) {
         cum += hist.buckets[i];
-        snprintf(line, sizeof(line), "db_pool_wait_seconds_bucket{le=\"%g\"} %llu\n", db_wait_bucket_bounds[i],
-                 (unsigned long long)cum);
+        snprintf(line, sizeof(line), "db_pool_wait_seconds_bucket{le=\"%g\"} %llu\n",
+                 db_wait_bucket_bounds[i], (unsigned long long)cum);
         jbuf_puts(b, line);
     }
     snprintf(line, sizeof(line),

@@ -15,7 +15,7 @@
 #include "core/timefmt.h"
 #include "http/body.h"
 
-#define MAX_ITEMS 50
+#define MAX_ITEMS    50
 #define MAX_QUANTITY 1000
 
 enum { F_STATUS = 1, F_FROM = 2, F_TO = 4, F_CURSOR = 8, NMASKS = 16 };
@@ -29,11 +29,12 @@ static char *build_list_sql(int as_seller, int mask)
 {
     char sql[1024];
     int n = 1;
-    size_t len = (size_t)snprintf(sql, sizeof(sql),
-                                  "SELECT o.id, (extract(epoch FROM o.created_at) * 1000000)::int8,"
-                                  " marketd_order_json(o) FROM orders o WHERE %s",
-                                  as_seller ? "o.seller_id = (SELECT s.id FROM sellers s WHERE s.user_id = $1::int8)"
-                                            : "o.buyer_id = $1::int8");
+    size_t len =
+        (size_t)snprintf(sql, sizeof(sql),
+                         "SELECT o.id, (extract(epoch FROM o.created_at) * 1000000)::int8,"
+                         " marketd_order_json(o) FROM orders o WHERE %s",
+                         as_seller ? "o.seller_id = (SELECT s.id FROM sellers s WHERE s.user_id = $1::int8)"
+                                   : "o.buyer_id = $1::int8");
 #define ADD(...) len += (size_t)snprintf(sql + len, sizeof(sql) - len, __VA_ARGS__)
     if (mask & F_STATUS)
         ADD(" AND o.status = $%d::text", ++n);
@@ -67,13 +68,14 @@ static void orders_init(void)
         " LEFT JOIN sellers s ON f.outcome = 'ok' AND s.id = (f.body::json ->> 'seller_id')::int8",
         4);
     /* The id carries its month, so the created_at range names one partition. */
-    st_get = db_stmt_register("SELECT marketd_order_json(o) FROM orders o"
-                              " WHERE o.id = $1::int8"
-                              " AND o.created_at >= marketd_order_month($1::int8)"
-                              " AND o.created_at < marketd_order_month($1::int8) + interval '1 month'"
-                              " AND (o.buyer_id = $2::int8"
-                              "      OR o.seller_id = (SELECT s.id FROM sellers s WHERE s.user_id = $2::int8))",
-                              2);
+    st_get =
+        db_stmt_register("SELECT marketd_order_json(o) FROM orders o"
+                         " WHERE o.id = $1::int8"
+                         " AND o.created_at >= marketd_order_month($1::int8)"
+                         " AND o.created_at < marketd_order_month($1::int8) + interval '1 month'"
+                         " AND (o.buyer_id = $2::int8"
+                         "      OR o.seller_id = (SELECT s.id FROM sellers s WHERE s.user_id = $2::int8))",
+                         2);
     st_transition = db_stmt_register(
         "SELECT f.outcome, f.detail, f.field, f.message, f.extra, f.body, f.replayed, s.city_id,"
         " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
@@ -205,10 +207,8 @@ static void orders_create(rctx_t *r)
                     verr_add(v, fp, "duplicates items[%zu]", k);
         }
     }
-    if (v->count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
 
     /* Canonical form (sorted by product): the same order written in another
      * item order is the same request for Idempotency-Key purposes. */
@@ -241,19 +241,21 @@ typedef struct list_state {
     int limit;
 } list_state_t;
 
+/* Orders are rendered by the database (marketd_order_json): column 2. */
+static void order_item(jbuf_t *b, const PGresult *res, int i, const void *arg)
+{
+    jbuf_append(b, PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2));
+}
+
+static void order_cursor(const PGresult *res, int last, const void *arg, cursor_t *next)
+{
+    *next = (cursor_t){CURSOR_ORDERS, api_int(res, last, 1), api_int(res, last, 0)};
+}
+
 static int render_list(rctx_t *r, PGresult *res, jbuf_t *b)
 {
-    list_state_t *ls = r->data;
-    int n = PQntuples(res), more = n > ls->limit;
-    if (more)
-        n = ls->limit;
-    api_page_begin(b);
-    for (int i = 0; i < n; i++) {
-        api_page_item(b, i);
-        jbuf_append(b, PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2));
-    }
-    cursor_t next = {CURSOR_ORDERS, more ? api_int(res, n - 1, 1) : 0, more ? api_int(res, n - 1, 0) : 0};
-    api_page_end(b, more ? &next : NULL);
+    const list_state_t *ls = r->data;
+    api_render_keyset_page(b, res, ls->limit, order_item, order_cursor, NULL);
     return 0;
 }
 
@@ -306,10 +308,8 @@ static void orders_list(rctx_t *r)
         else
             mask |= F_CURSOR;
     }
-    if (v->count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     list_state_t *ls = h2o_mem_alloc_pool(&r->req->pool, sizeof(*ls));
     ls->limit = limit;
     r->data = ls;
@@ -396,22 +396,38 @@ static void orders_patch(rctx_t *r)
     }
     static const char *const allowed[] = {"status", NULL};
     body_only(r->body, allowed, &r->verr);
-    if (r->verr.count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     api_query(r, st_transition, (const char *[]){id, u, "seller", want}, on_function_answer);
 }
 
 static const route_t routes[] = {
-    {.method = M_GET, .pattern = "/api/v1/orders", HANDLER(orders_list), .auth = AUTH_USER, .limit = LIMIT_API},
-    {.method = M_POST, .pattern = "/api/v1/orders", HANDLER(orders_create), .auth = AUTH_USER,
-     .body = BODY_JSON, .limit = LIMIT_API},
-    {.method = M_GET, .pattern = "/api/v1/orders/{id}", HANDLER(orders_get), .auth = AUTH_USER,
+    {.method = M_GET,
+     .pattern = "/api/v1/orders",
+     HANDLER(orders_list),
+     .auth = AUTH_USER,
      .limit = LIMIT_API},
-    {.method = M_PATCH, .pattern = "/api/v1/orders/{id}", HANDLER(orders_patch), .auth = AUTH_USER,
-     .body = BODY_JSON, .limit = LIMIT_API},
-    {.method = M_POST, .pattern = "/api/v1/orders/{id}/cancel", HANDLER(orders_cancel), .auth = AUTH_USER,
+    {.method = M_POST,
+     .pattern = "/api/v1/orders",
+     HANDLER(orders_create),
+     .auth = AUTH_USER,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
+    {.method = M_GET,
+     .pattern = "/api/v1/orders/{id}",
+     HANDLER(orders_get),
+     .auth = AUTH_USER,
+     .limit = LIMIT_API},
+    {.method = M_PATCH,
+     .pattern = "/api/v1/orders/{id}",
+     HANDLER(orders_patch),
+     .auth = AUTH_USER,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
+    {.method = M_POST,
+     .pattern = "/api/v1/orders/{id}/cancel",
+     HANDLER(orders_cancel),
+     .auth = AUTH_USER,
      .limit = LIMIT_API},
 };
 

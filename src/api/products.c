@@ -50,9 +50,9 @@ enum {
     F_CURSOR = 1 << 6,
     NMASKS = 1 << 7,
 };
-#define MAX_WORDS 5
+#define MAX_WORDS   5
 #define MAX_Q_BYTES 200
-#define NVARIANTS (NSORTS * (MAX_WORDS + 1) * NMASKS)
+#define NVARIANTS   (NSORTS * (MAX_WORDS + 1) * NMASKS)
 
 static const db_stmt_t *st_list[NVARIANTS];
 static const db_stmt_t *st_get, *st_create, *st_patch, *st_delete;
@@ -171,11 +171,12 @@ static void list_key(const list_params_t *p, char key[CACHE_KEY_MAX])
     cache_fold_case(qn, qlen);
     int m = p->mask;
     char canon[512];
-    int cn = snprintf(canon, sizeof(canon), "s=%s&l=%d&c=%lld&d=%lld&k=%lld&v=%lld&mn=%lld&mx=%lld&q=%s",
-                      sort_names[p->sort], p->limit, (long long)(m & F_CITY ? p->city : 0),
-                      (long long)(m & F_DISTRICT ? p->district : 0), (long long)(m & F_CATEGORY ? p->category : 0),
-                      (long long)(m & F_SELLER ? p->seller : 0), (long long)(m & F_MIN_PRICE ? p->min_price : -1),
-                      (long long)(m & F_MAX_PRICE ? p->max_price : -1), qn);
+    int cn =
+        snprintf(canon, sizeof(canon), "s=%s&l=%d&c=%lld&d=%lld&k=%lld&v=%lld&mn=%lld&mx=%lld&q=%s",
+                 sort_names[p->sort], p->limit, (long long)(m & F_CITY ? p->city : 0),
+                 (long long)(m & F_DISTRICT ? p->district : 0), (long long)(m & F_CATEGORY ? p->category : 0),
+                 (long long)(m & F_SELLER ? p->seller : 0), (long long)(m & F_MIN_PRICE ? p->min_price : -1),
+                 (long long)(m & F_MAX_PRICE ? p->max_price : -1), qn);
     if (cn > 0 && (size_t)cn < CACHE_KEY_MAX - 10) {
         memcpy(key, "products:", 9);
         memcpy(key + 9, canon, (size_t)cn + 1);
@@ -188,27 +189,27 @@ static void list_key(const list_params_t *p, char key[CACHE_KEY_MAX])
     }
 }
 
+static void product_item(jbuf_t *b, const PGresult *res, int i, const void *arg)
+{
+    api_render_row(b, PRODUCT, 0, res, i, 0, api_config()->cdn_base_url);
+}
+
+/* The sort key of the last row: created_at (µs) or the price. */
+static void product_cursor(const PGresult *res, int last, const void *arg, cursor_t *next)
+{
+    const list_params_t *p = arg;
+    *next = (cursor_t){sort_cursor_kinds[p->sort], 0, api_int(res, last, col_id)};
+    if (p->sort == SORT_NEWEST)
+        ts_parse_pg(PQgetvalue(res, last, col_created_at), (size_t)PQgetlength(res, last, col_created_at),
+                    &next->key);
+    else
+        next->key = api_int(res, last, col_price);
+}
+
 static int render_list(rctx_t *r, PGresult *res, jbuf_t *b)
 {
     const list_params_t *p = r->data;
-    int n = PQntuples(res), more = n > p->limit;
-    if (more)
-        n = p->limit;
-    api_page_begin(b);
-    for (int i = 0; i < n; i++) {
-        api_page_item(b, i);
-        api_render_row(b, PRODUCT, 0, res, i, 0, api_config()->cdn_base_url);
-    }
-    cursor_t next = {sort_cursor_kinds[p->sort], 0, 0};
-    if (more) {
-        next.id = api_int(res, n - 1, col_id);
-        if (p->sort == SORT_NEWEST)
-            ts_parse_pg(PQgetvalue(res, n - 1, col_created_at), (size_t)PQgetlength(res, n - 1, col_created_at),
-                        &next.key);
-        else
-            next.key = api_int(res, n - 1, col_price);
-    }
-    api_page_end(b, more ? &next : NULL);
+    api_render_keyset_page(b, res, p->limit, product_item, product_cursor, p);
     return 0;
 }
 
@@ -254,8 +255,8 @@ static void products_list(rctx_t *r)
     list_key(p, ckey);
     cache_tags_t tags;
     tags_for_product_list(&tags, p->mask & F_CITY ? p->city : 0);
-    api_read(r, &(api_read_t){st_list[variant(p->sort, p->nwords, p->mask)], params, render_list, "products", ckey,
-                              &tags});
+    api_read(r, &(api_read_t){st_list[variant(p->sort, p->nwords, p->mask)], params, render_list, "products",
+                              ckey, &tags});
 }
 
 /* Builds the SQL of one filter/sort combination. Each combination is its own
@@ -282,7 +283,8 @@ static const db_stmt_t *list_statement(const char *cols, int sort, int nwords, i
          * root category, so "root = X's root" is an index condition and the
          * second clause narrows a leaf X to itself. */
         n++;
-        ADD(" AND p.category_root_id = (SELECT coalesce(c.parent_id, c.id) FROM categories c WHERE c.id = $%d::int8)"
+        ADD(" AND p.category_root_id = (SELECT coalesce(c.parent_id, c.id) FROM categories c WHERE c.id = "
+            "$%d::int8)"
             " AND (p.category_id = $%d::int8 OR p.category_root_id = $%d::int8)",
             n, n, n);
     }
@@ -307,11 +309,12 @@ static const db_stmt_t *list_statement(const char *cols, int sort, int nwords, i
     /* The page is cut first and the sellers joined to its rows only: when
      * the planner has to sort (a wide price range, a search), the join then
      * touches `limit` sellers instead of every candidate row. */
-    return api_stmt(n + 1,
-                    "SELECT %s FROM (SELECT p.id, p.seller_id, p.category_id, p.title, p.price, p.currency, p.stock,"
-                    " p.city_id, p.district_id, p.images, p.status, p.created_at, p.updated_at FROM products p"
-                    " WHERE p.status = 'active'%s%s LIMIT $%d::int4) p JOIN sellers s ON s.id = p.seller_id%s",
-                    cols, where, order_by[sort], n + 1, order_by[sort]);
+    return api_stmt(
+        n + 1,
+        "SELECT %s FROM (SELECT p.id, p.seller_id, p.category_id, p.title, p.price, p.currency, p.stock,"
+        " p.city_id, p.district_id, p.images, p.status, p.created_at, p.updated_at FROM products p"
+        " WHERE p.status = 'active'%s%s LIMIT $%d::int4) p JOIN sellers s ON s.id = p.seller_id%s",
+        cols, where, order_by[sort], n + 1, order_by[sort]);
 }
 
 /* ---- the detail ----------------------------------------------------------------------------- */
@@ -326,45 +329,29 @@ static int render_product(rctx_t *r, PGresult *res, jbuf_t *b)
 
 static void products_get(rctx_t *r)
 {
-    int64_t id;
-    if (api_path_id(r, 0, "product", &id) != 0)
-        return;
-    char v[24], key[48], what[64];
-    api_id_text(id, v);
-    snprintf(key, sizeof(key), "product:%s", v);
-    snprintf(what, sizeof(what), "product %s not found", v);
-    cache_tags_t tags;
-    tags_for_product(&tags, id);
-    api_read(r, &(api_read_t){st_get, (const char *[]){v}, render_product, what, key, &tags});
+    api_read_by_id(r, "product", "product", st_get, render_product, tags_for_product);
 }
 
 /* ---- writes: a seller's own products ------------------------------------------------------------ */
 
 /* Column 0 is the outcome; the product follows (with its description). */
+static const api_refusal_t create_refusals[] = {
+    {MKD_EFORBIDDEN, "only a seller may create products; create a seller profile first"},
+    {MKD_EINVAL, "is not a known category", "category_id"},
+    {0},
+};
+static const api_refusal_t owner_refusals[] = {
+    {MKD_EFORBIDDEN, "product %s belongs to another seller"},
+    {MKD_ENOTFOUND, "product %s not found"},
+    {MKD_EINVAL, "is not a known category", "category_id"},
+    {0},
+};
+
 static void on_written(rctx_t *r, PGresult *res)
 {
     int created = r->params[0].len == 0;
-    int rc = api_outcome(res, 0);
-    switch (rc) {
-    case MKD_OK:
-        break;
-    case MKD_EFORBIDDEN:
-        if (created)
-            reply_error(r, rc, "only a seller may create products; create a seller profile first");
-        else
-            reply_error(r, rc, "product %.*s belongs to another seller", (int)r->params[0].len, r->params[0].ptr);
+    if (api_outcome_or_reply(r, res, 0, created ? create_refusals : owner_refusals) != 0)
         return;
-    case MKD_ENOTFOUND:
-        reply_error(r, rc, "product %.*s not found", (int)r->params[0].len, r->params[0].ptr);
-        return;
-    case MKD_EINVAL:
-        verr_add(&r->verr, "category_id", "is not a known category");
-        reply_invalid(r);
-        return;
-    default:
-        reply_error(r, MKD_EINTERNAL, "product write: unexpected outcome %s", PQgetvalue(res, 0, 0));
-        return;
-    }
     jbuf_t *b = reply_buffer(r);
     api_render_row(b, PRODUCT, 1, res, 0, 1, api_config()->cdn_base_url);
     if (created) {
@@ -418,7 +405,8 @@ static int read_product(rctx_t *r, int create, const char *out[6], char num[3][2
         else if (rc > 0)
             out[5] = s, n++;
     }
-    static const char *const allowed_create[] = {"title", "description", "price", "stock", "category_id", NULL};
+    static const char *const allowed_create[] = {"title", "description", "price",
+                                                 "stock", "category_id", NULL};
     static const char *const allowed_patch[] = {"title",       "description", "price", "stock",
                                                 "category_id", "status",      NULL};
     body_only(obj, create ? allowed_create : allowed_patch, v);
@@ -430,10 +418,8 @@ static void products_create(rctx_t *r)
     const char *f[6];
     char num[3][24], u[24];
     read_product(r, 1, f, num);
-    if (r->verr.count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     api_id_text(r->user_id, u);
     api_query(r, st_create, (const char *[]){u, f[0], f[1], f[2], f[3], f[4]}, on_written);
 }
@@ -446,36 +432,24 @@ static void products_patch(rctx_t *r)
     const char *f[6];
     char num[3][24], u[24], p[24];
     int named = read_product(r, 0, f, num);
-    if (r->verr.count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     api_id_text(r->user_id, u);
     api_id_text(pid, p);
-    api_query(r, st_patch, (const char *[]){u, p, f[0], f[1], f[2], f[3], f[4], f[5], named > 0 ? "true" : "false"},
+    api_query(r, st_patch,
+              (const char *[]){u, p, f[0], f[1], f[2], f[3], f[4], f[5], named > 0 ? "true" : "false"},
               on_written);
 }
 
 static void on_deleted(rctx_t *r, PGresult *res)
 {
-    int rc = api_outcome(res, 0);
-    switch (rc) {
-    case MKD_OK: {
-        int64_t id = 0;
-        parse_id(r->params[0], &id);
-        cache_tags_t tags = {0};
-        tags_product_changed(&tags, id, api_int(res, 0, 1));
-        api_reply_written(r, &tags, 204, "application/json", "", 0);
+    if (api_outcome_or_reply(r, res, 0, owner_refusals) != 0)
         return;
-    }
-    case MKD_EFORBIDDEN:
-        reply_error(r, rc, "product %.*s belongs to another seller", (int)r->params[0].len, r->params[0].ptr);
-        return;
-    case MKD_ENOTFOUND:
-        reply_error(r, rc, "product %.*s not found", (int)r->params[0].len, r->params[0].ptr);
-        return;
-    }
-    reply_error(r, MKD_EINTERNAL, "product delete: unexpected outcome %s", PQgetvalue(res, 0, 0));
+    int64_t id = 0;
+    parse_id(r->params[0], &id);
+    cache_tags_t tags = {0};
+    tags_product_changed(&tags, id, api_int(res, 0, 1));
+    api_reply_written(r, &tags, 204, "application/json", "", 0);
 }
 
 static void products_delete(rctx_t *r)
@@ -500,8 +474,8 @@ static int count_params(int nwords, int mask)
 }
 
 /* The product's owner, for PATCH/DELETE: no row = unknown product. */
-#define PRODUCT_OWNER_CTE                                                                                     \
-    "cur AS (SELECT p.id, s.user_id, p.city_id FROM products p JOIN sellers s ON s.id = p.seller_id"     \
+#define PRODUCT_OWNER_CTE                                                                                    \
+    "cur AS (SELECT p.id, s.user_id, p.city_id FROM products p JOIN sellers s ON s.id = p.seller_id"         \
     " WHERE p.id = $2::int8)"
 
 static void products_init(void)
@@ -518,7 +492,8 @@ static void products_init(void)
                     abort(); /* the builder and the parameter list disagree: a bug */
                 st_list[variant(sort, w, mask)] = st;
             }
-    st_get = api_stmt(1, "SELECT %s FROM products p JOIN sellers s ON s.id = p.seller_id WHERE p.id = $1::int8", cols);
+    st_get = api_stmt(
+        1, "SELECT %s FROM products p JOIN sellers s ON s.id = p.seller_id WHERE p.id = $1::int8", cols);
     /* The seller row is locked FOR SHARE: a concurrent move of the seller
      * (marketd_seller_patch) either sees this product or is seen by it. A
      * category's root is its parent or itself (the tree has two levels). */
@@ -527,7 +502,8 @@ static void products_init(void)
         "WITH s AS (SELECT x.id, x.name, x.rating, x.city_id, x.district_id FROM sellers x"
         "           WHERE x.user_id = $1::int8 FOR SHARE),"
         " c AS (SELECT x.id, coalesce(x.parent_id, x.id) AS root FROM categories x WHERE x.id = $6::int8),"
-        " ins AS (INSERT INTO products (seller_id, category_id, category_root_id, city_id, district_id, title,"
+        " ins AS (INSERT INTO products (seller_id, category_id, category_root_id, city_id, district_id, "
+        "title,"
         "                               description, price, stock)"
         "         SELECT s.id, c.id, c.root, s.city_id, s.district_id, $2::text, coalesce($3::text, ''),"
         "                $4::int8, $5::int4 FROM s, c RETURNING *)"
@@ -572,16 +548,36 @@ static void products_init(void)
 static const cache_policy_t product_cache = {.ttl = TTL_PRODUCTS};
 
 static const route_t routes[] = {
-    {.method = M_GET, .pattern = "/api/v1/products", HANDLER(products_list), .cache = &product_cache,
-     .db = DB_READ, .limit = LIMIT_API},
-    {.method = M_POST, .pattern = "/api/v1/products", HANDLER(products_create), .auth = AUTH_USER,
-     .body = BODY_JSON, .limit = LIMIT_API},
-    {.method = M_GET, .pattern = "/api/v1/products/{id}", HANDLER(products_get), .cache = &product_cache,
-     .db = DB_READ, .limit = LIMIT_API},
-    {.method = M_PATCH, .pattern = "/api/v1/products/{id}", HANDLER(products_patch), .auth = AUTH_USER,
-     .body = BODY_JSON, .limit = LIMIT_API},
-    {.method = M_DELETE, .pattern = "/api/v1/products/{id}", HANDLER(products_delete), .auth = AUTH_USER,
+    {.method = M_GET,
+     .pattern = "/api/v1/products",
+     HANDLER(products_list),
+     .cache = &product_cache,
+     .db = DB_READ,
+     .limit = LIMIT_API},
+    {.method = M_POST,
+     .pattern = "/api/v1/products",
+     HANDLER(products_create),
+     .auth = AUTH_USER,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
+    {.method = M_GET,
+     .pattern = "/api/v1/products/{id}",
+     HANDLER(products_get),
+     .cache = &product_cache,
+     .db = DB_READ,
+     .limit = LIMIT_API},
+    {.method = M_PATCH,
+     .pattern = "/api/v1/products/{id}",
+     HANDLER(products_patch),
+     .auth = AUTH_USER,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
+    {.method = M_DELETE,
+     .pattern = "/api/v1/products/{id}",
+     HANDLER(products_delete),
+     .auth = AUTH_USER,
      .limit = LIMIT_API},
 };
 
-const api_module_t api_products = {"products", routes, sizeof(routes) / sizeof(routes[0]), products_init, NULL};
+const api_module_t api_products = {"products", routes, sizeof(routes) / sizeof(routes[0]), products_init,
+                                   NULL};

@@ -27,7 +27,7 @@ static const api_col_t category_cols[] = {
     {"name", "c.name", COL_TEXT},
     {"slug", "c.slug", COL_TEXT},
 };
-#define CITY API_TABLE(city_cols)
+#define CITY     API_TABLE(city_cols)
 #define DISTRICT API_TABLE(district_cols)
 #define CATEGORY API_TABLE(category_cols)
 
@@ -77,19 +77,15 @@ static void cities_list(rctx_t *r)
     api_read(r, &(api_read_t){st_cities, NULL, render_cities, "cities", "cities", &tags});
 }
 
+/* Every reference list has the one tag, whatever the city. */
+static void reference_tags(cache_tags_t *t, int64_t city)
+{
+    tags_for_reference(t);
+}
+
 static void districts_list(rctx_t *r)
 {
-    int64_t city;
-    if (api_path_id(r, 0, "city", &city) != 0)
-        return;
-    char id[24], key[48], what[64];
-    api_id_text(city, id);
-    snprintf(key, sizeof(key), "districts:%s", id);
-    snprintf(what, sizeof(what), "city %s not found", id);
-    const char *params[] = {id};
-    cache_tags_t tags;
-    tags_for_reference(&tags);
-    api_read(r, &(api_read_t){st_districts, params, render_districts, what, key, &tags});
+    api_read_by_id(r, "city", "districts", st_districts, render_districts, reference_tags);
 }
 
 static void categories_list(rctx_t *r)
@@ -170,10 +166,8 @@ static void create(rctx_t *r, int kind)
     static const char *const allowed[] = {"name", "slug", NULL};
     static const char *const allowed_category[] = {"name", "slug", "parent_id", NULL};
     body_only(r->body, kind == REF_CATEGORY ? allowed_category : allowed, v);
-    if (v->count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     ref_write_t *w = h2o_mem_alloc_pool(&r->req->pool, sizeof(*w));
     w->kind = kind;
     w->slug = slug;
@@ -208,65 +202,92 @@ static void categories_create(rctx_t *r)
 
 static void reference_init(void)
 {
-    st_cities = api_stmt(0, "SELECT %s FROM cities c ORDER BY c.name, c.id LIMIT 10000", api_select_list(CITY, 1));
+    st_cities =
+        api_stmt(0, "SELECT %s FROM cities c ORDER BY c.name, c.id LIMIT 10000", api_select_list(CITY, 1));
     /* One round trip tells "unknown city" (no row) and "no districts" (one
      * row of NULLs) apart from the list itself. */
     st_districts = api_stmt(1,
-                       "SELECT %s FROM cities x LEFT JOIN districts d ON d.city_id = x.id"
-                       " WHERE x.id = $1::int8 ORDER BY d.name, d.id LIMIT 10000",
-                       api_select_list(DISTRICT, 1));
+                            "SELECT %s FROM cities x LEFT JOIN districts d ON d.city_id = x.id"
+                            " WHERE x.id = $1::int8 ORDER BY d.name, d.id LIMIT 10000",
+                            api_select_list(DISTRICT, 1));
     /* Tree order: each root followed by its children. */
-    st_categories = api_stmt(0,
-                        "SELECT %s FROM categories c"
-                        " ORDER BY coalesce(c.parent_id, c.id), c.parent_id NULLS FIRST, c.name, c.id LIMIT 10000",
-                        api_select_list(CATEGORY, 1));
+    st_categories =
+        api_stmt(0,
+                 "SELECT %s FROM categories c"
+                 " ORDER BY coalesce(c.parent_id, c.id), c.parent_id NULLS FIRST, c.name, c.id LIMIT 10000",
+                 api_select_list(CATEGORY, 1));
     st_city_create = api_stmt(2,
-                         "WITH ins AS (INSERT INTO cities (name, slug) VALUES ($1::text, $2::text)"
-                         "             ON CONFLICT (slug) DO NOTHING RETURNING *)"
-                         " SELECT CASE WHEN c.id IS NULL THEN 'conflict' ELSE 'ok' END, %s"
-                         " FROM (VALUES (1)) one LEFT JOIN ins c ON true",
-                         api_select_list(CITY, 1));
+                              "WITH ins AS (INSERT INTO cities (name, slug) VALUES ($1::text, $2::text)"
+                              "             ON CONFLICT (slug) DO NOTHING RETURNING *)"
+                              " SELECT CASE WHEN c.id IS NULL THEN 'conflict' ELSE 'ok' END, %s"
+                              " FROM (VALUES (1)) one LEFT JOIN ins c ON true",
+                              api_select_list(CITY, 1));
     st_district_create = api_stmt(3,
-                             "WITH city AS (SELECT x.id FROM cities x WHERE x.id = $1::int8),"
-                             " ins AS (INSERT INTO districts (city_id, name, slug)"
-                             "         SELECT city.id, $2::text, $3::text FROM city"
-                             "         ON CONFLICT (city_id, slug) DO NOTHING RETURNING *)"
-                             " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM city) THEN 'not_found'"
-                             "             WHEN d.id IS NULL THEN 'conflict' ELSE 'ok' END, %s"
-                             " FROM (VALUES (1)) one LEFT JOIN ins d ON true",
-                             api_select_list(DISTRICT, 1));
+                                  "WITH city AS (SELECT x.id FROM cities x WHERE x.id = $1::int8),"
+                                  " ins AS (INSERT INTO districts (city_id, name, slug)"
+                                  "         SELECT city.id, $2::text, $3::text FROM city"
+                                  "         ON CONFLICT (city_id, slug) DO NOTHING RETURNING *)"
+                                  " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM city) THEN 'not_found'"
+                                  "             WHEN d.id IS NULL THEN 'conflict' ELSE 'ok' END, %s"
+                                  " FROM (VALUES (1)) one LEFT JOIN ins d ON true",
+                                  api_select_list(DISTRICT, 1));
     /* The tree has two levels: a parent must exist and be a root. Column 1
      * says which rule an "invalid" broke. */
-    st_category_create =
-        api_stmt(3,
-            "WITH parent AS (SELECT x.id, x.parent_id FROM categories x WHERE x.id = $1::int8),"
-            " ins AS (INSERT INTO categories (parent_id, name, slug)"
-            "         SELECT $1::int8, $2::text, $3::text"
-            "          WHERE $1::int8 IS NULL OR EXISTS (SELECT 1 FROM parent WHERE parent.parent_id IS NULL)"
-            "         ON CONFLICT ((coalesce(parent_id, 0)), slug) DO NOTHING RETURNING *)"
-            " SELECT CASE WHEN $1::int8 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM parent) THEN 'invalid'"
-            "             WHEN EXISTS (SELECT 1 FROM parent WHERE parent.parent_id IS NOT NULL) THEN 'invalid'"
-            "             WHEN c.id IS NULL THEN 'conflict' ELSE 'ok' END,"
-            "        CASE WHEN EXISTS (SELECT 1 FROM parent) THEN 'nested' ELSE 'unknown' END, %s"
-            " FROM (VALUES (1)) one LEFT JOIN ins c ON true",
-            api_select_list(CATEGORY, 1));
+    st_category_create = api_stmt(
+        3,
+        "WITH parent AS (SELECT x.id, x.parent_id FROM categories x WHERE x.id = $1::int8),"
+        " ins AS (INSERT INTO categories (parent_id, name, slug)"
+        "         SELECT $1::int8, $2::text, $3::text"
+        "          WHERE $1::int8 IS NULL OR EXISTS (SELECT 1 FROM parent WHERE parent.parent_id IS NULL)"
+        "         ON CONFLICT ((coalesce(parent_id, 0)), slug) DO NOTHING RETURNING *)"
+        " SELECT CASE WHEN $1::int8 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM parent) THEN 'invalid'"
+        "             WHEN EXISTS (SELECT 1 FROM parent WHERE parent.parent_id IS NOT NULL) THEN 'invalid'"
+        "             WHEN c.id IS NULL THEN 'conflict' ELSE 'ok' END,"
+        "        CASE WHEN EXISTS (SELECT 1 FROM parent) THEN 'nested' ELSE 'unknown' END, %s"
+        " FROM (VALUES (1)) one LEFT JOIN ins c ON true",
+        api_select_list(CATEGORY, 1));
 }
 
 static const cache_policy_t reference_cache = {.ttl = TTL_REFERENCE};
 
 static const route_t routes[] = {
-    {.method = M_GET, .pattern = "/api/v1/cities", HANDLER(cities_list), .cache = &reference_cache,
-     .db = DB_READ, .limit = LIMIT_API},
-    {.method = M_POST, .pattern = "/api/v1/cities", HANDLER(cities_create), .auth = AUTH_ADMIN,
-     .body = BODY_JSON, .limit = LIMIT_API},
-    {.method = M_GET, .pattern = "/api/v1/cities/{id}/districts", HANDLER(districts_list),
-     .cache = &reference_cache, .db = DB_READ, .limit = LIMIT_API},
-    {.method = M_POST, .pattern = "/api/v1/cities/{id}/districts", HANDLER(districts_create),
-     .auth = AUTH_ADMIN, .body = BODY_JSON, .limit = LIMIT_API},
-    {.method = M_GET, .pattern = "/api/v1/categories", HANDLER(categories_list), .cache = &reference_cache,
-     .db = DB_READ, .limit = LIMIT_API},
-    {.method = M_POST, .pattern = "/api/v1/categories", HANDLER(categories_create), .auth = AUTH_ADMIN,
-     .body = BODY_JSON, .limit = LIMIT_API},
+    {.method = M_GET,
+     .pattern = "/api/v1/cities",
+     HANDLER(cities_list),
+     .cache = &reference_cache,
+     .db = DB_READ,
+     .limit = LIMIT_API},
+    {.method = M_POST,
+     .pattern = "/api/v1/cities",
+     HANDLER(cities_create),
+     .auth = AUTH_ADMIN,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
+    {.method = M_GET,
+     .pattern = "/api/v1/cities/{id}/districts",
+     HANDLER(districts_list),
+     .cache = &reference_cache,
+     .db = DB_READ,
+     .limit = LIMIT_API},
+    {.method = M_POST,
+     .pattern = "/api/v1/cities/{id}/districts",
+     HANDLER(districts_create),
+     .auth = AUTH_ADMIN,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
+    {.method = M_GET,
+     .pattern = "/api/v1/categories",
+     HANDLER(categories_list),
+     .cache = &reference_cache,
+     .db = DB_READ,
+     .limit = LIMIT_API},
+    {.method = M_POST,
+     .pattern = "/api/v1/categories",
+     HANDLER(categories_create),
+     .auth = AUTH_ADMIN,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
 };
 
-const api_module_t api_reference = {"reference", routes, sizeof(routes) / sizeof(routes[0]), reference_init, NULL};
+const api_module_t api_reference = {"reference", routes, sizeof(routes) / sizeof(routes[0]), reference_init,
+                                    NULL};

@@ -77,7 +77,8 @@ int api_select_index(api_table_t t, int with_detail, const char *name)
     return -1;
 }
 
-void api_render_row(jbuf_t *b, api_table_t t, int with_detail, const PGresult *res, int i, int col0, const char *cdn)
+void api_render_row(jbuf_t *b, api_table_t t, int with_detail, const PGresult *res, int i, int col0,
+                    const char *cdn)
 {
     int c = col0, first = 1;
     jbuf_putc(b, '{');
@@ -144,6 +145,23 @@ void api_page_end(jbuf_t *b, const cursor_t *next)
     jbuf_putc(b, '}');
 }
 
+void api_render_keyset_page(jbuf_t *b, const PGresult *res, int limit, api_item_fn item,
+                            api_cursor_fn cursor_of, const void *arg)
+{
+    int n = PQntuples(res), more = n > limit;
+    if (more)
+        n = limit;
+    api_page_begin(b);
+    for (int i = 0; i < n; i++) {
+        api_page_item(b, i);
+        item(b, res, i, arg);
+    }
+    cursor_t next;
+    if (more)
+        cursor_of(res, n - 1, arg, &next);
+    api_page_end(b, more ? &next : NULL);
+}
+
 void api_json_text(jbuf_t *b, const PGresult *res, int i, int c)
 {
     if (PQgetisnull(res, i, c))
@@ -164,7 +182,8 @@ void api_json_ts(jbuf_t *b, const PGresult *res, int i, int c)
 {
     int64_t us;
     char out[TS_BUFSZ];
-    if (PQgetisnull(res, i, c) || ts_parse_pg(PQgetvalue(res, i, c), (size_t)PQgetlength(res, i, c), &us) != 0) {
+    if (PQgetisnull(res, i, c) ||
+        ts_parse_pg(PQgetvalue(res, i, c), (size_t)PQgetlength(res, i, c), &us) != 0) {
         jbuf_puts(b, "null");
         return;
     }

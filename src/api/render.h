@@ -56,6 +56,14 @@ void api_page_begin(jbuf_t *b);
 void api_page_item(jbuf_t *b, int i);
 void api_page_end(jbuf_t *b, const cursor_t *next);
 
+/* A keyset page (api.md "Lists"): the statement asked for limit + 1 rows,
+ * so a row past `limit` means there is a next page, whose cursor
+ * `cursor_of` makes from the last item. `item` renders row i. */
+typedef void (*api_item_fn)(jbuf_t *b, const PGresult *res, int i, const void *arg);
+typedef void (*api_cursor_fn)(const PGresult *res, int last, const void *arg, cursor_t *next);
+void api_render_keyset_page(jbuf_t *b, const PGresult *res, int limit, api_item_fn item,
+                            api_cursor_fn cursor_of, const void *arg);
+
 /* Registers a statement whose SQL is built from column tables (printf
  * format; the text is kept for the life of the process). */
 struct db_stmt;

@@ -9,15 +9,17 @@
 #include "api/render.h"
 #include "core/error.h"
 
-#define SELLER_COLUMNS                                                                                          \
-    {"id", "s.id", COL_NUM}, {"user_id", "s.user_id", COL_NUM}, {"name", "s.name", COL_TEXT},                 \
-        {"description", "s.description", COL_TEXT}, {"city_id", "s.city_id", COL_NUM},                         \
-        {"district_id", "s.district_id", COL_NUM}, {"rating", "s.rating", COL_NUM},                            \
-        {"created_at", "s.created_at AT TIME ZONE 'UTC'", COL_TS}
+#define SELLER_COLUMNS                                                                                       \
+    {"id", "s.id", COL_NUM}, {"user_id", "s.user_id", COL_NUM}, {"name", "s.name", COL_TEXT},                \
+        {"description", "s.description", COL_TEXT}, {"city_id", "s.city_id", COL_NUM},                       \
+        {"district_id", "s.district_id", COL_NUM}, {"rating", "s.rating", COL_NUM},                          \
+    {                                                                                                        \
+        "created_at", "s.created_at AT TIME ZONE 'UTC'", COL_TS                                              \
+    }
 
 static const api_col_t seller_cols[] = {SELLER_COLUMNS};
 static const api_col_t popular_cols[] = {SELLER_COLUMNS, {"orders_30d", "o.n", COL_NUM}};
-#define SELLER API_TABLE(seller_cols)
+#define SELLER  API_TABLE(seller_cols)
 #define POPULAR API_TABLE(popular_cols)
 
 enum { F_CITY = 1, F_DISTRICT = 2, F_CURSOR = 4, LIST_VARIANTS = 8 };
@@ -31,19 +33,20 @@ typedef struct list_state {
     int limit;
 } list_state_t;
 
+static void seller_item(jbuf_t *b, const PGresult *res, int i, const void *arg)
+{
+    api_render_row(b, SELLER, 1, res, i, 0, "");
+}
+
+static void seller_cursor(const PGresult *res, int last, const void *arg, cursor_t *next)
+{
+    *next = (cursor_t){CURSOR_ID, 0, api_int(res, last, 0)};
+}
+
 static int render_list(rctx_t *r, PGresult *res, jbuf_t *b)
 {
-    list_state_t *ls = r->data;
-    int n = PQntuples(res), more = n > ls->limit;
-    if (more)
-        n = ls->limit;
-    api_page_begin(b);
-    for (int i = 0; i < n; i++) {
-        api_page_item(b, i);
-        api_render_row(b, SELLER, 1, res, i, 0, "");
-    }
-    cursor_t next = {CURSOR_ID, 0, more ? api_int(res, n - 1, 0) : 0};
-    api_page_end(b, more ? &next : NULL);
+    const list_state_t *ls = r->data;
+    api_render_keyset_page(b, res, ls->limit, seller_item, seller_cursor, NULL);
     return 0;
 }
 
@@ -57,10 +60,8 @@ static void sellers_list(rctx_t *r)
     const slice_t *cs = query_get(&r->query, "cursor", &r->verr);
     if (cs != NULL && cursor_decode(cs->ptr, cs->len, CURSOR_ID, &cur) != 0)
         verr_add(&r->verr, "cursor", "is malformed");
-    if (r->verr.count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     list_state_t *ls = h2o_mem_alloc_pool(&r->req->pool, sizeof(*ls));
     ls->limit = limit;
     r->data = ls;
@@ -87,16 +88,7 @@ static int render_seller(rctx_t *r, PGresult *res, jbuf_t *b)
 
 static void sellers_get(rctx_t *r)
 {
-    int64_t id;
-    if (api_path_id(r, 0, "seller", &id) != 0)
-        return;
-    char v[24], key[48], what[64];
-    api_id_text(id, v);
-    snprintf(key, sizeof(key), "seller:%s", v);
-    snprintf(what, sizeof(what), "seller %s not found", v);
-    cache_tags_t tags;
-    tags_for_seller(&tags, id);
-    api_read(r, &(api_read_t){st_get, (const char *[]){v}, render_seller, what, key, &tags});
+    api_read_by_id(r, "seller", "seller", st_get, render_seller, tags_for_seller);
 }
 
 static int render_popular(rctx_t *r, PGresult *res, jbuf_t *b)
@@ -115,10 +107,8 @@ static void sellers_popular(rctx_t *r)
     int64_t city = 0;
     int has_city = query_id(&r->query, "city_id", &city, &r->verr);
     int limit = query_limit(&r->query, 10, 100, &r->verr);
-    if (r->verr.count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     char c[24], l[24], key[64];
     api_id_text(city, c);
     api_id_text(limit, l);
@@ -128,7 +118,8 @@ static void sellers_popular(rctx_t *r)
     cache_tags_t tags;
     tags_for_popular_sellers(&tags);
     if (has_city > 0)
-        api_read(r, &(api_read_t){st_popular_city, (const char *[]){c, l}, render_popular, "sellers", key, &tags});
+        api_read(
+            r, &(api_read_t){st_popular_city, (const char *[]){c, l}, render_popular, "sellers", key, &tags});
     else
         api_read(r, &(api_read_t){st_popular, (const char *[]){l}, render_popular, "sellers", key, &tags});
 }
@@ -138,33 +129,20 @@ static void sellers_popular(rctx_t *r)
 /* Columns: outcome, field and message of an "invalid", then the seller. */
 enum { S_OUTCOME, S_FIELD, S_MESSAGE, S_ROW };
 
+static const api_refusal_t refusals[] = {
+    {MKD_EUNAUTH, "the token's user does not exist"},
+    {MKD_EFORBIDDEN, "seller %s belongs to another user"},
+    {MKD_ENOTFOUND, "seller %s not found"},
+    {MKD_ECONFLICT, "this user already has a seller profile"},
+    {MKD_EINVAL, NULL, NULL}, /* field and message from the statement */
+    {0},
+};
+
 static void on_written(rctx_t *r, PGresult *res)
 {
     int created = r->params[0].len == 0;
-    int rc = api_outcome(res, S_OUTCOME);
-    switch (rc) {
-    case MKD_OK:
-        break;
-    case MKD_EUNAUTH:
-        reply_error(r, rc, "the token's user does not exist");
+    if (api_outcome_or_reply(r, res, S_OUTCOME, refusals) != 0)
         return;
-    case MKD_EFORBIDDEN:
-        reply_error(r, rc, "seller %.*s belongs to another user", (int)r->params[0].len, r->params[0].ptr);
-        return;
-    case MKD_ENOTFOUND:
-        reply_error(r, rc, "seller %.*s not found", (int)r->params[0].len, r->params[0].ptr);
-        return;
-    case MKD_ECONFLICT:
-        reply_error(r, rc, "this user already has a seller profile");
-        return;
-    case MKD_EINVAL:
-        verr_add(&r->verr, PQgetvalue(res, 0, S_FIELD), "%s", PQgetvalue(res, 0, S_MESSAGE));
-        reply_invalid(r);
-        return;
-    default:
-        reply_error(r, MKD_EINTERNAL, "seller write: unexpected outcome %s", PQgetvalue(res, 0, S_OUTCOME));
-        return;
-    }
     jbuf_t *b = reply_buffer(r);
     api_render_row(b, SELLER, 1, res, 0, S_ROW, "");
     if (created) {
@@ -205,10 +183,8 @@ static void sellers_create(rctx_t *r)
     const char *name = NULL, *description = NULL;
     int has_city, has_district;
     read_seller(r->body, 1, &name, &description, &city, &has_city, &district, &has_district, &r->verr);
-    if (r->verr.count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     char u[24], c[24], d[24];
     api_id_text(r->user_id, u);
     api_id_text(city, c);
@@ -224,16 +200,15 @@ static void sellers_patch(rctx_t *r)
     const char *name = NULL, *description = NULL;
     int has_city, has_district;
     read_seller(r->body, 0, &name, &description, &city, &has_city, &district, &has_district, &r->verr);
-    if (r->verr.count > 0) {
-        reply_invalid(r);
+    if (reply_if_invalid(r))
         return;
-    }
     char u[24], s[24], c[24], d[24];
     api_id_text(r->user_id, u);
     api_id_text(sid, s);
     api_id_text(city, c);
     api_id_text(district, d);
-    api_query(r, st_patch, (const char *[]){u, s, name, description, has_city ? c : NULL, has_district ? d : NULL},
+    api_query(r, st_patch,
+              (const char *[]){u, s, name, description, has_city ? c : NULL, has_district ? d : NULL},
               on_written);
 }
 
@@ -254,8 +229,8 @@ static void sellers_init(void)
             len += snprintf(where + len, sizeof(where) - (size_t)len, " AND s.district_id = $%d::int8", ++n);
         if (mask & F_CURSOR)
             len += snprintf(where + len, sizeof(where) - (size_t)len, " AND s.id > $%d::int8", ++n);
-        st_list[mask] =
-            api_stmt(n + 1, "SELECT %s FROM sellers s WHERE true%s ORDER BY s.id LIMIT $%d::int4", cols, where, n + 1);
+        st_list[mask] = api_stmt(n + 1, "SELECT %s FROM sellers s WHERE true%s ORDER BY s.id LIMIT $%d::int4",
+                                 cols, where, n + 1);
     }
     st_get = api_stmt(1, "SELECT %s FROM sellers s WHERE s.id = $1::int8", cols);
     /* Only the last ~30 days of partitions are scanned (S6), through the
@@ -269,55 +244,75 @@ static void sellers_init(void)
                           " JOIN sellers s ON s.id = o.seller_id"
                           " ORDER BY o.n DESC, s.id LIMIT $1::int4",
                           pcols);
-    st_popular_city = api_stmt(2,
-                               "SELECT %s FROM"
-                               " (SELECT o.seller_id, count(*) AS n FROM orders o"
-                               "   JOIN sellers s2 ON s2.id = o.seller_id AND s2.city_id = $1::int8"
-                               "   WHERE o.status = 'delivered' AND o.created_at >= now() - interval '30 days'"
-                               "   GROUP BY o.seller_id) o"
-                               " JOIN sellers s ON s.id = o.seller_id"
-                               " ORDER BY o.n DESC, s.id LIMIT $2::int4",
-                               pcols);
-    st_create = api_stmt(5,
-                         "WITH u AS (SELECT x.id FROM users x WHERE x.id = $1::int8),"
-                         " c AS (SELECT x.id FROM cities x WHERE x.id = $4::int8),"
-                         " d AS (SELECT x.id FROM districts x WHERE x.id = $5::int8 AND x.city_id = $4::int8),"
-                         " ins AS (INSERT INTO sellers AS s (user_id, name, description, city_id, district_id)"
-                         "         SELECT u.id, $2::text, coalesce($3::text, ''), c.id, d.id FROM u, c, d"
-                         "         ON CONFLICT (user_id) DO NOTHING RETURNING *)"
-                         " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM u) THEN 'unauthenticated'"
-                         "             WHEN NOT EXISTS (SELECT 1 FROM c) OR NOT EXISTS (SELECT 1 FROM d) THEN 'invalid'"
-                         "             WHEN s.id IS NULL THEN 'conflict' ELSE 'ok' END,"
-                         "        CASE WHEN NOT EXISTS (SELECT 1 FROM c) THEN 'city_id' ELSE 'district_id' END,"
-                         "        CASE WHEN NOT EXISTS (SELECT 1 FROM c) THEN 'is not a known city'"
-                         "             ELSE format('is not a district of city %%s', $4::int8) END, %s"
-                         " FROM (VALUES (1)) one LEFT JOIN ins s ON true",
-                         cols);
+    st_popular_city =
+        api_stmt(2,
+                 "SELECT %s FROM"
+                 " (SELECT o.seller_id, count(*) AS n FROM orders o"
+                 "   JOIN sellers s2 ON s2.id = o.seller_id AND s2.city_id = $1::int8"
+                 "   WHERE o.status = 'delivered' AND o.created_at >= now() - interval '30 days'"
+                 "   GROUP BY o.seller_id) o"
+                 " JOIN sellers s ON s.id = o.seller_id"
+                 " ORDER BY o.n DESC, s.id LIMIT $2::int4",
+                 pcols);
+    st_create = api_stmt(
+        5,
+        "WITH u AS (SELECT x.id FROM users x WHERE x.id = $1::int8),"
+        " c AS (SELECT x.id FROM cities x WHERE x.id = $4::int8),"
+        " d AS (SELECT x.id FROM districts x WHERE x.id = $5::int8 AND x.city_id = $4::int8),"
+        " ins AS (INSERT INTO sellers AS s (user_id, name, description, city_id, district_id)"
+        "         SELECT u.id, $2::text, coalesce($3::text, ''), c.id, d.id FROM u, c, d"
+        "         ON CONFLICT (user_id) DO NOTHING RETURNING *)"
+        " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM u) THEN 'unauthenticated'"
+        "             WHEN NOT EXISTS (SELECT 1 FROM c) OR NOT EXISTS (SELECT 1 FROM d) THEN 'invalid'"
+        "             WHEN s.id IS NULL THEN 'conflict' ELSE 'ok' END,"
+        "        CASE WHEN NOT EXISTS (SELECT 1 FROM c) THEN 'city_id' ELSE 'district_id' END,"
+        "        CASE WHEN NOT EXISTS (SELECT 1 FROM c) THEN 'is not a known city'"
+        "             ELSE format('is not a district of city %%s', $4::int8) END, %s"
+        " FROM (VALUES (1)) one LEFT JOIN ins s ON true",
+        cols);
     /* Moving a seller is an SQL function (migrations/0003_catalogue.sql,
      * 0005_outcomes.sql): its products' copies of the location need a
      * second snapshot. Its row columns are re-projected as `s` so that the
      * one column table renders them. */
-    st_patch = api_stmt(6,
-                        "SELECT f.outcome, f.field, f.message, %s"
-                        " FROM marketd_seller_patch($1::int8, $2::int8, $3::text, $4::text, $5::int8, $6::int8) f"
-                        " LEFT JOIN LATERAL (SELECT f.id, f.user_id, f.name, f.description, f.city_id,"
-                        "   f.district_id, f.rating, f.created_at AT TIME ZONE 'UTC' AS created_at) s ON true",
-                        cols);
+    st_patch =
+        api_stmt(6,
+                 "SELECT f.outcome, f.field, f.message, %s"
+                 " FROM marketd_seller_patch($1::int8, $2::int8, $3::text, $4::text, $5::int8, $6::int8) f"
+                 " LEFT JOIN LATERAL (SELECT f.id, f.user_id, f.name, f.description, f.city_id,"
+                 "   f.district_id, f.rating, f.created_at AT TIME ZONE 'UTC' AS created_at) s ON true",
+                 cols);
 }
 
 static const cache_policy_t seller_cache = {.ttl = TTL_PRODUCTS};
-static const cache_policy_t popular_cache = {.ttl = TTL_POPULAR_SELLERS, .cache_control = "public, max-age=60"};
+static const cache_policy_t popular_cache = {.ttl = TTL_POPULAR_SELLERS,
+                                             .cache_control = "public, max-age=60"};
 
 static const route_t routes[] = {
     {.method = M_GET, .pattern = "/api/v1/sellers", HANDLER(sellers_list), .db = DB_READ, .limit = LIMIT_API},
-    {.method = M_POST, .pattern = "/api/v1/sellers", HANDLER(sellers_create), .auth = AUTH_USER,
-     .body = BODY_JSON, .limit = LIMIT_API},
-    {.method = M_GET, .pattern = "/api/v1/sellers/popular", HANDLER(sellers_popular), .cache = &popular_cache,
-     .db = DB_READ, .limit = LIMIT_API},
-    {.method = M_GET, .pattern = "/api/v1/sellers/{id}", HANDLER(sellers_get), .cache = &seller_cache,
-     .db = DB_READ, .limit = LIMIT_API},
-    {.method = M_PATCH, .pattern = "/api/v1/sellers/{id}", HANDLER(sellers_patch), .auth = AUTH_USER,
-     .body = BODY_JSON, .limit = LIMIT_API},
+    {.method = M_POST,
+     .pattern = "/api/v1/sellers",
+     HANDLER(sellers_create),
+     .auth = AUTH_USER,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
+    {.method = M_GET,
+     .pattern = "/api/v1/sellers/popular",
+     HANDLER(sellers_popular),
+     .cache = &popular_cache,
+     .db = DB_READ,
+     .limit = LIMIT_API},
+    {.method = M_GET,
+     .pattern = "/api/v1/sellers/{id}",
+     HANDLER(sellers_get),
+     .cache = &seller_cache,
+     .db = DB_READ,
+     .limit = LIMIT_API},
+    {.method = M_PATCH,
+     .pattern = "/api/v1/sellers/{id}",
+     HANDLER(sellers_patch),
+     .auth = AUTH_USER,
+     .body = BODY_JSON,
+     .limit = LIMIT_API},
 };
 
 const api_module_t api_sellers = {"sellers", routes, sizeof(routes) / sizeof(routes[0]), sellers_init, NULL};

@@ -24,8 +24,8 @@
  * entries, never versions.
  */
 
-#define TAG_PREFIX "{t}:"
-#define EPOCH_KEY "{t}:epoch"
+#define TAG_PREFIX   "{t}:"
+#define EPOCH_KEY    "{t}:epoch"
 #define ENTRY_PREFIX "c1:"
 
 struct cache_worker {
@@ -141,7 +141,8 @@ void cache_worker_destroy(cache_worker_t *cw)
     if (cw->store_delay_ms > 0) {
         /* Stores still waiting are dropped (test hook only). */
         while (!h2o_linklist_is_empty(&cw->store_delay._entries)) {
-            h2o_timeout_entry_t *e = H2O_STRUCT_FROM_MEMBER(h2o_timeout_entry_t, _link, cw->store_delay._entries.next);
+            h2o_timeout_entry_t *e =
+                H2O_STRUCT_FROM_MEMBER(h2o_timeout_entry_t, _link, cw->store_delay._entries.next);
             h2o_timeout_unlink(e);
             free(H2O_STRUCT_FROM_MEMBER(delayed_store_t, entry, e));
         }
@@ -159,29 +160,47 @@ const char *cache_state(const cache_worker_t *cw)
 
 /* ---- reading ------------------------------------------------------------------- */
 
-long cache_parse_entry(const char *v, size_t n, uint64_t *fresh_until_ms, uint64_t *fill_ms, cache_versions_t *ver)
+/* A decimal of 1..20 digits that fits in 64 bits; 0 or -1. */
+static int parse_u64(const char *s, uint64_t *out)
 {
+    size_t n = strlen(s);
+    if (n < 1 || n > 20)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9' || v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+long cache_parse_entry(const char *v, size_t n, uint64_t *fresh_until_ms, uint64_t *fill_ms,
+                       cache_versions_t *ver)
+{
+    if (v == NULL || n < 5 || memcmp(v, "mkd1 ", 5) != 0)
+        return -1;
     const char *end = memchr(v, '\n', n);
-    if (end == NULL || n < 5 || memcmp(v, "mkd1 ", 5) != 0)
+    if (end == NULL)
         return -1;
     char head[512];
     size_t hl = (size_t)(end - v);
-    if (hl >= sizeof(head))
+    /* Bytes from Redis are untrusted: a NUL would cut a word short. */
+    if (hl >= sizeof(head) || memchr(v, '\0', hl) != NULL)
         return -1;
     memcpy(head, v, hl);
     head[hl] = '\0';
     char *save = NULL, *tok = strtok_r(head + 5, " ", &save);
-    if (tok == NULL)
+    if (tok == NULL || parse_u64(tok, fresh_until_ms) != 0)
         return -1;
-    *fresh_until_ms = strtoull(tok, NULL, 10);
-    if ((tok = strtok_r(NULL, " ", &save)) == NULL)
+    if ((tok = strtok_r(NULL, " ", &save)) == NULL || parse_u64(tok, fill_ms) != 0)
         return -1;
-    *fill_ms = strtoull(tok, NULL, 10);
-    if ((tok = strtok_r(NULL, " ", &save)) == NULL)
+    /* The count: one digit, 1 .. 1 + CACHE_ENTRY_TAGS. */
+    if ((tok = strtok_r(NULL, " ", &save)) == NULL || tok[0] < '1' || tok[0] > '0' + 1 + CACHE_ENTRY_TAGS ||
+        tok[1] != '\0')
         return -1;
-    int count = atoi(tok);
-    if (count < 1 || count > 1 + CACHE_ENTRY_TAGS)
-        return -1;
+    int count = tok[0] - '0';
     for (int i = 0; i < count; i++) {
         if ((tok = strtok_r(NULL, " ", &save)) == NULL)
             return -1;
@@ -190,6 +209,8 @@ long cache_parse_entry(const char *v, size_t n, uint64_t *fresh_until_ms, uint64
             return -1;
         memcpy(ver->v[i], tok, tl + 1);
     }
+    if (strtok_r(NULL, " ", &save) != NULL)
+        return -1; /* more versions than counted: another format */
     ver->n = count;
     return (long)(hl + 1);
 }
@@ -277,7 +298,8 @@ static void on_entry(void *arg, redisReply *reply, int err)
 static void on_versions(void *arg, redisReply *reply, int err)
 {
     cache_get_op_t *op = arg;
-    if (err != 0 || reply == NULL || reply->type != REDIS_REPLY_ARRAY || (int)reply->elements != op->versions.n) {
+    if (err != 0 || reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+        (int)reply->elements != op->versions.n) {
         op->failed = 1;
     } else {
         for (size_t i = 0; i < reply->elements; i++) {
@@ -295,14 +317,15 @@ static void on_versions(void *arg, redisReply *reply, int err)
         on_lookup_done(op);
 }
 
-void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const cache_tags_t *tags, cache_get_cb cb,
-               void *arg)
+void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const cache_tags_t *tags,
+               cache_get_cb cb, void *arg)
 {
     memset(op, 0, sizeof(*op));
     op->cw = cw;
     op->cb = cb;
     op->arg = arg;
-    if (cw == NULL || flush_pending() || key[0] == '\0' || tags->n > CACHE_ENTRY_TAGS || !redis_is_up(cw->redis)) {
+    if (cw == NULL || flush_pending() || key[0] == '\0' || tags->n > CACHE_ENTRY_TAGS ||
+        !redis_is_up(cw->redis)) {
         lookup_finish(op, CACHE_BYPASS, NULL, 0);
         return;
     }
@@ -342,7 +365,8 @@ void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const ca
 
 /* ---- storing ------------------------------------------------------------------- */
 
-static void store(cache_worker_t *cw, const char *key, size_t keylen, const char *value, size_t len, const char *ttl)
+static void store(cache_worker_t *cw, const char *key, size_t keylen, const char *value, size_t len,
+                  const char *ttl)
 {
     const char *argv[] = {"SET", key, value, "EX", ttl};
     size_t lens[] = {3, keylen, len, 2, strlen(ttl)};
@@ -356,8 +380,8 @@ static void on_store_delay(h2o_timeout_entry_t *entry)
     free(d);
 }
 
-void cache_put(cache_worker_t *cw, const char *key, const cache_versions_t *versions, int ttl_s, const char *body,
-               size_t len, uint64_t fill_ms)
+void cache_put(cache_worker_t *cw, const char *key, const cache_versions_t *versions, int ttl_s,
+               const char *body, size_t len, uint64_t fill_ms)
 {
     if (cw == NULL || versions == NULL || versions->n < 1)
         return;
@@ -365,8 +389,8 @@ void cache_put(cache_worker_t *cw, const char *key, const cache_versions_t *vers
      * (docs/cache.md), then the body. */
     char head[512];
     int hl = snprintf(head, sizeof(head), "mkd1 %llu %llu %d",
-                      (unsigned long long)(now_us() / 1000 + (uint64_t)ttl_s * 1000), (unsigned long long)fill_ms,
-                      versions->n);
+                      (unsigned long long)(now_us() / 1000 + (uint64_t)ttl_s * 1000),
+                      (unsigned long long)fill_ms, versions->n);
     for (int i = 0; i < versions->n && hl < (int)sizeof(head) - CACHE_VERSION_MAX - 2; i++)
         hl += snprintf(head + hl, sizeof(head) - (size_t)hl, " %s", versions->v[i]);
     head[hl++] = '\n';
@@ -523,8 +547,8 @@ static int send_mset(cache_inval_op_t *op)
     return redis_command(op->cw->redis, k, strlen(k), argc, argv, lens, on_written, op);
 }
 
-void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags, void (*done)(void *arg),
-                      void *arg)
+void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags,
+                      void (*done)(void *arg), void *arg)
 {
     memset(op, 0, sizeof(*op));
     op->cw = cw;

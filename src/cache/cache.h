@@ -25,7 +25,7 @@
 #include "cache/tags.h"
 #include "h2o.h"
 
-#define CACHE_KEY_MAX 256
+#define CACHE_KEY_MAX     256
 #define CACHE_VERSION_MAX 40
 
 typedef struct cache_worker cache_worker_t;
@@ -88,12 +88,12 @@ typedef struct cache_get_op {
  * requests, so that one refreshes them while the others still hit
  * (probabilistic early expiration).
  */
-void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const cache_tags_t *tags, cache_get_cb cb,
-               void *arg);
+void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const cache_tags_t *tags,
+               cache_get_cb cb, void *arg);
 
 /* Stores a fill read after `versions` were (fire and forget). */
-void cache_put(cache_worker_t *cw, const char *key, const cache_versions_t *versions, int ttl_s, const char *body,
-               size_t len, uint64_t fill_ms);
+void cache_put(cache_worker_t *cw, const char *key, const cache_versions_t *versions, int ttl_s,
+               const char *body, size_t len, uint64_t fill_ms);
 
 /* The state of one invalidation; owned by the caller until `done` ran. */
 typedef struct cache_inval_op {
@@ -114,8 +114,8 @@ typedef struct cache_inval_op {
  * cannot confirm within its patience, this process bypasses the cache until
  * it has bumped the epoch (cache_tick) — so the caller may always answer.
  */
-void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags, void (*done)(void *arg),
-                      void *arg);
+void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags,
+                      void (*done)(void *arg), void *arg);
 
 /* Housekeeping from the worker's 100 ms tick: retries a pending epoch bump. */
 void cache_tick(cache_worker_t *cw);
@@ -130,6 +130,7 @@ void cache_fold_case(char *s, size_t n);
 /* Parses an entry's header ("mkd1 <fresh_until_ms> <fill_ms> <n> <v>…\n").
  * Returns the offset of the body, or -1 when malformed. The bytes come from
  * Redis and are untrusted (fuzzed). Pure. */
-long cache_parse_entry(const char *v, size_t n, uint64_t *fresh_until_ms, uint64_t *fill_ms, cache_versions_t *ver);
+long cache_parse_entry(const char *v, size_t n, uint64_t *fresh_until_ms, uint64_t *fill_ms,
+                       cache_versions_t *ver);
 
 #endif

@@ -107,7 +107,7 @@ struct node {
     int nslots; /* slots it serves as master (cluster mode) */
     int failed; /* the last attempt failed / the connection broke */
     uint64_t backoff_ms;
-    uint64_t retry_at; /* loop time (ms) of the next attempt when failed */
+    uint64_t retry_at;   /* loop time (ms) of the next attempt when failed */
     uint64_t last_reply; /* loop time (ms) of the last reply, or of becoming up */
     int down_logged;
 };

@@ -19,9 +19,9 @@
  */
 #include <stdint.h>
 
-#define CACHE_TAG_MAX 40   /* bytes of one tag name, NUL included */
-#define CACHE_TAGS_MAX 64  /* tags of one write (an order: 50 products + 2) */
-#define CACHE_ENTRY_TAGS 4 /* tags one entry may depend on */
+#define CACHE_TAG_MAX    40 /* bytes of one tag name, NUL included */
+#define CACHE_TAGS_MAX   64 /* tags of one write (an order: 50 products + 2) */
+#define CACHE_ENTRY_TAGS 4  /* tags one entry may depend on */
 
 typedef struct cache_tags {
     int n;

@@ -3,35 +3,42 @@
  * benchmark data (see seed.h).
  *
  * Shape of a run:
- *   1. connect (DATABASE_URL), take an advisory lock so two seeds never
+ *   1. parse the word lists it draws from (cities, categories, names,
+ *      brands: src/cli/seed-data/, compiled in), so that a bad file stops
+ *      the run before it touches the database;
+ *   2. connect (DATABASE_URL), take an advisory lock so two seeds never
  *      interleave, check the schema is there and the tables are empty
  *      (else skip, or with --force TRUNCATE them);
- *   2. build the "world" in memory: sellers, and every product's seller,
+ *   3. build the "world" in memory: sellers, and every product's seller,
  *      category, price, title and created_at (orders need them: items copy
  *      title and price, and an order only buys products that already
  *      existed at its time);
- *   3. load with COPY FROM STDIN on three connections at once, each in its
+ *   4. load with COPY FROM STDIN on three connections at once, each in its
  *      own transaction: the catalogue (cities … products) on the main one,
  *      orders and order_items on two worker threads. The order stream is
  *      generated twice, identically (same PRNG, same code), once per
  *      thread: regenerating is far cheaper than the server-side work it
  *      lets run in parallel on a second core. The three transactions commit
  *      only when all three loads succeeded;
- *   4. setval the sequences past the loaded ids, ANALYZE, print a summary.
+ *   5. setval the sequences past the loaded ids, ANALYZE, print a summary.
  *
  * Determinism: every random choice comes from splitmix64 streams with fixed
  * seeds, so two runs produce the same rows. Only two things depend on the
  * run: timestamps are relative to the current UTC day (orders must fall in
  * the partitions that exist and "the last 30 days" must have data), and the
- * one password hash has a random salt.
+ * one password hash has a random salt. The order of the lines of the data
+ * files is part of the seed: random choices are indexes into them.
  */
 #include "cli/seed.h"
 #include "core/password.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,651 +47,138 @@
 #include <time.h>
 
 /* ------------------------------------------------------------------------ */
-/* Reference data                                                            */
+/* Reference data: the word lists of src/cli/seed-data/ (see its README.md)  */
 /* ------------------------------------------------------------------------ */
 
-#define SEED_MAX_DISTRICTS 10
-
-typedef struct seed_district {
-    const char *name;
-    const char *slug;
-} seed_district_t;
+/* The longest field of a data file, in bytes. scripts/embed-seed-data.sh
+ * refuses longer ones at build time and ref_load again at start, so that
+ * the buffers sized from it below never truncate. */
+#define SEED_MAX_FIELD 200
 
 typedef struct seed_city {
     const char *name;
     const char *slug;
-    int weight; /* share of sellers, roughly by population */
-    seed_district_t districts[SEED_MAX_DISTRICTS];
+    int weight;         /* share of sellers, roughly by population */
+    int first_district; /* index into ref.districts; a city's are contiguous */
+    int ndistricts;
 } seed_city_t;
 
-static const seed_city_t seed_cities[] = {
-    {"Москва",
-     "moskva",
-     130,
-     {{"Арбат", "arbat"},
-      {"Тверской", "tverskoy"},
-      {"Хамовники", "khamovniki"},
-      {"Замоскворечье", "zamoskvorechye"},
-      {"Басманный", "basmanny"},
-      {"Пресненский", "presnensky"},
-      {"Таганский", "tagansky"},
-      {"Якиманка", "yakimanka"},
-      {"Сокольники", "sokolniki"},
-      {"Мещанский", "meshchansky"}}},
-    {"Санкт-Петербург",
-     "sankt-peterburg",
-     56,
-     {{"Адмиралтейский", "admiralteysky"},
-      {"Василеостровский", "vasileostrovsky"},
-      {"Выборгский", "vyborgsky"},
-      {"Калининский", "kalininsky"},
-      {"Кировский", "kirovsky"},
-      {"Московский", "moskovsky"},
-      {"Невский", "nevsky"},
-      {"Петроградский", "petrogradsky"},
-      {"Приморский", "primorsky"},
-      {"Центральный", "tsentralny"}}},
-    {"Новосибирск",
-     "novosibirsk",
-     16,
-     {{"Центральный", "tsentralny"},
-      {"Железнодорожный", "zheleznodorozhny"},
-      {"Заельцовский", "zaeltsovsky"},
-      {"Калининский", "kalininsky"},
-      {"Кировский", "kirovsky"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Советский", "sovetsky"}}},
-    {"Екатеринбург",
-     "yekaterinburg",
-     15,
-     {{"Верх-Исетский", "verkh-isetsky"},
-      {"Железнодорожный", "zheleznodorozhny"},
-      {"Кировский", "kirovsky"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Орджоникидзевский", "ordzhonikidzevsky"},
-      {"Чкаловский", "chkalovsky"},
-      {"Академический", "akademichesky"}}},
-    {"Казань",
-     "kazan",
-     13,
-     {{"Авиастроительный", "aviastroitelny"},
-      {"Вахитовский", "vakhitovsky"},
-      {"Кировский", "kirovsky"},
-      {"Московский", "moskovsky"},
-      {"Ново-Савиновский", "novo-savinovsky"},
-      {"Приволжский", "privolzhsky"},
-      {"Советский", "sovetsky"}}},
-    {"Нижний Новгород",
-     "nizhny-novgorod",
-     12,
-     {{"Автозаводский", "avtozavodsky"},
-      {"Канавинский", "kanavinsky"},
-      {"Ленинский", "leninsky"},
-      {"Московский", "moskovsky"},
-      {"Нижегородский", "nizhegorodsky"},
-      {"Приокский", "prioksky"},
-      {"Советский", "sovetsky"},
-      {"Сормовский", "sormovsky"}}},
-    {"Челябинск",
-     "chelyabinsk",
-     12,
-     {{"Калининский", "kalininsky"},
-      {"Курчатовский", "kurchatovsky"},
-      {"Ленинский", "leninsky"},
-      {"Металлургический", "metallurgichesky"},
-      {"Советский", "sovetsky"},
-      {"Тракторозаводский", "traktorozavodsky"},
-      {"Центральный", "tsentralny"}}},
-    {"Самара",
-     "samara",
-     12,
-     {{"Железнодорожный", "zheleznodorozhny"},
-      {"Кировский", "kirovsky"},
-      {"Красноглинский", "krasnoglinsky"},
-      {"Куйбышевский", "kuybyshevsky"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Промышленный", "promyshlenny"},
-      {"Самарский", "samarsky"},
-      {"Советский", "sovetsky"}}},
-    {"Омск",
-     "omsk",
-     11,
-     {{"Кировский", "kirovsky"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Советский", "sovetsky"},
-      {"Центральный", "tsentralny"}}},
-    {"Ростов-на-Дону",
-     "rostov-na-donu",
-     11,
-     {{"Ворошиловский", "voroshilovsky"},
-      {"Железнодорожный", "zheleznodorozhny"},
-      {"Кировский", "kirovsky"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Первомайский", "pervomaysky"},
-      {"Пролетарский", "proletarsky"},
-      {"Советский", "sovetsky"}}},
-    {"Уфа",
-     "ufa",
-     11,
-     {{"Дёмский", "demsky"},
-      {"Калининский", "kalininsky"},
-      {"Кировский", "kirovsky"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Орджоникидзевский", "ordzhonikidzevsky"},
-      {"Советский", "sovetsky"}}},
-    {"Красноярск",
-     "krasnoyarsk",
-     12,
-     {{"Железнодорожный", "zheleznodorozhny"},
-      {"Кировский", "kirovsky"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Свердловский", "sverdlovsky"},
-      {"Советский", "sovetsky"},
-      {"Центральный", "tsentralny"}}},
-    {"Воронеж",
-     "voronezh",
-     10,
-     {{"Железнодорожный", "zheleznodorozhny"},
-      {"Коминтерновский", "kominternovsky"},
-      {"Левобережный", "levoberezhny"},
-      {"Ленинский", "leninsky"},
-      {"Советский", "sovetsky"},
-      {"Центральный", "tsentralny"}}},
-    {"Пермь",
-     "perm",
-     10,
-     {{"Дзержинский", "dzerzhinsky"},
-      {"Индустриальный", "industrialny"},
-      {"Кировский", "kirovsky"},
-      {"Ленинский", "leninsky"},
-      {"Мотовилихинский", "motovilikhinsky"},
-      {"Орджоникидзевский", "ordzhonikidzevsky"},
-      {"Свердловский", "sverdlovsky"}}},
-    {"Волгоград",
-     "volgograd",
-     10,
-     {{"Ворошиловский", "voroshilovsky"},
-      {"Дзержинский", "dzerzhinsky"},
-      {"Кировский", "kirovsky"},
-      {"Красноармейский", "krasnoarmeysky"},
-      {"Краснооктябрьский", "krasnooktyabrsky"},
-      {"Советский", "sovetsky"},
-      {"Тракторозаводский", "traktorozavodsky"},
-      {"Центральный", "tsentralny"}}},
-    {"Краснодар",
-     "krasnodar",
-     11,
-     {{"Западный", "zapadny"},
-      {"Карасунский", "karasunsky"},
-      {"Прикубанский", "prikubansky"},
-      {"Центральный", "tsentralny"}}},
-    {"Саратов",
-     "saratov",
-     9,
-     {{"Волжский", "volzhsky"},
-      {"Заводской", "zavodskoy"},
-      {"Кировский", "kirovsky"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Фрунзенский", "frunzensky"}}},
-    {"Тюмень",
-     "tyumen",
-     8,
-     {{"Восточный", "vostochny"},
-      {"Калининский", "kalininsky"},
-      {"Ленинский", "leninsky"},
-      {"Центральный", "tsentralny"}}},
-    {"Тольятти",
-     "tolyatti",
-     7,
-     {{"Автозаводский", "avtozavodsky"},
-      {"Комсомольский", "komsomolsky"},
-      {"Центральный", "tsentralny"},
-      {"Жигулёвское Море", "zhigulevskoye-more"}}},
-    {"Ижевск",
-     "izhevsk",
-     6,
-     {{"Индустриальный", "industrialny"},
-      {"Ленинский", "leninsky"},
-      {"Октябрьский", "oktyabrsky"},
-      {"Первомайский", "pervomaysky"},
-      {"Устиновский", "ustinovsky"}}},
-};
-#define SEED_NCITIES ((int)(sizeof seed_cities / sizeof seed_cities[0]))
+typedef struct seed_district {
+    int city; /* index into ref.cities */
+    const char *name;
+    const char *slug;
+} seed_district_t;
 
 typedef struct seed_root {
     const char *name;
     const char *slug;
-    const char *sells; /* "Продаём <sells>" in seller descriptions */
+    const char *sells; /* "Продаем <sells>" in seller descriptions */
 } seed_root_t;
 
-static const seed_root_t seed_roots[] = {
-    {"Электроника", "elektronika", "электронику и гаджеты"},
-    {"Одежда и обувь", "odezhda-i-obuv", "одежду, обувь и аксессуары"},
-    {"Дом и сад", "dom-i-sad", "товары для дома и сада"},
-    {"Бытовая техника", "bytovaya-tekhnika", "бытовую технику"},
-    {"Детские товары", "detskie-tovary", "детские товары"},
-    {"Спорт и отдых", "sport-i-otdykh", "товары для спорта и отдыха"},
-    {"Красота и здоровье", "krasota-i-zdorove", "косметику и товары для здоровья"},
-    {"Автотовары", "avtotovary", "автотовары и запчасти"},
-};
-#define SEED_NROOTS ((int)(sizeof seed_roots / sizeof seed_roots[0]))
-
-/* Grammatical gender of a noun, so that a colour agrees with it. */
-enum { G_M, G_F, G_N, G_PL };
+/* Grammatical gender of a noun, so that a colour agrees with it; also the
+ * columns of colours.tsv. */
+enum { G_M, G_F, G_N, G_PL, G_COUNT };
 
 typedef struct seed_noun {
     const char *word;
     int gender;
 } seed_noun_t;
 
-#define SEED_MAX_NOUNS  5
-#define SEED_MAX_BRANDS 6
-
 typedef struct seed_child {
-    int root;
+    int root; /* index into ref.roots */
     const char *name;
     const char *slug;
     int min_rub, max_rub; /* price range, roubles */
     int colours;          /* 1 if "синий" etc. makes sense for it */
-    seed_noun_t nouns[SEED_MAX_NOUNS];
-    const char *brands[SEED_MAX_BRANDS];
+    const seed_noun_t *nouns;
+    int nnouns;
+    const char *const *brands;
+    int nbrands;
 } seed_child_t;
 
-static const seed_child_t seed_children[] = {
-    {0,
-     "Смартфоны",
-     "smartfony",
-     4000,
-     99000,
-     1,
-     {{"Смартфон", G_M}},
-     {"Samsung Galaxy", "Apple iPhone", "Xiaomi Redmi", "Honor", "realme", "POCO"}},
-    {0,
-     "Ноутбуки",
-     "noutbuki",
-     25000,
-     100000,
-     1,
-     {{"Ноутбук", G_M}},
-     {"Lenovo IdeaPad", "ASUS VivoBook", "HP Pavilion", "Acer Aspire", "Apple MacBook Air",
-      "Huawei MateBook"}},
-    {0,
-     "Планшеты",
-     "planshety",
-     7000,
-     90000,
-     1,
-     {{"Планшет", G_M}},
-     {"Apple iPad", "Samsung Galaxy Tab", "Xiaomi Pad", "Lenovo Tab", "Huawei MatePad"}},
-    {0,
-     "Наушники",
-     "naushniki",
-     500,
-     40000,
-     1,
-     {{"Наушники", G_PL}, {"Гарнитура", G_F}},
-     {"Sony", "JBL Tune", "Apple AirPods", "Sennheiser", "Marshall", "Xiaomi"}},
-    {0,
-     "Телевизоры",
-     "televizory",
-     12000,
-     100000,
-     1,
-     {{"Телевизор", G_M}},
-     {"Samsung", "LG", "Xiaomi Mi TV", "Sony Bravia", "TCL", "Haier"}},
-    {1,
-     "Мужская одежда",
-     "muzhskaya-odezhda",
-     800,
-     25000,
-     1,
-     {{"Куртка", G_F}, {"Джинсы", G_PL}, {"Рубашка", G_F}, {"Пальто", G_N}, {"Свитер", G_M}},
-     {"Levi's", "Zara", "Uniqlo", "Gloria Jeans", "Columbia", "Tom Tailor"}},
-    {1,
-     "Женская одежда",
-     "zhenskaya-odezhda",
-     700,
-     30000,
-     1,
-     {{"Платье", G_N}, {"Юбка", G_F}, {"Блузка", G_F}, {"Пуховик", G_M}, {"Кардиган", G_M}},
-     {"Mango", "Zarina", "Love Republic", "H&M", "Befree", "Lime"}},
-    {1,
-     "Детская одежда",
-     "detskaya-odezhda",
-     300,
-     12000,
-     1,
-     {{"Комбинезон", G_M}, {"Футболка", G_F}, {"Шапка", G_F}, {"Костюм", G_M}},
-     {"Acoola", "Futurino", "Reima", "Crockid", "Kerry"}},
-    {1,
-     "Обувь",
-     "obuv",
-     1500,
-     25000,
-     1,
-     {{"Кроссовки", G_PL}, {"Ботинки", G_PL}, {"Туфли", G_PL}, {"Кеды", G_PL}, {"Сапоги", G_PL}},
-     {"Nike", "Adidas", "Puma", "New Balance", "Reebok", "ECCO"}},
-    {1,
-     "Аксессуары",
-     "aksessuary",
-     400,
-     35000,
-     1,
-     {{"Сумка", G_F}, {"Рюкзак", G_M}, {"Ремень", G_M}, {"Шарф", G_M}, {"Кошелек", G_M}},
-     {"Michael Kors", "Samsonite", "Xiaomi", "Guess", "Calvin Klein"}},
-    {2,
-     "Мебель",
-     "mebel",
-     3000,
-     100000,
-     1,
-     {{"Диван", G_M}, {"Стол обеденный", G_M}, {"Кресло", G_N}, {"Шкаф", G_M}, {"Комод", G_M}},
-     {"IKEA", "Hoff", "Askona", "Шатура", "Лазурит"}},
-    {2,
-     "Посуда",
-     "posuda",
-     200,
-     15000,
-     1,
-     {{"Сковорода", G_F}, {"Кастрюля", G_F}, {"Набор тарелок", G_M}, {"Чайник заварочный", G_M}},
-     {"Tefal", "Rondell", "Luminarc", "Fissman", "Kukmara"}},
-    {2,
-     "Текстиль",
-     "tekstil",
-     300,
-     12000,
-     1,
-     {{"Плед", G_M}, {"Комплект постельного белья", G_M}, {"Полотенце", G_N}, {"Подушка", G_F}},
-     {"Togas", "Cleanelly", "Mona Liza", "Sofi de Marko", "Askona"}},
-    {2,
-     "Инструменты",
-     "instrumenty",
-     1500,
-     60000,
-     0,
-     {{"Дрель", G_F}, {"Шуруповерт", G_M}, {"Перфоратор", G_M}, {"Болгарка", G_F}, {"Лобзик", G_M}},
-     {"Bosch", "Makita", "DeWalt", "Интерскол", "Metabo", "Зубр"}},
-    {2,
-     "Сад и огород",
-     "sad-i-ogorod",
-     300,
-     50000,
-     0,
-     {{"Газонокосилка", G_F}, {"Шланг садовый", G_M}, {"Теплица", G_F}, {"Триммер", G_M}},
-     {"Gardena", "Husqvarna", "Champion", "Patriot", "Greenworks"}},
-    {3,
-     "Холодильники",
-     "kholodilniki",
-     18000,
-     100000,
-     1,
-     {{"Холодильник", G_M}},
-     {"Atlant", "Bosch", "LG", "Samsung", "Haier", "Indesit"}},
-    {3,
-     "Стиральные машины",
-     "stiralnye-mashiny",
-     17000,
-     90000,
-     1,
-     {{"Стиральная машина", G_F}},
-     {"LG", "Bosch", "Candy", "Indesit", "Haier", "Weissgauff"}},
-    {3,
-     "Пылесосы",
-     "pylesosy",
-     3000,
-     70000,
-     1,
-     {{"Пылесос", G_M}, {"Робот-пылесос", G_M}},
-     {"Dyson", "Xiaomi", "Samsung", "Philips", "Tefal", "Karcher"}},
-    {3,
-     "Кухонная техника",
-     "kukhonnaya-tekhnika",
-     1000,
-     80000,
-     1,
-     {{"Микроволновая печь", G_F},
-      {"Электрочайник", G_M},
-      {"Блендер", G_M},
-      {"Мультиварка", G_F},
-      {"Кофемашина", G_F}},
-     {"Redmond", "Philips", "Bosch", "De'Longhi", "Polaris", "Kitfort"}},
-    {3,
-     "Климатическая техника",
-     "klimaticheskaya-tekhnika",
-     1500,
-     90000,
-     1,
-     {{"Кондиционер", G_M}, {"Обогреватель", G_M}, {"Увлажнитель воздуха", G_M}, {"Вентилятор", G_M}},
-     {"Ballu", "Electrolux", "Timberk", "Xiaomi", "Zanussi"}},
-    {4,
-     "Игрушки",
-     "igrushki",
-     200,
-     25000,
-     1,
-     {{"Конструктор", G_M}, {"Кукла", G_F}, {"Машинка", G_F}, {"Мягкая игрушка", G_F}},
-     {"LEGO", "Barbie", "Hot Wheels", "Playmobil", "Мякиши", "Полесье"}},
-    {4,
-     "Коляски",
-     "kolyaski",
-     8000,
-     100000,
-     1,
-     {{"Коляска", G_F}, {"Прогулочная коляска", G_F}},
-     {"Cybex", "Tutis", "Anex", "Happy Baby", "Chicco"}},
-    {4,
-     "Автокресла",
-     "avtokresla",
-     4000,
-     60000,
-     1,
-     {{"Автокресло", G_N}},
-     {"Britax Römer", "Cybex", "Siger", "Joie", "Heyner"}},
-    {4,
-     "Детское питание",
-     "detskoe-pitanie",
-     60,
-     3000,
-     0,
-     {{"Смесь", G_F}, {"Пюре", G_N}, {"Каша", G_F}},
-     {"Nutrilon", "ФрутоНяня", "Агуша", "Heinz", "Gerber", "Бабушкино лукошко"}},
-    {4,
-     "Школьные товары",
-     "shkolnye-tovary",
-     100,
-     10000,
-     1,
-     {{"Рюкзак школьный", G_M}, {"Пенал", G_M}, {"Набор фломастеров", G_M}, {"Тетрадь", G_F}},
-     {"Erich Krause", "Hatber", "Brauberg", "Faber-Castell", "Юнландия"}},
-    {5,
-     "Велосипеды",
-     "velosipedy",
-     8000,
-     100000,
-     1,
-     {{"Велосипед", G_M}, {"Самокат", G_M}},
-     {"Stels", "Forward", "Merida", "Trek", "GT", "Kugoo"}},
-    {5,
-     "Фитнес",
-     "fitnes",
-     300,
-     30000,
-     1,
-     {{"Гантели", G_PL}, {"Коврик для йоги", G_M}, {"Фитнес-браслет", G_M}, {"Эспандер", G_M}},
-     {"Demix", "Torneo", "Xiaomi Mi Band", "Starfit", "Kettler"}},
-    {5,
-     "Туризм",
-     "turizm",
-     500,
-     60000,
-     1,
-     {{"Палатка", G_F}, {"Спальный мешок", G_M}, {"Термос", G_M}, {"Рюкзак туристический", G_M}},
-     {"Tramp", "Nova Tour", "Outventure", "Stanley", "Sivera"}},
-    {5,
-     "Зимний спорт",
-     "zimniy-sport",
-     1500,
-     80000,
-     1,
-     {{"Лыжи", G_PL}, {"Сноуборд", G_M}, {"Коньки", G_PL}, {"Санки", G_PL}},
-     {"Fischer", "Atomic", "Burton", "Bauer", "Nordway", "Larsen"}},
-    {5,
-     "Рыбалка",
-     "rybalka",
-     300,
-     70000,
-     0,
-     {{"Спиннинг", G_M}, {"Катушка", G_F}, {"Эхолот", G_M}},
-     {"Shimano", "Daiwa", "Salmo", "Garmin", "Lowrance"}},
-    {6,
-     "Уход за лицом",
-     "ukhod-za-litsom",
-     200,
-     8000,
-     0,
-     {{"Крем для лица", G_M}, {"Сыворотка", G_F}, {"Маска для лица", G_F}, {"Тоник", G_M}},
-     {"La Roche-Posay", "Vichy", "Garnier", "Natura Siberica", "CeraVe", "Чистая линия"}},
-    {6,
-     "Парфюмерия",
-     "parfyumeriya",
-     900,
-     30000,
-     0,
-     {{"Туалетная вода", G_F}, {"Парфюмерная вода", G_F}},
-     {"Chanel", "Dior", "Lacoste", "Hugo Boss", "Zara", "Montale"}},
-    {6,
-     "Макияж",
-     "makiyazh",
-     150,
-     5000,
-     0,
-     {{"Помада", G_F}, {"Тушь для ресниц", G_F}, {"Тональный крем", G_M}},
-     {"Maybelline", "L'Oreal", "Vivienne Sabo", "NYX", "Essence", "Lamel"}},
-    {6,
-     "Уход за волосами",
-     "ukhod-za-volosami",
-     150,
-     60000,
-     1,
-     {{"Шампунь", G_M}, {"Фен", G_M}, {"Бальзам для волос", G_M}, {"Выпрямитель", G_M}},
-     {"Dyson", "Philips", "Schwarzkopf", "Pantene", "Elseve", "Rowenta"}},
-    {6,
-     "Медицинская техника",
-     "medtekhnika",
-     300,
-     15000,
-     0,
-     {{"Тонометр", G_M}, {"Термометр", G_M}, {"Ингалятор", G_M}, {"Пульсоксиметр", G_M}},
-     {"Omron", "AND", "B.Well", "Microlife", "Little Doctor"}},
-    {7,
-     "Шины и диски",
-     "shiny-i-diski",
-     2500,
-     60000,
-     0,
-     {{"Шины", G_PL}, {"Диски", G_PL}},
-     {"Michelin", "Nokian", "Bridgestone", "Pirelli", "Cordiant", "Ikon"}},
-    {7,
-     "Автоэлектроника",
-     "avtoelektronika",
-     1000,
-     40000,
-     0,
-     {{"Видеорегистратор", G_M}, {"Автомагнитола", G_F}, {"Радар-детектор", G_M}},
-     {"70mai", "Xiaomi", "Pioneer", "Neoline", "Sho-Me", "iBox"}},
-    {7,
-     "Запчасти",
-     "zapchasti",
-     150,
-     30000,
-     0,
-     {{"Фильтр масляный", G_M}, {"Тормозные колодки", G_PL}, {"Аккумулятор", G_M}, {"Свечи зажигания", G_PL}},
-     {"Bosch", "Mann", "Brembo", "Varta", "NGK", "Lada"}},
-    {7,
-     "Масла и автохимия",
-     "masla-i-avtokhimiya",
-     200,
-     8000,
-     0,
-     {{"Моторное масло", G_N}, {"Антифриз", G_M}, {"Омыватель стекол", G_M}, {"Полироль", G_F}},
-     {"Mobil", "Shell", "Castrol", "Лукойл", "Liqui Moly", "Sintec"}},
-    {7,
-     "Аксессуары для авто",
-     "aksessuary-dlya-avto",
-     200,
-     15000,
-     1,
-     {{"Коврики в салон", G_PL},
-      {"Чехлы на сиденья", G_PL},
-      {"Держатель для телефона", G_M},
-      {"Компрессор", G_M}},
-     {"AutoProfi", "Baseus", "Skyway", "Airline", "Autovirazh"}},
+typedef struct seed_colour {
+    const char *form[G_COUNT]; /* by the gender of the noun */
+} seed_colour_t;
+
+/* A one-column file: its items in file order. */
+typedef struct seed_list {
+    const char *const *item;
+    int n;
+} seed_list_t;
+
+/* One data file split into fields: a private copy of its text with every
+ * field NUL-terminated in place, and where the fields of each row start. */
+typedef struct seed_table {
+    const char *file;
+    char *text;
+    const char **header; /* ncols column names (.tsv only) */
+    const char **field;  /* nrows * ncols, row by row */
+    int *line;           /* the file's line number of each row, for messages */
+    int nrows, ncols;
+} seed_table_t;
+
+enum {
+    F_CITIES,
+    F_DISTRICTS,
+    F_CATEGORIES,
+    F_SUBCATEGORIES,
+    F_NOUNS,
+    F_BRANDS,
+    F_COLOURS,
+    F_MODEL_WORDS,
+    F_PHRASES,
+    F_MALE_NAMES,
+    F_FEMALE_NAMES,
+    F_SURNAMES,
+    F_SHOP_PREFIXES,
+    F_SHOP_SUFFIXES,
+    F_SHOP_WORDS,
+    F_COUNT
 };
-#define SEED_NCHILDREN ((int)(sizeof seed_children / sizeof seed_children[0]))
 
-/* Colours without "ё" so that a search for "черный" finds them. */
-static const char *const seed_colours[][4] = {
-    {"черный", "черная", "черное", "черные"},     {"белый", "белая", "белое", "белые"},
-    {"серый", "серая", "серое", "серые"},         {"синий", "синяя", "синее", "синие"},
-    {"красный", "красная", "красное", "красные"}, {"зеленый", "зеленая", "зеленое", "зеленые"},
-    {"бежевый", "бежевая", "бежевое", "бежевые"}, {"розовый", "розовая", "розовое", "розовые"},
-    {"голубой", "голубая", "голубое", "голубые"},
+/* The files and their columns (NULL: a one-column .txt file). */
+static const struct {
+    const char *file;
+    const char *columns;
+} seed_files[F_COUNT] = {
+    [F_CITIES] = {"cities.tsv", "name slug weight"},
+    [F_DISTRICTS] = {"districts.tsv", "city name slug"},
+    [F_CATEGORIES] = {"categories.tsv", "name slug sells"},
+    [F_SUBCATEGORIES] = {"subcategories.tsv", "parent name slug min_rub max_rub colours"},
+    [F_NOUNS] = {"nouns.tsv", "subcategory gender noun"},
+    [F_BRANDS] = {"brands.tsv", "subcategory brand"},
+    [F_COLOURS] = {"colours.tsv", "m f n pl"},
+    [F_MODEL_WORDS] = {"model-words.txt", NULL},
+    [F_PHRASES] = {"phrases.txt", NULL},
+    [F_MALE_NAMES] = {"male-names.txt", NULL},
+    [F_FEMALE_NAMES] = {"female-names.txt", NULL},
+    [F_SURNAMES] = {"surnames.txt", NULL},
+    [F_SHOP_PREFIXES] = {"shop-prefixes.txt", NULL},
+    [F_SHOP_SUFFIXES] = {"shop-suffixes.txt", NULL},
+    [F_SHOP_WORDS] = {"shop-words.txt", NULL},
 };
-#define SEED_NCOLOURS ((int)(sizeof seed_colours / sizeof seed_colours[0]))
 
-static const char *const seed_variants[] = {"Pro",  "Lite", "Max",  "Mini", "Plus",
-                                            "2023", "2024", "2025", "Ultra"};
-#define SEED_NVARIANTS ((int)(sizeof seed_variants / sizeof seed_variants[0]))
-
-static const char *const seed_phrases[] = {
-    "Новый, в заводской упаковке.",
-    "Официальная гарантия производителя.",
-    "Оригинал, все документы и чек.",
-    "Доставка по городу в день заказа.",
-    "Самовывоз из магазина или доставка курьером.",
-    "Оплата картой или наличными при получении.",
-    "Есть в наличии, отправим сегодня.",
-    "Поможем с выбором, звоните или пишите.",
-    "Возврат в течение 14 дней.",
-    "Подходит в подарок.",
-    "Скидка при покупке от двух штук.",
-    "Отличное соотношение цены и качества.",
-};
-#define SEED_NPHRASES ((int)(sizeof seed_phrases / sizeof seed_phrases[0]))
-
-static const char *const seed_male_names[] = {
-    "Александр", "Дмитрий", "Максим", "Сергей", "Андрей", "Алексей", "Артем",    "Илья",
-    "Кирилл",    "Михаил",  "Никита", "Иван",   "Егор",   "Роман",   "Владимир", "Павел"};
-static const char *const seed_female_names[] = {
-    "Анна",     "Мария", "Елена",     "Ольга", "Наталья", "Екатерина", "Татьяна",  "Ирина",
-    "Светлана", "Юлия",  "Анастасия", "Дарья", "Полина",  "Ксения",    "Виктория", "Алина"};
-/* Every surname here takes "-а" in the feminine. */
-static const char *const seed_surnames[] = {
-    "Иванов",  "Смирнов", "Кузнецов", "Попов",    "Васильев", "Петров",   "Соколов", "Михайлов",
-    "Новиков", "Федоров", "Морозов",  "Волков",   "Алексеев", "Лебедев",  "Семенов", "Егоров",
-    "Павлов",  "Козлов",  "Степанов", "Николаев", "Орлов",    "Андреев",  "Макаров", "Никитин",
-    "Захаров", "Зайцев",  "Соловьев", "Борисов",  "Яковлев",  "Григорьев"};
-#define SEED_NMALE    ((int)(sizeof seed_male_names / sizeof seed_male_names[0]))
-#define SEED_NFEMALE  ((int)(sizeof seed_female_names / sizeof seed_female_names[0]))
-#define SEED_NSURNAME ((int)(sizeof seed_surnames / sizeof seed_surnames[0]))
-
-static const char *const seed_shop_a[] = {"Техно", "Мега", "Эко",  "Смарт", "Гранд",
-                                          "Супер", "Евро", "Сити", "Домо",  "Арт"};
-static const char *const seed_shop_b[] = {"Маркет", "Мир", "Центр", "Лайн", "Точка",
-                                          "Сток",   "Шоп", "Дом",   "Плюс", "Мастер"};
-static const char *const seed_shop_words[] = {"Уют",     "Находка",  "Радуга", "Парус",
-                                              "Капитал", "Меридиан", "Вектор", "Орбита"};
-#define SEED_NSHOP_A     ((int)(sizeof seed_shop_a / sizeof seed_shop_a[0]))
-#define SEED_NSHOP_B     ((int)(sizeof seed_shop_b / sizeof seed_shop_b[0]))
-#define SEED_NSHOP_WORDS ((int)(sizeof seed_shop_words / sizeof seed_shop_words[0]))
+/* Everything the generator draws from, parsed once by ref_load at start and
+ * read-only afterwards (the loader threads only read it). Ids follow the
+ * order of the files: cities.id is the index in cities + 1, and so on. */
+static struct {
+    seed_table_t table[F_COUNT]; /* own the text every string below points into */
+    seed_city_t *cities;
+    int ncities;
+    int total_weight; /* of all cities */
+    seed_district_t *districts;
+    int ndistricts;
+    seed_root_t *roots;
+    int nroots;
+    seed_child_t *children;
+    int nchildren;
+    seed_noun_t *nouns; /* every child's, child by child */
+    const char **brands;
+    seed_colour_t *colours;
+    int ncolours;
+    seed_list_t model_words, phrases, male_names, female_names, surnames, shop_prefixes, shop_suffixes,
+        shop_words;
+} ref;
 
 /* ------------------------------------------------------------------------ */
 /* Scales, constants                                                        */
@@ -710,6 +204,11 @@ static const seed_scale_t seed_scales[] = {
 #define SEED_COPY_BATCH     (1u << 20) /* bytes handed to PQputCopyData at once */
 #define SEED_PROGRESS_EVERY 2.0        /* seconds between progress lines */
 #define SEED_ORDER_ID_MUL   INT64_C(1000000000)
+
+/* Room reserved for one COPY row: the longest row that SEED_MAX_FIELD
+ * allows (order_items, three titles of four fields, each doubled by COPY
+ * escaping) is about 5 KiB. */
+#define SEED_ROW_MAX 16384
 
 /* Same key space as migrate's lock, different key ("mkts"). */
 #define SEED_LOCK_KEY "1835758707"
@@ -746,8 +245,9 @@ static rng_t rng_for(uint64_t stream, uint64_t id)
     return r;
 }
 
-/* Modulo bias is below 2^-40 for every n used here. n is never 0 with the
- * tables above; answering 0 keeps an emptied word list from dividing by 0. */
+/* Modulo bias is below 2^-40 for every n used here. n is never 0, as
+ * ref_load refuses empty lists; answering 0 is the last guard against a
+ * division by 0. */
 static uint64_t rng_below(rng_t *r, uint64_t n)
 {
     return n ? rng_next(r) % n : 0;
@@ -756,6 +256,12 @@ static uint64_t rng_below(rng_t *r, uint64_t n)
 static double rng_unit(rng_t *r)
 {
     return (double)(rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+/* One item of a word list, uniformly. */
+static const char *pick_word(rng_t *r, const seed_list_t *l)
+{
+    return l->item[rng_below(r, (uint64_t)l->n)];
 }
 
 /* ------------------------------------------------------------------------ */
@@ -860,6 +366,383 @@ static void civil_from_days(int64_t z, int *year, int *month, int *day)
     *year = (int)((int64_t)yoe + era * 400 + (m <= 2));
     *month = (int)m;
     *day = (int)d;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading the data files into ref                                           */
+/* ------------------------------------------------------------------------ */
+
+static int data_error(const seed_table_t *t, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Prints "seed: src/cli/seed-data/<file>:<line>: <message>"; returns -1. */
+static int data_error(const seed_table_t *t, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "seed: src/cli/seed-data/%s:%d: ", t->file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return -1;
+}
+
+static const char *cell(const seed_table_t *t, int row, int col)
+{
+    return t->field[(size_t)row * (size_t)t->ncols + (size_t)col];
+}
+
+/* Splits a line in place at its tabs into at most max fields; returns how
+ * many fields it has (more than max: the extra ones were not stored). */
+static int split_line(char *s, const char **field, int max)
+{
+    int n = 0;
+    for (;;) {
+        char *tab = strchr(s, '\t');
+        if (n < max)
+            field[n] = s;
+        n++;
+        if (tab == NULL)
+            return n;
+        *tab = '\0';
+        s = tab + 1;
+    }
+}
+
+/* Whether the header fields are the words of columns ("name slug weight"). */
+static int header_matches(const char *const *header, const char *columns)
+{
+    for (int i = 0; *columns != '\0'; i++) {
+        size_t n = strcspn(columns, " ");
+        if (strlen(header[i]) != n || memcmp(header[i], columns, n) != 0)
+            return 0;
+        columns += n + (columns[n] == ' ');
+    }
+    return 1;
+}
+
+/* Splits seed_files[f] into ref.table[f]. The script checked the format at
+ * build time; what is checked again here is what the code below relies on:
+ * the columns, every field there, none empty or longer than SEED_MAX_FIELD,
+ * at least one row. Returns 0 or -1 with a message. */
+static int table_load(int f)
+{
+    seed_table_t *t = &ref.table[f];
+    const char *columns = seed_files[f].columns;
+    const seed_data_file_t *df = NULL;
+    size_t nlines = 1;
+    char *s, *next, *end;
+    int line = 0;
+
+    t->file = seed_files[f].file;
+    for (size_t i = 0; i < seed_data_files_count; i++)
+        if (strcmp(seed_data_files[i].name, t->file) == 0)
+            df = &seed_data_files[i];
+    if (df == NULL) {
+        fprintf(stderr, "seed: src/cli/seed-data/%s was not embedded at build time\n", t->file);
+        return -1;
+    }
+    t->ncols = 1;
+    for (const char *c = columns; c != NULL && *c != '\0'; c++)
+        t->ncols += *c == ' ';
+    t->text = xmalloc(df->len + 1);
+    memcpy(t->text, df->text, df->len);
+    t->text[df->len] = '\0';
+    for (size_t i = 0; i < df->len; i++)
+        nlines += t->text[i] == '\n';
+    t->header = xcalloc((size_t)t->ncols, sizeof *t->header);
+    t->field = xcalloc(nlines * (size_t)t->ncols, sizeof *t->field);
+    t->line = xcalloc(nlines, sizeof *t->line);
+
+    end = t->text + df->len;
+    for (s = t->text; s < end; s = next) {
+        char *eol = memchr(s, '\n', (size_t)(end - s));
+        int is_header = columns != NULL && t->header[0] == NULL;
+        const char **field = is_header ? t->header : &t->field[(size_t)t->nrows * (size_t)t->ncols];
+        int n;
+
+        line++;
+        next = eol != NULL ? eol + 1 : end;
+        if (eol != NULL)
+            *eol = '\0';
+        if (*s == '\0' || *s == '#')
+            continue;
+        n = split_line(s, field, t->ncols);
+        if (n != t->ncols)
+            return data_error(t, line, "%d fields, expected %d (%s)", n, t->ncols,
+                              columns != NULL ? columns : "one item a line");
+        for (int i = 0; i < n; i++) {
+            size_t len = strlen(field[i]);
+            if (len == 0 || len > SEED_MAX_FIELD)
+                return data_error(t, line, "field %d is empty or longer than %d bytes", i + 1,
+                                  SEED_MAX_FIELD);
+        }
+        if (is_header && !header_matches(t->header, columns))
+            return data_error(t, line, "the header must be the column names \"%s\", tab-separated", columns);
+        if (!is_header)
+            t->line[t->nrows++] = line;
+    }
+    if (t->nrows == 0)
+        return data_error(t, line, "no rows");
+    return 0;
+}
+
+/* A whole number in lo..hi from column col of row. Returns 0 or -1. */
+static int cell_int(const seed_table_t *t, int row, int col, int lo, int hi, int *out)
+{
+    const char *s = cell(t, row, col);
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        return data_error(t, t->line[row], "%s is \"%s\", expected a whole number from %d to %d",
+                          t->header[col], s, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* The first row of t whose column col is s, or -1. */
+static int table_find(const seed_table_t *t, int col, const char *s)
+{
+    for (int r = 0; r < t->nrows; r++)
+        if (strcmp(cell(t, r, col), s) == 0)
+            return r;
+    return -1;
+}
+
+/* Other files refer to these rows by this column: it must be unique. */
+static int check_unique(const seed_table_t *t, int col)
+{
+    for (int r = 1; r < t->nrows; r++) {
+        int first = table_find(t, col, cell(t, r, col));
+        if (first < r)
+            return data_error(t, t->line[r], "%s \"%s\" is already on line %d", t->header[col],
+                              cell(t, r, col), t->line[first]);
+    }
+    return 0;
+}
+
+/* The rows of t name their owner, a row of `owners`, in column col by the
+ * owner's column key; they must come owner by owner in the owners' order,
+ * every owner at least once, so that an owner's rows are contiguous and the
+ * ids they get follow the file. Returns each row's owner (the caller frees
+ * it), or NULL after a message. */
+static int *group_rows(const seed_table_t *t, int col, const seed_table_t *owners, int key)
+{
+    int *owner = xcalloc((size_t)t->nrows, sizeof *owner);
+    int prev = -1;
+
+    for (int r = 0; r < t->nrows; r++) {
+        const char *name = cell(t, r, col);
+        int o = table_find(owners, key, name);
+        if (o < 0) {
+            data_error(t, t->line[r], "%s \"%s\" is not in %s", t->header[col], name, owners->file);
+            goto fail;
+        }
+        if (o < prev) {
+            data_error(t, t->line[r], "%s \"%s\" comes after \"%s\": keep the rows in the order of %s",
+                       t->header[col], name, cell(owners, prev, key), owners->file);
+            goto fail;
+        }
+        if (o > prev + 1)
+            break; /* owner prev + 1 has no rows: said below */
+        owner[r] = prev = o;
+    }
+    if (prev == owners->nrows - 1)
+        return owner;
+    data_error(owners, owners->line[prev + 1], "\"%s\" has no rows in %s (it needs at least one)",
+               cell(owners, prev + 1, key), t->file);
+fail:
+    free(owner);
+    return NULL;
+}
+
+static int gender_of(const char *s)
+{
+    static const char *const codes[G_COUNT] = {"m", "f", "n", "pl"};
+    for (int g = 0; g < G_COUNT; g++)
+        if (strcmp(s, codes[g]) == 0)
+            return g;
+    return -1;
+}
+
+static seed_list_t list_of(int f)
+{
+    seed_list_t l = {ref.table[f].field, ref.table[f].nrows};
+    return l;
+}
+
+/* Parses every data file into ref, once, before anything else. Returns 0,
+ * or -1 after a message naming the file and line (ref_free cleans up). */
+static int ref_load(void)
+{
+    const seed_table_t *t, *cities = &ref.table[F_CITIES], *roots = &ref.table[F_CATEGORIES],
+                           *children = &ref.table[F_SUBCATEGORIES];
+    int *owner = NULL, rc = -1;
+    int64_t total_weight = 0;
+
+    for (int f = 0; f < F_COUNT; f++)
+        if (table_load(f) != 0)
+            goto out;
+
+    if (check_unique(cities, 1) != 0)
+        goto out;
+    ref.ncities = cities->nrows;
+    ref.cities = xcalloc((size_t)ref.ncities, sizeof *ref.cities);
+    for (int r = 0; r < cities->nrows; r++) {
+        seed_city_t *c = &ref.cities[r];
+        c->name = cell(cities, r, 0);
+        c->slug = cell(cities, r, 1);
+        if (cell_int(cities, r, 2, 1, 1000000, &c->weight) != 0)
+            goto out;
+        total_weight += c->weight;
+    }
+    /* pick_weighted_city draws below the total in an int. */
+    if (total_weight > INT_MAX) {
+        data_error(cities, cities->line[cities->nrows - 1], "the weights add up to more than %d", INT_MAX);
+        goto out;
+    }
+    ref.total_weight = (int)total_weight;
+
+    t = &ref.table[F_DISTRICTS];
+    owner = group_rows(t, 0, cities, 1);
+    if (owner == NULL)
+        goto out;
+    ref.ndistricts = t->nrows;
+    ref.districts = xcalloc((size_t)ref.ndistricts, sizeof *ref.districts);
+    for (int r = 0; r < t->nrows; r++) {
+        seed_city_t *c = &ref.cities[owner[r]];
+        ref.districts[r].city = owner[r];
+        ref.districts[r].name = cell(t, r, 1);
+        ref.districts[r].slug = cell(t, r, 2);
+        if (c->ndistricts++ == 0)
+            c->first_district = r;
+    }
+    free(owner);
+    owner = NULL;
+
+    if (check_unique(roots, 1) != 0)
+        goto out;
+    ref.nroots = roots->nrows;
+    ref.roots = xcalloc((size_t)ref.nroots, sizeof *ref.roots);
+    for (int r = 0; r < roots->nrows; r++) {
+        ref.roots[r].name = cell(roots, r, 0);
+        ref.roots[r].slug = cell(roots, r, 1);
+        ref.roots[r].sells = cell(roots, r, 2);
+    }
+
+    /* seed_product_t keeps the index of a subcategory in a byte; nouns.tsv
+     * and brands.tsv name them by slug, unique across all parents. */
+    if (children->nrows > UINT8_MAX + 1) {
+        data_error(children, children->line[UINT8_MAX + 1], "more than %d subcategories", UINT8_MAX + 1);
+        goto out;
+    }
+    if (check_unique(children, 2) != 0)
+        goto out;
+    ref.nchildren = children->nrows;
+    ref.children = xcalloc((size_t)ref.nchildren, sizeof *ref.children);
+    for (int r = 0; r < children->nrows; r++) {
+        seed_child_t *ch = &ref.children[r];
+        const char *colours = cell(children, r, 5);
+        ch->root = table_find(roots, 1, cell(children, r, 0));
+        if (ch->root < 0) {
+            data_error(children, children->line[r], "parent \"%s\" is not in %s", cell(children, r, 0),
+                       roots->file);
+            goto out;
+        }
+        ch->name = cell(children, r, 1);
+        ch->slug = cell(children, r, 2);
+        /* make_price takes a logarithm and caps prices at 100,000 roubles. */
+        if (cell_int(children, r, 3, 1, 100000, &ch->min_rub) != 0 ||
+            cell_int(children, r, 4, ch->min_rub, 100000, &ch->max_rub) != 0)
+            goto out;
+        if (strcmp(colours, "yes") != 0 && strcmp(colours, "no") != 0) {
+            data_error(children, children->line[r], "colours is \"%s\", expected yes or no", colours);
+            goto out;
+        }
+        ch->colours = strcmp(colours, "yes") == 0;
+    }
+    /* A product's category is drawn among the children of a root. */
+    for (int r = 0; r < ref.nroots; r++) {
+        int n = 0;
+        for (int c = 0; c < ref.nchildren; c++)
+            n += ref.children[c].root == r;
+        if (n == 0) {
+            data_error(roots, roots->line[r], "\"%s\" has no rows in %s (it needs at least one)",
+                       ref.roots[r].slug, children->file);
+            goto out;
+        }
+    }
+
+    t = &ref.table[F_NOUNS];
+    owner = group_rows(t, 0, children, 2);
+    if (owner == NULL)
+        goto out;
+    ref.nouns = xcalloc((size_t)t->nrows, sizeof *ref.nouns);
+    for (int r = 0; r < t->nrows; r++) {
+        seed_child_t *ch = &ref.children[owner[r]];
+        ref.nouns[r].gender = gender_of(cell(t, r, 1));
+        ref.nouns[r].word = cell(t, r, 2);
+        if (ref.nouns[r].gender < 0) {
+            data_error(t, t->line[r], "gender is \"%s\", expected m, f, n or pl", cell(t, r, 1));
+            goto out;
+        }
+        if (ch->nnouns++ == 0)
+            ch->nouns = &ref.nouns[r];
+    }
+    free(owner);
+    owner = NULL;
+
+    t = &ref.table[F_BRANDS];
+    owner = group_rows(t, 0, children, 2);
+    if (owner == NULL)
+        goto out;
+    ref.brands = xcalloc((size_t)t->nrows, sizeof *ref.brands);
+    for (int r = 0; r < t->nrows; r++) {
+        seed_child_t *ch = &ref.children[owner[r]];
+        ref.brands[r] = cell(t, r, 1);
+        if (ch->nbrands++ == 0)
+            ch->brands = &ref.brands[r];
+    }
+
+    t = &ref.table[F_COLOURS];
+    ref.ncolours = t->nrows;
+    ref.colours = xcalloc((size_t)ref.ncolours, sizeof *ref.colours);
+    for (int r = 0; r < t->nrows; r++)
+        for (int g = 0; g < G_COUNT; g++)
+            ref.colours[r].form[g] = cell(t, r, g);
+
+    ref.model_words = list_of(F_MODEL_WORDS);
+    ref.phrases = list_of(F_PHRASES);
+    ref.male_names = list_of(F_MALE_NAMES);
+    ref.female_names = list_of(F_FEMALE_NAMES);
+    ref.surnames = list_of(F_SURNAMES);
+    ref.shop_prefixes = list_of(F_SHOP_PREFIXES);
+    ref.shop_suffixes = list_of(F_SHOP_SUFFIXES);
+    ref.shop_words = list_of(F_SHOP_WORDS);
+    rc = 0;
+out:
+    free(owner);
+    return rc;
+}
+
+static void ref_free(void)
+{
+    for (int f = 0; f < F_COUNT; f++) {
+        free(ref.table[f].text);
+        free(ref.table[f].header);
+        free(ref.table[f].field);
+        free(ref.table[f].line);
+    }
+    free(ref.cities);
+    free(ref.districts);
+    free(ref.roots);
+    free(ref.children);
+    free(ref.nouns);
+    free(ref.brands);
+    free(ref.colours);
+    memset(&ref, 0, sizeof ref);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1100,9 +983,9 @@ static void progress_done(progress_t *p, int64_t done)
 /* ------------------------------------------------------------------------ */
 
 typedef struct seed_seller {
-    int city;        /* index into seed_cities */
+    int city;        /* index into ref.cities */
     int district_id; /* districts.id */
-    int roots[2];    /* the seller's specialities, indexes into seed_roots */
+    int roots[2];    /* the seller's specialities, indexes into ref.roots */
     int rating;      /* hundredths, 300..500 */
     int64_t created;
     int first_product; /* products of a seller are contiguous, by created_at */
@@ -1115,7 +998,7 @@ typedef struct seed_product {
     int64_t price; /* kopecks */
     uint32_t title_off;
     uint16_t title_len;
-    uint8_t child; /* index into seed_children */
+    uint8_t child; /* index into ref.children */
     uint8_t archived;
     int32_t seller; /* index into sellers */
     int32_t stock;
@@ -1126,9 +1009,6 @@ typedef struct seed_world {
     int64_t anchor;       /* today 00:00 UTC: the end of generated history */
     int64_t history_from; /* anchor - 24 months */
     int64_t recent_from;  /* anchor - 30 days */
-    int district_first_id[SEED_NCITIES];
-    int district_count[SEED_NCITIES];
-    int ndistricts;
     seed_seller_t *sellers;
     double *seller_cum_weight; /* cumulative order popularity */
     seed_product_t *products;
@@ -1144,7 +1024,7 @@ static int category_id_of_root(int root)
 
 static int category_id_of_child(int child)
 {
-    return SEED_NROOTS + child + 1;
+    return ref.nroots + child + 1;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -1173,31 +1053,28 @@ static void title_append(seed_world_t *w, size_t *len, const char *s)
  * colour agreeing with the noun. Cyrillic and Latin, so `q` finds both. */
 static void make_title(seed_world_t *w, seed_product_t *p, rng_t *r)
 {
-    const seed_child_t *c = &seed_children[p->child];
-    int nnouns = 0, nbrands = 0;
+    const seed_child_t *c = &ref.children[p->child];
     const seed_noun_t *noun;
     size_t len = 0;
 
-    while (nnouns < SEED_MAX_NOUNS && c->nouns[nnouns].word != NULL)
-        nnouns++;
-    while (nbrands < SEED_MAX_BRANDS && c->brands[nbrands] != NULL)
-        nbrands++;
-    noun = &c->nouns[rng_below(r, (uint64_t)nnouns)];
+    noun = &c->nouns[rng_below(r, (uint64_t)c->nnouns)];
     title_append(w, &len, noun->word);
     title_append(w, &len, " ");
-    title_append(w, &len, c->brands[rng_below(r, (uint64_t)nbrands)]);
+    title_append(w, &len, c->brands[rng_below(r, (uint64_t)c->nbrands)]);
     if (rng_below(r, 100) < 60) {
-        char model[24];
-        if (rng_below(r, 3) == 0)
-            snprintf(model, sizeof model, " %s", seed_variants[rng_below(r, SEED_NVARIANTS)]);
-        else
-            snprintf(model, sizeof model, " %c%u", "AXSGMTPNRZ"[rng_below(r, 10)],
-                     (unsigned)(2 + rng_below(r, 98)));
+        char model[SEED_MAX_FIELD + 2];
+        if (rng_below(r, 3) == 0) {
+            snprintf(model, sizeof model, " %s", pick_word(r, &ref.model_words));
+        } else {
+            /* The number is drawn before the letter (see seller_text). */
+            unsigned number = (unsigned)(2 + rng_below(r, 98));
+            snprintf(model, sizeof model, " %c%u", "AXSGMTPNRZ"[rng_below(r, 10)], number);
+        }
         title_append(w, &len, model);
     }
     if (c->colours && rng_below(r, 100) < 50) {
         title_append(w, &len, " ");
-        title_append(w, &len, seed_colours[rng_below(r, SEED_NCOLOURS)][noun->gender]);
+        title_append(w, &len, ref.colours[rng_below(r, (uint64_t)ref.ncolours)].form[noun->gender]);
     }
     p->title_off = (uint32_t)w->titles_len;
     p->title_len = (uint16_t)len;
@@ -1223,14 +1100,11 @@ static int64_t make_price(const seed_child_t *c, rng_t *r)
 
 static int pick_weighted_city(rng_t *r)
 {
-    int total = 0, x;
-    for (int i = 0; i < SEED_NCITIES; i++)
-        total += seed_cities[i].weight;
-    x = (int)rng_below(r, (uint64_t)total);
-    for (int i = 0; i < SEED_NCITIES; i++) {
-        if (x < seed_cities[i].weight)
+    int x = (int)rng_below(r, (uint64_t)ref.total_weight);
+    for (int i = 0; i < ref.ncities; i++) {
+        if (x < ref.cities[i].weight)
             return i;
-        x -= seed_cities[i].weight;
+        x -= ref.cities[i].weight;
     }
     return 0;
 }
@@ -1250,18 +1124,7 @@ static void world_build(seed_world_t *w, const seed_scale_t *scale)
     double *weights = xmalloc(sizeof(double) * (size_t)nsellers);
     int64_t *times = NULL;
     double wsum = 0, acc = 0;
-    int assigned = 0, next_district_id = 1;
-
-    /* Reference ids follow load order: 1..n in the order of the tables. */
-    for (int c = 0; c < SEED_NCITIES; c++) {
-        int n = 0;
-        while (n < SEED_MAX_DISTRICTS && seed_cities[c].districts[n].name != NULL)
-            n++;
-        w->district_first_id[c] = next_district_id;
-        w->district_count[c] = n;
-        next_district_id += n;
-    }
-    w->ndistricts = next_district_id - 1;
+    int assigned = 0;
 
     w->sellers = xcalloc((size_t)nsellers, sizeof *w->sellers);
     w->products = xcalloc((size_t)nproducts, sizeof *w->products);
@@ -1273,11 +1136,13 @@ static void world_build(seed_world_t *w, const seed_scale_t *scale)
      * specialities, an opening date just before the 24-month history. */
     for (int s = 0; s < nsellers; s++) {
         seed_seller_t *sl = &w->sellers[s];
+        const seed_city_t *city;
         sl->city = pick_weighted_city(&r);
-        sl->district_id =
-            w->district_first_id[sl->city] + (int)rng_below(&r, (uint64_t)w->district_count[sl->city]);
-        sl->roots[0] = (int)rng_below(&r, SEED_NROOTS);
-        sl->roots[1] = rng_below(&r, 2) ? sl->roots[0] : (int)rng_below(&r, SEED_NROOTS);
+        city = &ref.cities[sl->city];
+        /* Reference ids follow the data files: district index + 1. */
+        sl->district_id = city->first_district + 1 + (int)rng_below(&r, (uint64_t)city->ndistricts);
+        sl->roots[0] = (int)rng_below(&r, (uint64_t)ref.nroots);
+        sl->roots[1] = rng_below(&r, 2) ? sl->roots[0] : (int)rng_below(&r, (uint64_t)ref.nroots);
         sl->rating = 300 + (int)(200.0 * sqrt(rng_unit(&r)));
         sl->created =
             w->history_from - (int64_t)(1 + rng_below(&r, 28)) * SEED_DAY - (int64_t)rng_below(&r, SEED_DAY);
@@ -1309,15 +1174,15 @@ static void world_build(seed_world_t *w, const seed_scale_t *scale)
             seed_product_t *p = &w->products[pid];
             int root = sl->roots[rng_below(&r, 2)];
             if (rng_below(&r, 100) < 15)
-                root = (int)rng_below(&r, SEED_NROOTS); /* the odd item off-topic */
+                root = (int)rng_below(&r, (uint64_t)ref.nroots); /* the odd item off-topic */
             {
                 /* A child of that root, uniformly. */
                 int k = 0, pick;
-                for (int c = 0; c < SEED_NCHILDREN; c++)
-                    k += seed_children[c].root == root;
+                for (int c = 0; c < ref.nchildren; c++)
+                    k += ref.children[c].root == root;
                 pick = (int)rng_below(&r, (uint64_t)k);
-                for (int c = 0; c < SEED_NCHILDREN; c++)
-                    if (seed_children[c].root == root && pick-- == 0) {
+                for (int c = 0; c < ref.nchildren; c++)
+                    if (ref.children[c].root == root && pick-- == 0) {
                         p->child = (uint8_t)c;
                         break;
                     }
@@ -1330,7 +1195,7 @@ static void world_build(seed_world_t *w, const seed_scale_t *scale)
                 if (p->updated >= w->anchor)
                     p->updated = w->anchor - 1;
             }
-            p->price = make_price(&seed_children[p->child], &r);
+            p->price = make_price(&ref.children[p->child], &r);
             p->stock = rng_below(&r, 100) < 5 ? 0 : 1 + (int32_t)rng_below(&r, 500);
             p->archived = rng_below(&r, 100) < 5;
             make_title(w, p, &r);
@@ -1520,9 +1385,9 @@ static int load_cities(PGconn *conn, const seed_world_t *w, atomic_int *stop, se
     int ok = 1;
     if (copy_begin(&c, conn, "cities", "COPY cities (id, name, slug, created_at) FROM STDIN", stop) != 0)
         return -1;
-    for (int i = 0; i < SEED_NCITIES && ok; i++) {
-        const seed_city_t *ci = &seed_cities[i];
-        char *p = copy_reserve(&c, 512);
+    for (int i = 0; i < ref.ncities && ok; i++) {
+        const seed_city_t *ci = &ref.cities[i];
+        char *p = copy_reserve(&c, SEED_ROW_MAX);
         p = put_i64(p, i + 1);
         *p++ = '\t';
         p = put_text(p, ci->name, strlen(ci->name));
@@ -1544,23 +1409,21 @@ static int load_districts(PGconn *conn, const seed_world_t *w, atomic_int *stop,
     if (copy_begin(&c, conn, "districts", "COPY districts (id, city_id, name, slug, created_at) FROM STDIN",
                    stop) != 0)
         return -1;
-    for (int i = 0; i < SEED_NCITIES && ok; i++) {
-        for (int k = 0; k < w->district_count[i] && ok; k++) {
-            const seed_district_t *d = &seed_cities[i].districts[k];
-            char *p = copy_reserve(&c, 512);
-            p = put_i64(p, w->district_first_id[i] + k);
-            *p++ = '\t';
-            p = put_i64(p, i + 1);
-            *p++ = '\t';
-            p = put_text(p, d->name, strlen(d->name));
-            *p++ = '\t';
-            p = put_text(p, d->slug, strlen(d->slug));
-            *p++ = '\t';
-            p = put_ts(p, w->history_from - 60 * SEED_DAY);
-            *p++ = '\n';
-            ok = copy_row_done(&c, p) == 0;
-            cnt->districts++;
-        }
+    for (int i = 0; i < ref.ndistricts && ok; i++) {
+        const seed_district_t *d = &ref.districts[i];
+        char *p = copy_reserve(&c, SEED_ROW_MAX);
+        p = put_i64(p, i + 1);
+        *p++ = '\t';
+        p = put_i64(p, d->city + 1);
+        *p++ = '\t';
+        p = put_text(p, d->name, strlen(d->name));
+        *p++ = '\t';
+        p = put_text(p, d->slug, strlen(d->slug));
+        *p++ = '\t';
+        p = put_ts(p, w->history_from - 60 * SEED_DAY);
+        *p++ = '\n';
+        ok = copy_row_done(&c, p) == 0;
+        cnt->districts++;
     }
     return copy_end(&c, ok);
 }
@@ -1572,17 +1435,17 @@ static int load_categories(PGconn *conn, const seed_world_t *w, atomic_int *stop
     if (copy_begin(&c, conn, "categories",
                    "COPY categories (id, parent_id, name, slug, created_at) FROM STDIN", stop) != 0)
         return -1;
-    for (int i = 0; i < SEED_NROOTS + SEED_NCHILDREN && ok; i++) {
-        int is_root = i < SEED_NROOTS;
-        const char *name = is_root ? seed_roots[i].name : seed_children[i - SEED_NROOTS].name;
-        const char *slug = is_root ? seed_roots[i].slug : seed_children[i - SEED_NROOTS].slug;
-        char *p = copy_reserve(&c, 512);
-        p = put_i64(p, is_root ? category_id_of_root(i) : category_id_of_child(i - SEED_NROOTS));
+    for (int i = 0; i < ref.nroots + ref.nchildren && ok; i++) {
+        int is_root = i < ref.nroots;
+        const char *name = is_root ? ref.roots[i].name : ref.children[i - ref.nroots].name;
+        const char *slug = is_root ? ref.roots[i].slug : ref.children[i - ref.nroots].slug;
+        char *p = copy_reserve(&c, SEED_ROW_MAX);
+        p = put_i64(p, is_root ? category_id_of_root(i) : category_id_of_child(i - ref.nroots));
         *p++ = '\t';
         if (is_root)
             p = put_str(p, "\\N");
         else
-            p = put_i64(p, category_id_of_root(seed_children[i - SEED_NROOTS].root));
+            p = put_i64(p, category_id_of_root(ref.children[i - ref.nroots].root));
         *p++ = '\t';
         p = put_text(p, name, strlen(name));
         *p++ = '\t';
@@ -1598,11 +1461,11 @@ static int load_categories(PGconn *conn, const seed_world_t *w, atomic_int *stop
 
 static void person_name(rng_t *r, char *out, size_t outlen)
 {
-    const char *surname = seed_surnames[rng_below(r, SEED_NSURNAME)];
+    const char *surname = pick_word(r, &ref.surnames);
     if (rng_below(r, 2) == 0)
-        snprintf(out, outlen, "%s %s", seed_male_names[rng_below(r, SEED_NMALE)], surname);
+        snprintf(out, outlen, "%s %s", pick_word(r, &ref.male_names), surname);
     else
-        snprintf(out, outlen, "%s %sа", seed_female_names[rng_below(r, SEED_NFEMALE)], surname);
+        snprintf(out, outlen, "%s %sа", pick_word(r, &ref.female_names), surname);
 }
 
 static int load_users(PGconn *conn, const seed_world_t *w, atomic_int *stop, seed_counts_t *cnt)
@@ -1617,11 +1480,11 @@ static int load_users(PGconn *conn, const seed_world_t *w, atomic_int *stop, see
     progress_start(&prog, "users", n);
     for (int id = 1; id <= n && ok; id++) {
         rng_t r = rng_for(RNG_USER, (uint64_t)id);
-        char email[64], name[128];
+        char email[64], name[2 * SEED_MAX_FIELD + 8];
         /* Users exist before the 24 months of history, so no order or
          * seller predates its user. */
         int64_t created = w->history_from - 60 * SEED_DAY - (int64_t)rng_below(&r, 400 * SEED_DAY);
-        char *p = copy_reserve(&c, 1024);
+        char *p = copy_reserve(&c, SEED_ROW_MAX);
         if (id == 1) {
             snprintf(email, sizeof email, "admin@example.com");
             snprintf(name, sizeof name, "Admin");
@@ -1655,27 +1518,32 @@ static void seller_text(const seed_world_t *w, int s, char *name, size_t namelen
     const seed_seller_t *sl = &w->sellers[s];
     rng_t r = rng_for(RNG_SELLER, (uint64_t)s);
     int y, mo, d;
+    /* Where a name takes two draws, they come in the order in which gcc
+     * evaluated them when both were arguments of one snprintf call: the
+     * last first (C leaves that order open). Keep it: another order would
+     * rename every seeded shop and product model. */
     switch (rng_below(&r, 3)) {
-    case 0:
-        snprintf(name, namelen, "ИП %s %s.", seed_surnames[rng_below(&r, SEED_NSURNAME)],
-                 rng_below(&r, 2) ? "А" : "С");
+    case 0: {
+        const char *initial = rng_below(&r, 2) ? "А" : "С";
+        snprintf(name, namelen, "ИП %s %s.", pick_word(&r, &ref.surnames), initial);
         break;
-    case 1:
-        snprintf(name, namelen, "%s%s", seed_shop_a[rng_below(&r, SEED_NSHOP_A)],
-                 seed_shop_b[rng_below(&r, SEED_NSHOP_B)]);
+    }
+    case 1: {
+        const char *suffix = pick_word(&r, &ref.shop_suffixes);
+        snprintf(name, namelen, "%s%s", pick_word(&r, &ref.shop_prefixes), suffix);
         break;
+    }
     default:
-        snprintf(name, namelen, "Магазин «%s»", seed_shop_words[rng_below(&r, SEED_NSHOP_WORDS)]);
+        snprintf(name, namelen, "Магазин «%s»", pick_word(&r, &ref.shop_words));
         break;
     }
     civil_from_days(sl->created / SEED_DAY, &y, &mo, &d);
     if (sl->roots[0] == sl->roots[1])
-        snprintf(desc, desclen, "Продаем %s в городе %s с %d года. %s", seed_roots[sl->roots[0]].sells,
-                 seed_cities[sl->city].name, y, seed_phrases[rng_below(&r, SEED_NPHRASES)]);
+        snprintf(desc, desclen, "Продаем %s в городе %s с %d года. %s", ref.roots[sl->roots[0]].sells,
+                 ref.cities[sl->city].name, y, pick_word(&r, &ref.phrases));
     else
         snprintf(desc, desclen, "Продаем %s, а также %s. Город %s, работаем с %d года.",
-                 seed_roots[sl->roots[0]].sells, seed_roots[sl->roots[1]].sells, seed_cities[sl->city].name,
-                 y);
+                 ref.roots[sl->roots[0]].sells, ref.roots[sl->roots[1]].sells, ref.cities[sl->city].name, y);
 }
 
 static int load_sellers(PGconn *conn, const seed_world_t *w, atomic_int *stop, seed_counts_t *cnt)
@@ -1691,8 +1559,10 @@ static int load_sellers(PGconn *conn, const seed_world_t *w, atomic_int *stop, s
     progress_start(&prog, "sellers", n);
     for (int s = 0; s < n && ok; s++) {
         const seed_seller_t *sl = &w->sellers[s];
-        char name[256], desc[1024];
-        char *p = copy_reserve(&c, 4096);
+        /* The longest a name can be is two fields (ТехноМаркет); the
+         * description, three fields and some 90 bytes of words. */
+        char name[2 * SEED_MAX_FIELD + 32], desc[1024];
+        char *p = copy_reserve(&c, SEED_ROW_MAX);
         seller_text(w, s, name, sizeof name, desc, sizeof desc);
         p = put_i64(p, s + 1);
         *p++ = '\t';
@@ -1734,10 +1604,10 @@ static int load_products(PGconn *conn, const seed_world_t *w, atomic_int *stop, 
     for (int i = 0; i < n && ok; i++) {
         const seed_product_t *pr = &w->products[i];
         const seed_seller_t *sl = &w->sellers[pr->seller];
-        const seed_child_t *ch = &seed_children[pr->child];
+        const seed_child_t *ch = &ref.children[pr->child];
         rng_t r = rng_for(RNG_PRODUCT_TEXT, (uint64_t)i);
-        int a = (int)rng_below(&r, SEED_NPHRASES), b = (int)rng_below(&r, SEED_NPHRASES);
-        char *p = copy_reserve(&c, 4096);
+        const char *a = pick_word(&r, &ref.phrases), *b = pick_word(&r, &ref.phrases);
+        char *p = copy_reserve(&c, SEED_ROW_MAX);
         p = put_i64(p, i + 1);
         *p++ = '\t';
         p = put_i64(p, pr->seller + 1);
@@ -1755,10 +1625,10 @@ static int load_products(PGconn *conn, const seed_world_t *w, atomic_int *stop, 
         /* "<title>. <phrase> <phrase> Категория: <name>." */
         p = put_text(p, w->titles + pr->title_off, pr->title_len);
         p = put_str(p, ". ");
-        p = put_text(p, seed_phrases[a], strlen(seed_phrases[a]));
+        p = put_text(p, a, strlen(a));
         if (b != a) {
             *p++ = ' ';
-            p = put_text(p, seed_phrases[b], strlen(seed_phrases[b]));
+            p = put_text(p, b, strlen(b));
         }
         p = put_str(p, " Категория: ");
         p = put_text(p, ch->name, strlen(ch->name));
@@ -1832,7 +1702,7 @@ static void *order_job_run(void *arg)
     progress_start(&prog, table, w->scale->orders);
     for (int64_t i = 0; i < w->scale->orders && ok; i++) {
         seed_order_t o;
-        char *p = copy_reserve(&c, 2048);
+        char *p = copy_reserve(&c, SEED_ROW_MAX);
         order_next(&os, &o);
         if (!job->items) {
             p = put_order_row(p, &o);
@@ -2056,6 +1926,9 @@ int seed_main(int argc, char **argv)
         fprintf(stderr, "seed: DATABASE_URL is not set\n");
         return -1;
     }
+    /* Before touching the database: a bad data file changes nothing. */
+    if (ref_load() != 0)
+        goto out;
 
     conn = seed_connect(url);
     if (conn == NULL)
@@ -2156,5 +2029,6 @@ out:
         sodium_memzero(w->password_hash, sizeof w->password_hash);
         free(w);
     }
+    ref_free();
     return rc;
 }

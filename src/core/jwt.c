@@ -14,7 +14,8 @@
 static const char header_b64[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 #define B64 sodium_base64_VARIANT_URLSAFE_NO_PADDING
 
-static void mac(const unsigned char *secret, size_t secret_len, const char *data, size_t n, unsigned char out[32])
+static void mac(const unsigned char *secret, size_t secret_len, const char *data, size_t n,
+                unsigned char out[32])
 {
     unsigned int len = 32;
     HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)data, n, out, &len);
@@ -23,8 +24,8 @@ static void mac(const unsigned char *secret, size_t secret_len, const char *data
 size_t jwt_sign(const unsigned char *secret, size_t secret_len, const jwt_claims_t *c, char *out)
 {
     char payload[128];
-    int pn = snprintf(payload, sizeof(payload), "{\"sub\":\"%lld\",\"iat\":%lld,\"exp\":%lld}", (long long)c->sub,
-                      (long long)c->iat, (long long)c->exp);
+    int pn = snprintf(payload, sizeof(payload), "{\"sub\":\"%lld\",\"iat\":%lld,\"exp\":%lld}",
+                      (long long)c->sub, (long long)c->iat, (long long)c->exp);
     size_t o = sizeof(header_b64) - 1;
     memcpy(out, header_b64, o);
     out[o++] = '.';
@@ -78,7 +79,8 @@ int jwt_verify(const unsigned char *secret, size_t secret_len, const char *token
     /* Signed by us: the payload is ours, but parse it defensively anyway. */
     unsigned char payload[256];
     size_t plen = 0;
-    if (sodium_base642bin(payload, sizeof(payload), token + hl + 1, signed_len - hl - 1, NULL, &plen, &end, B64) != 0)
+    if (sodium_base642bin(payload, sizeof(payload), token + hl + 1, signed_len - hl - 1, NULL, &plen, &end,
+                          B64) != 0)
         return MKD_EINVAL;
     json_t *obj = json_loadb((const char *)payload, plen, JSON_REJECT_DUPLICATES, NULL);
     int rc = MKD_EINVAL;

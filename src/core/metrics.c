@@ -7,15 +7,16 @@
 #include <unistd.h>
 
 static const char *route_names[METRICS_MAX_ROUTES];
-static const char *const method_names[METRICS_NMETHODS] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OTHER"};
-static const int status_codes[METRICS_NSTATUS - 1] = {200, 201, 204, 304, 400, 401, 403, 404, 405,
-                                                      409, 413, 415, 422, 429, 500, 502, 503, 504, 301};
+static const char *const method_names[METRICS_NMETHODS] = {"GET",   "HEAD",   "POST", "PUT",
+                                                           "PATCH", "DELETE", "OTHER"};
+static const int status_codes[METRICS_NSTATUS - 1] = {200, 201, 204, 304, 400, 401, 403, 404, 405, 409,
+                                                      413, 415, 422, 429, 500, 502, 503, 504, 301};
 /* Upper bounds in seconds; the last bucket is +Inf. */
 static const double bucket_bounds[METRICS_NBUCKETS - 1] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                            0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
 
-#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-#define BUMP(x) __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED)
+#define LOAD(x)   __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define BUMP(x)   __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED)
 #define ADD(x, v) __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + (v), __ATOMIC_RELAXED)
 
 void metrics_set_route_name(int route, const char *name)
@@ -73,7 +74,8 @@ void metrics_render_http(jbuf_t *out, metrics_t *const *all, int n)
                     snprintf(st, sizeof(st), "%d", status_codes[s]);
                 else
                     snprintf(st, sizeof(st), "other");
-                snprintf(line, sizeof(line), "http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %llu\n",
+                snprintf(line, sizeof(line),
+                         "http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %llu\n",
                          method_names[mth], route_names[r], st, (unsigned long long)v);
                 jbuf_puts(out, line);
             }
@@ -93,10 +95,12 @@ void metrics_render_http(jbuf_t *out, metrics_t *const *all, int n)
             for (int w = 0; w < n; w++)
                 cum += LOAD(all[w]->latency[r][b]);
             if (b < METRICS_NBUCKETS - 1)
-                snprintf(line, sizeof(line), "http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                snprintf(line, sizeof(line),
+                         "http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
                          route_names[r], bucket_bounds[b], (unsigned long long)cum);
             else
-                snprintf(line, sizeof(line), "http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                snprintf(line, sizeof(line),
+                         "http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
                          route_names[r], (unsigned long long)cum);
             jbuf_puts(out, line);
         }

@@ -11,9 +11,9 @@
 #include "core/json.h"
 
 #define METRICS_MAX_ROUTES 48
-#define METRICS_NMETHODS 7 /* GET HEAD POST PUT PATCH DELETE other */
-#define METRICS_NSTATUS 20
-#define METRICS_NBUCKETS 14
+#define METRICS_NMETHODS   7 /* GET HEAD POST PUT PATCH DELETE other */
+#define METRICS_NSTATUS    20
+#define METRICS_NBUCKETS   14
 
 typedef struct metrics {
     uint64_t requests[METRICS_MAX_ROUTES][METRICS_NMETHODS][METRICS_NSTATUS];

@@ -112,8 +112,8 @@ static size_t format(int64_t us, char out[TS_BUFSZ], char sep, const char *zone,
     civil_from_days(days, &y, &m, &d);
     int n;
     if (frac != 0 || always_frac)
-        n = snprintf(out, TS_BUFSZ, "%04d-%02u-%02u%c%02d:%02d:%02d.%06lld%s", y, m, d, sep, (int)(rem / 3600),
-                     (int)(rem / 60 % 60), (int)(rem % 60), (long long)frac, zone);
+        n = snprintf(out, TS_BUFSZ, "%04d-%02u-%02u%c%02d:%02d:%02d.%06lld%s", y, m, d, sep,
+                     (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (long long)frac, zone);
     else
         n = snprintf(out, TS_BUFSZ, "%04d-%02u-%02u%c%02d:%02d:%02d%s", y, m, d, sep, (int)(rem / 3600),
                      (int)(rem / 60 % 60), (int)(rem % 60), zone);

@@ -66,7 +66,7 @@ typedef struct db_conn {
     int write_armed;
     int reading;
     uint64_t started_us; /* when the connection attempt began */
-    int inflight; /* queries sent and not yet answered */
+    int inflight;        /* queries sent and not yet answered */
     uint64_t last_used_us;
     /* FIFO ring of what the server owes us, in send order */
     pending_t *ring;
@@ -132,7 +132,7 @@ static uint64_t now_us(void)
 }
 
 #define STAT_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
-#define STAT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+#define STAT_GET(field)    __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
 static void pool_update_stats(db_pool_t *pool)
 {
@@ -171,8 +171,8 @@ static void record_wait(db_pool_t *pool, uint64_t waited_us)
 
 /* ---- queries ----------------------------------------------------------- */
 
-static db_query_t *query_new(db_pool_t *pool, const db_stmt_t *stmt, const char *const *values, db_result_cb cb,
-                             void *arg)
+static db_query_t *query_new(db_pool_t *pool, const db_stmt_t *stmt, const char *const *values,
+                             db_result_cb cb, void *arg)
 {
     size_t strings = 0;
     for (int i = 0; i < stmt->nparams; i++)
@@ -220,7 +220,8 @@ static void on_wait_timeout(h2o_timeout_entry_t *entry)
     query_finish(q, NULL, MKD_EBUSY);
 }
 
-int db_pool_query(db_pool_t *pool, const db_stmt_t *stmt, const char *const *values, db_result_cb cb, void *arg)
+int db_pool_query(db_pool_t *pool, const db_stmt_t *stmt, const char *const *values, db_result_cb cb,
+                  void *arg)
 {
     if (pool->destroying)
         return MKD_EUNAVAILABLE;

@@ -79,7 +79,8 @@ void db_pool_destroy(db_pool_t *pool);
  * will run exactly once, never synchronously from within this call), or
  * MKD_EBUSY / MKD_EUNAVAILABLE when refused (cb never runs).
  */
-int db_pool_query(db_pool_t *pool, const db_stmt_t *stmt, const char *const *values, db_result_cb cb, void *arg);
+int db_pool_query(db_pool_t *pool, const db_stmt_t *stmt, const char *const *values, db_result_cb cb,
+                  void *arg);
 
 typedef struct db_pool_stats {
     int connecting, idle, busy; /* connections by state */

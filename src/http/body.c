@@ -32,8 +32,8 @@ static int depth_ok(json_t *j, int depth)
     return 1;
 }
 
-json_t *body_parse(const char *content_type, size_t ct_len, const char *body, size_t len, int *err, char *detail,
-                   size_t detail_len)
+json_t *body_parse(const char *content_type, size_t ct_len, const char *body, size_t len, int *err,
+                   char *detail, size_t detail_len)
 {
     if (!content_type_is_json(content_type, ct_len)) {
         *err = MKD_EMEDIATYPE;
@@ -49,7 +49,8 @@ json_t *body_parse(const char *content_type, size_t ct_len, const char *body, si
     }
     if (!json_is_object(j) || !depth_ok(j, 0)) {
         *err = MKD_EBADREQ;
-        snprintf(detail, detail_len, json_is_object(j) ? "body is nested too deeply" : "body must be a JSON object");
+        snprintf(detail, detail_len,
+                 json_is_object(j) ? "body is nested too deeply" : "body must be a JSON object");
         json_decref(j);
         return NULL;
     }
@@ -92,7 +93,8 @@ int body_string(json_t *obj, const char *key, const char *field, size_t min_char
     return MKD_PRESENT;
 }
 
-int body_int(json_t *obj, const char *key, const char *field, int64_t min, int64_t max, int64_t *out, verr_t *v)
+int body_int(json_t *obj, const char *key, const char *field, int64_t min, int64_t max, int64_t *out,
+             verr_t *v)
 {
     json_t *j = json_object_get(obj, key);
     if (j == NULL)
@@ -110,7 +112,8 @@ int body_int(json_t *obj, const char *key, const char *field, int64_t min, int64
     return MKD_PRESENT;
 }
 
-int body_id(json_t *obj, const char *key, const char *field, int null_ok, int64_t *out, int *is_null, verr_t *v)
+int body_id(json_t *obj, const char *key, const char *field, int null_ok, int64_t *out, int *is_null,
+            verr_t *v)
 {
     json_t *j = json_object_get(obj, key);
     if (is_null != NULL)

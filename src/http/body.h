@@ -16,17 +16,19 @@
  * keys / nesting deeper than 16) or MKD_EMEDIATYPE (`content_type` is not
  * application/json). `detail` receives a message.
  */
-json_t *body_parse(const char *content_type, size_t ct_len, const char *body, size_t len, int *err, char *detail,
-                   size_t detail_len);
+json_t *body_parse(const char *content_type, size_t ct_len, const char *body, size_t len, int *err,
+                   char *detail, size_t detail_len);
 
 /* Readers: MKD_PRESENT (valid, stored), MKD_ABSENT (or null when null_ok),
  * MKD_EINVAL (recorded in v under `field`). Strings must be valid UTF-8
  * without NUL; lengths are in characters (code points). */
 int body_string(json_t *obj, const char *key, const char *field, size_t min_chars, size_t max_chars,
                 const char **out, verr_t *v);
-int body_int(json_t *obj, const char *key, const char *field, int64_t min, int64_t max, int64_t *out, verr_t *v);
+int body_int(json_t *obj, const char *key, const char *field, int64_t min, int64_t max, int64_t *out,
+             verr_t *v);
 /* null_ok: JSON null counts as absent. */
-int body_id(json_t *obj, const char *key, const char *field, int null_ok, int64_t *out, int *is_null, verr_t *v);
+int body_id(json_t *obj, const char *key, const char *field, int null_ok, int64_t *out, int *is_null,
+            verr_t *v);
 
 /* Records "required" for `field` when a reader returned MKD_ABSENT. */
 void body_require(int rc, const char *field, verr_t *v);

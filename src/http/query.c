@@ -121,8 +121,8 @@ int parse_int64(const char *s, size_t n, int64_t *out)
 int parse_id(slice_t s, int64_t *out)
 {
     int64_t v;
-    if (s.len == 0 || s.ptr[0] == '-' || (s.len > 1 && s.ptr[0] == '0') || parse_int64(s.ptr, s.len, &v) != 0 ||
-        v < 1)
+    if (s.len == 0 || s.ptr[0] == '-' || (s.len > 1 && s.ptr[0] == '0') ||
+        parse_int64(s.ptr, s.len, &v) != 0 || v < 1)
         return MKD_EINVAL;
     *out = v;
     return 0;

@@ -11,7 +11,7 @@
 #include "core/slice.h"
 
 #define QUERY_MAX_PARAMS 32
-#define VERR_MAX 16
+#define VERR_MAX         16
 
 typedef struct query_param {
     slice_t name;

@@ -127,8 +127,8 @@ static void finish(rctx_t *r, int status, const char *content_type, const char *
     if (status != 204 && status != 304)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
                        strlen(content_type));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->request_id.ptr,
-                          r->request_id.len);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                          r->request_id.ptr, r->request_id.len);
     uint64_t dur = server_now_us() - r->start_us;
     metrics_observe(&w->metrics, r->route_id, r->method, status, dur);
     if (w->server->cfg->access_log)
@@ -208,7 +208,8 @@ static void problem(rctx_t *r, int err, const char *members, const char *fmt, va
     int i = error_index(err), status = i < 0 ? 500 : error_table[i].status;
     if (status == 500) {
         vsnprintf(detail, sizeof(detail), fmt, ap);
-        log_error("request %.*s: %s: %s", (int)r->request_id.len, r->request_id.ptr, mkd_strerror(err), detail);
+        log_error("request %.*s: %s: %s", (int)r->request_id.len, r->request_id.ptr, mkd_strerror(err),
+                  detail);
         /* What went wrong inside stays in the log. */
         snprintf(detail, sizeof(detail), "internal error (request id %.*s)", (int)r->request_id.len,
                  r->request_id.ptr);
@@ -268,4 +269,12 @@ void reply_error_ext(rctx_t *r, int err, const char *members, const char *fmt, .
 void reply_invalid(rctx_t *r)
 {
     reply_error(r, MKD_EINVAL, "invalid parameters: %s %s", r->verr.items[0].field, r->verr.items[0].message);
+}
+
+int reply_if_invalid(rctx_t *r)
+{
+    if (r->verr.count == 0)
+        return 0;
+    reply_invalid(r);
+    return 1;
 }

@@ -64,6 +64,9 @@ void reply_error_ext(rctx_t *r, int err, const char *members, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 /* MKD_EINVAL with detail "invalid parameters: <first field> <message>". */
 void reply_invalid(rctx_t *r);
+/* After validation: answers 422 and returns 1 when r->verr holds anything,
+ * else returns 0 (`if (reply_if_invalid(r)) return;`). */
+int reply_if_invalid(rctx_t *r);
 
 /* The HTTP status of a code (for tests and the access log). */
 int reply_status_of(int err);

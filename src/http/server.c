@@ -43,8 +43,8 @@ static int valid_request_id(const char *s, size_t n)
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.' || c == ':'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == ':'))
             return 0;
     }
     return 1;
@@ -99,8 +99,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         char allow[64];
         router_allow(app->routes, app->nroutes, pattern, allow, sizeof(allow));
         reply_header(r, "allow", allow, strlen(allow));
-        reply_error(r, MKD_EMETHOD, "%.*s is not allowed here; allowed: %s", (int)req->method.len, req->method.base,
-                    allow);
+        reply_error(r, MKD_EMETHOD, "%.*s is not allowed here; allowed: %s", (int)req->method.len,
+                    req->method.base, allow);
         return 0;
     }
     r->route = &app->routes[route];
@@ -225,8 +225,8 @@ static void *worker_main(void *arg)
     offload_receiver_init(&w->offload, &w->ctx);
     jbuf_init(&w->out, 64 * 1024);
     jbuf_init(&w->logbuf, 1024);
-    w->request_id_prefix = (uint32_t)((unsigned)getpid() * 2654435761u) ^ ((uint32_t)w->index << 24) ^
-                           (uint32_t)server_now_us();
+    w->request_id_prefix =
+        (uint32_t)((unsigned)getpid() * 2654435761u) ^ ((uint32_t)w->index << 24) ^ (uint32_t)server_now_us();
 
     int fd = open_listener(cfg, err, sizeof(err));
     if (fd < 0) {
@@ -337,7 +337,8 @@ int server_run(const config_t *cfg, const http_app_t *app)
     s.globalconf.http1.req_timeout = (uint64_t)cfg->http_header_timeout_ms;
     s.globalconf.http1.upgrade_to_http2 = 0;
     s.globalconf.http1.callbacks = H2O_HTTP1_CALLBACKS;
-    h2o_hostconf_t *host = h2o_config_register_host(&s.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&s.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = on_req;
@@ -373,8 +374,8 @@ int server_run(const config_t *cfg, const http_app_t *app)
     if (failed) {
         exit_code = 1;
     } else {
-        log_info("marketd listening on %s:%d with %d worker(s), db pool %d+%d", cfg->listen_host, cfg->listen_port,
-                 s.nworkers, cfg->db_pool_size, cfg->db_max_overflow);
+        log_info("marketd listening on %s:%d with %d worker(s), db pool %d+%d", cfg->listen_host,
+                 cfg->listen_port, s.nworkers, cfg->db_pool_size, cfg->db_max_overflow);
         int sig = 0;
         sigwait(&sigs, &sig);
         log_info("received %s: draining (up to %d ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",

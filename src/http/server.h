@@ -49,8 +49,8 @@ struct worker {
     h2o_socket_t *listener;
     offload_receiver_t offload; /* completions of offloaded work (Argon2id, file writes) */
     void *app;                  /* the dispatcher's per-worker state */
-    jbuf_t out;     /* scratch buffer responses are rendered into */
-    jbuf_t logbuf;  /* scratch buffer of the access-log line */
+    jbuf_t out;                 /* scratch buffer responses are rendered into */
+    jbuf_t logbuf;              /* scratch buffer of the access-log line */
     metrics_t metrics;
     uint64_t next_request_id;
     uint32_t request_id_prefix;

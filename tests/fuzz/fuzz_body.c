@@ -44,7 +44,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int status = 0;
     char detail[256];
-    json_t *obj = body_parse("application/json", 16, (const char *)data, size, &status, detail, sizeof(detail));
+    json_t *obj =
+        body_parse("application/json", 16, (const char *)data, size, &status, detail, sizeof(detail));
     if (obj == NULL) {
         CHECK(status == MKD_EBADREQ);
         return 0;

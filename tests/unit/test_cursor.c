@@ -107,7 +107,8 @@ static void test_time_key_out_of_range(void **state)
             cursor_encode(&in, text);
             int rc = cursor_decode(text, CURSOR_TEXT_LEN, kind, &out);
             if (rc == 0)
-                fail_msg("cursor of kind %d with key %lld decoded; expected MKD_EINVAL", kind, (long long)keys[k]);
+                fail_msg("cursor of kind %d with key %lld decoded; expected MKD_EINVAL", kind,
+                         (long long)keys[k]);
         }
     }
 }
@@ -327,14 +328,21 @@ int main(void)
     if (sodium_init() < 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip_newest),   cmocka_unit_test(test_round_trip_orders),
+        cmocka_unit_test(test_round_trip_newest),
+        cmocka_unit_test(test_round_trip_orders),
         cmocka_unit_test(test_time_key_out_of_range),
-        cmocka_unit_test(test_round_trip_price),    cmocka_unit_test(test_round_trip_id),
-        cmocka_unit_test(test_golden_encodings),    cmocka_unit_test(test_wrong_kind),
-        cmocka_unit_test(test_wrong_version),       cmocka_unit_test(test_wrong_length),
-        cmocka_unit_test(test_bad_base64),          cmocka_unit_test(test_non_ascii_rejected),
-        cmocka_unit_test(test_id_below_one),        cmocka_unit_test(test_id_cursor_key_must_be_zero),
-        cmocka_unit_test(test_price_key_below_one), cmocka_unit_test(test_time_keys_any_sign),
+        cmocka_unit_test(test_round_trip_price),
+        cmocka_unit_test(test_round_trip_id),
+        cmocka_unit_test(test_golden_encodings),
+        cmocka_unit_test(test_wrong_kind),
+        cmocka_unit_test(test_wrong_version),
+        cmocka_unit_test(test_wrong_length),
+        cmocka_unit_test(test_bad_base64),
+        cmocka_unit_test(test_non_ascii_rejected),
+        cmocka_unit_test(test_id_below_one),
+        cmocka_unit_test(test_id_cursor_key_must_be_zero),
+        cmocka_unit_test(test_price_key_below_one),
+        cmocka_unit_test(test_time_keys_any_sign),
         cmocka_unit_test(test_reads_only_n_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

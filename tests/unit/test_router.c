@@ -29,21 +29,24 @@ static void h_delete(struct rctx *r)
 /* One row per (method, pattern). Patterns are indexed in `patterns`; {id}
  * listed before the literal, so order cannot be what makes the literal
  * win. */
-#define P0 "/healthz"
-#define P1 "/api/v1/sellers/{id}"
-#define P2 "/api/v1/sellers/popular"
-#define P3 "/api/v1/sellers"
-#define P4 "/api/v1/cities/{id}/districts"
-#define P5 "/api/v1/cities/{id}"
-#define P6 "/api/v1/orders/{id}/items/{item}"
-#define P7 "/api/v1/orders/{id}/items/current"
-#define P8 "/api/v1/products/{id}/images"
-#define P9 "/api/v1/products/mine/images"
+#define P0  "/healthz"
+#define P1  "/api/v1/sellers/{id}"
+#define P2  "/api/v1/sellers/popular"
+#define P3  "/api/v1/sellers"
+#define P4  "/api/v1/cities/{id}/districts"
+#define P5  "/api/v1/cities/{id}"
+#define P6  "/api/v1/orders/{id}/items/{item}"
+#define P7  "/api/v1/orders/{id}/items/current"
+#define P8  "/api/v1/products/{id}/images"
+#define P9  "/api/v1/products/mine/images"
 #define P10 "/x/{a}/{b}/{c}" /* more params than ROUTE_MAX_PARAMS */
 static const char *const patterns[] = {P0, P1, P2, P3, P4, P5, P6, P7, P8, P9, P10};
 #define NPATTERNS ((int)(sizeof(patterns) / sizeof(patterns[0])))
 
-#define ROW(m, pat, h) {.method = (m), .pattern = (pat), .handler = (h)}
+#define ROW(m, pat, h)                                                                                       \
+    {                                                                                                        \
+        .method = (m), .pattern = (pat), .handler = (h)                                                      \
+    }
 static const route_t routes[] = {
     /* 0 */ ROW(M_GET, P0, h_get),
     /* 1 */ ROW(M_GET, P1, h_get),
@@ -179,7 +182,8 @@ static void test_method_selects_row(void **state)
     pat = patterns[0];
     assert_i64_eq(router_match(routes, NROUTES, M_DELETE, SLICE_LIT("/nowhere"), p, &pat), -1);
     assert_null(pat);
-    assert_i64_eq(router_match(routes, NROUTES, M_DELETE, SLICE_LIT("/api/v1/orders/1/items/2"), p, &pat), 10);
+    assert_i64_eq(router_match(routes, NROUTES, M_DELETE, SLICE_LIT("/api/v1/orders/1/items/2"), p, &pat),
+                  10);
     assert_slice_eq(p[1], "2");
 }
 
@@ -290,7 +294,8 @@ static void test_api_routes(void **state)
     assert_i64_eq(api_match(M_GET, "/api/v1/sellers/popular", p), api_row(M_GET, "/api/v1/sellers/popular"));
     assert_i64_eq(api_match(M_GET, "/api/v1/sellers/42", p), api_row(M_GET, "/api/v1/sellers/{id}"));
     assert_slice_eq(p[0], "42");
-    assert_i64_eq(api_match(M_GET, "/api/v1/cities/3/districts", p), api_row(M_GET, "/api/v1/cities/{id}/districts"));
+    assert_i64_eq(api_match(M_GET, "/api/v1/cities/3/districts", p),
+                  api_row(M_GET, "/api/v1/cities/{id}/districts"));
     assert_slice_eq(p[0], "3");
     assert_i64_eq(api_match(M_PATCH, "/api/v1/products/9", p), api_row(M_PATCH, "/api/v1/products/{id}"));
     assert_i64_eq(api_match(M_GET, "/healthz", p), api_row(M_GET, "/healthz"));
@@ -334,10 +339,8 @@ static void expect_allow(const route_t *r, int n, const char *pattern, const cha
 }
 
 static const route_t all[] = {
-    {.method = M_DELETE, .pattern = "/all"},
-    {.method = M_PATCH, .pattern = "/all"},
-    {.method = M_POST, .pattern = "/all"},
-    {.method = M_GET, .pattern = "/all"},
+    {.method = M_DELETE, .pattern = "/all"}, {.method = M_PATCH, .pattern = "/all"},
+    {.method = M_POST, .pattern = "/all"},   {.method = M_GET, .pattern = "/all"},
     {.method = M_DELETE, .pattern = "/d"},
 };
 
