@@ -6,6 +6,7 @@
 #
 # Env (all optional):
 #   TEST_ONLY=unit|integration|fuzz|checks   run one part (default and CI: everything)
+#   T=<pattern>                              only the integration tests whose id contains it
 #   FUZZ_SECONDS=10                   per fuzz target
 #   UNIT_TIMEOUT=300 INTEGRATION_TIMEOUT=1800 BUILD_TIMEOUT=1800   (seconds)
 #   PYTHON=/usr/bin/python3           Debian's, which has python3-psycopg2
@@ -16,7 +17,13 @@ cd "$ROOT" || exit 1
 # shellcheck source=tests/lib/pg.sh
 . "$ROOT/tests/lib/pg.sh"
 
-ONLY=${TEST_ONLY:-all}
+# T=<pattern> (make test T=stampede) runs the integration tests whose id
+# contains the pattern, and only those, unless TEST_ONLY says otherwise.
+if [ -n "${T:-}" ]; then
+	ONLY=${TEST_ONLY:-integration}
+else
+	ONLY=${TEST_ONLY:-all}
+fi
 case $ONLY in
 all | unit | integration | fuzz | checks) ;;
 *)
@@ -369,7 +376,7 @@ step_integration() {
 	run_bounded "$INTEGRATION_TIMEOUT" env "${SAN_ENV[@]}" \
 		MARKETD_BIN="$bin" DATABASE_URL="$db_url" \
 		PGHOST=127.0.0.1 PGPORT="$PG_PORT" PGUSER=postgres PGDATABASE=marketd_test \
-		TEST_TMPDIR="$TMP" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+		TEST_TMPDIR="$TMP" TEST_PATTERN="${T:-}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
 		"$PYTHON" tests/integration/run.py
 	rc=$?
 	if [ "$rc" -eq 0 ]; then

@@ -19,6 +19,7 @@ static void worker_tick(worker_t *w)
         if (modules[i]->tick != NULL)
             modules[i]->tick(w);
     cache_tick(api_worker(w)->cache);
+    api_dispatch_tick(w);
     flight_sweep();
 }
 

@@ -80,6 +80,124 @@ static db_pool_t *pool_for(rctx_t *r)
     return api_worker(r->w)->primary;
 }
 
+/* ---- admission: every query of a request passes here -------------------------------- */
+
+typedef struct db_call {
+    admission_item_t item; /* first: the queue links */
+    rctx_t *r;
+    admission_t *adm;
+    const db_stmt_t *st;
+    const char **params; /* copies in the request pool */
+    db_result_cb cb;
+    void *arg;
+    uint64_t start_us;
+} db_call_t;
+
+static void call_start(db_call_t *c);
+
+static admission_t *admission_of(rctx_t *r)
+{
+    int cls = r->route != NULL && r->route->db == DB_READ ? ADMIT_READS : ADMIT_WRITES;
+    return &api_worker(r->w)->admission[cls];
+}
+
+/* Queued work that waited past its deadline: 503 now, not after seconds. */
+static void refuse_expired(admission_t *a)
+{
+    admission_item_t *it;
+    while ((it = admission_expired(a, server_now_us())) != NULL) {
+        db_call_t *c = (db_call_t *)it;
+        c->cb(c->arg, NULL, MKD_EBUSY);
+    }
+}
+
+/* While anything waits, look every 10 ms for what waited too long. */
+static void arm_expiry(worker_t *w)
+{
+    api_worker_t *aw = api_worker(w);
+    int queued = 0;
+    for (int i = 0; i < ADMIT_NCLASSES; i++)
+        queued += aw->admission[i].queued;
+    if (queued > 0 && !h2o_timeout_is_linked(&aw->expiry))
+        h2o_timeout_link(w->loop, &aw->expiry_timeout, &aw->expiry);
+}
+
+static void on_expiry(h2o_timeout_entry_t *entry)
+{
+    api_worker_t *aw = H2O_STRUCT_FROM_MEMBER(api_worker_t, expiry, entry);
+    for (int i = 0; i < ADMIT_NCLASSES; i++)
+        refuse_expired(&aw->admission[i]);
+    arm_expiry(aw->w);
+}
+
+static void on_call_done(void *arg, PGresult *res, int err)
+{
+    db_call_t *c = arg;
+    uint64_t now = server_now_us();
+    admission_item_t *next = admission_done(c->adm, now - c->start_us, now);
+    admission_t *a = c->adm;
+    c->cb(c->arg, res, err);
+    if (next != NULL)
+        call_start((db_call_t *)next);
+    refuse_expired(a);
+}
+
+/* Sends a call that holds a slot; a pool refusal frees the slot and fails
+ * the call through its callback. */
+static void call_start(db_call_t *c)
+{
+    c->start_us = server_now_us();
+    int rc = db_pool_query(pool_for(c->r), c->st, (const char *const *)c->params, on_call_done, c);
+    if (rc == 0)
+        return;
+    admission_item_t *next = admission_done(c->adm, ADMISSION_NO_SAMPLE, server_now_us());
+    c->cb(c->arg, NULL, rc);
+    if (next != NULL)
+        call_start((db_call_t *)next);
+}
+
+/* Like db_pool_query, through the worker's admission control: 0 (cb runs
+ * later, exactly once) or a refusal (MKD_EBUSY / the pool's; cb never runs). */
+static int db_submit(rctx_t *r, const db_stmt_t *st, const char *const *params, db_result_cb cb, void *arg)
+{
+    db_call_t *c = h2o_mem_alloc_pool(&r->req->pool, sizeof(*c));
+    memset(c, 0, sizeof(*c));
+    c->r = r;
+    c->adm = admission_of(r);
+    c->st = st;
+    c->cb = cb;
+    c->arg = arg;
+    c->params = h2o_mem_alloc_pool(&r->req->pool, sizeof(char *) * (size_t)(st->nparams + 1));
+    for (int i = 0; i < st->nparams; i++) {
+        c->params[i] = NULL;
+        if (params != NULL && params[i] != NULL) {
+            size_t n = strlen(params[i]) + 1;
+            char *copy = h2o_mem_alloc_pool(&r->req->pool, n);
+            memcpy(copy, params[i], n);
+            c->params[i] = copy;
+        }
+    }
+    refuse_expired(c->adm);
+    switch (admission_enter(c->adm, &c->item, server_now_us())) {
+    case ADMIT_RUN:
+        c->start_us = server_now_us();
+        {
+            int rc = db_pool_query(pool_for(r), st, (const char *const *)c->params, on_call_done, c);
+            if (rc != 0) {
+                admission_item_t *next = admission_done(c->adm, ADMISSION_NO_SAMPLE, server_now_us());
+                if (next != NULL)
+                    call_start((db_call_t *)next);
+                return rc;
+            }
+        }
+        return 0;
+    case ADMIT_QUEUED:
+        arm_expiry(r->w);
+        return 0;
+    }
+    return MKD_EBUSY;
+}
+
 /* Answers a query that failed (err < 0) or was refused. */
 static void reply_db_failure(rctx_t *r, int err, PGresult *res)
 {
@@ -128,7 +246,7 @@ void api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, api_re
     query_call_t *q = h2o_mem_alloc_pool(&r->req->pool, sizeof(*q));
     q->r = r;
     q->on_result = on_result;
-    int rc = db_pool_query(pool_for(r), st, params, on_query, q);
+    int rc = db_submit(r, st, params, on_query, q);
     if (rc != 0)
         reply_db_failure(r, rc, NULL);
 }
@@ -145,7 +263,8 @@ typedef struct read_state {
     cache_tags_t tags;
     cache_get_op_t get;
     cache_versions_t versions;
-    int fill; /* this request leads the flight `flight_id` */
+    int lead;                  /* this request queries for the flight `flight_id` */
+    flight_mode_t flight_mode; /* FLIGHT_SHARE: a miss (store the fill); FLIGHT_GATHER: a bypass */
     char flight_id[FLIGHT_ID_MAX];
     uint64_t fill_start_us;
     flight_waiter_t waiter;
@@ -172,19 +291,27 @@ static int ttl_of(const cache_policy_t *p)
     return cfg->cache_ttl_products;
 }
 
-static void reply_hit(rctx_t *r, const char *body, size_t len)
+static void reply_shared(rctx_t *r, const char *body, size_t len)
 {
-    r->x_cache = "HIT";
-    count(r, COUNT_HIT);
     jbuf_t b = {(char *)body, len, len};
     reply_json(r, 200, &b);
 }
 
-static void fill_failed(read_state_t *rs)
+/* The answer to a read that failed: the query's own refusal (a render
+ * refusal such as 404), or the database's. */
+static void reply_read_failure(read_state_t *rs, int err, PGresult *res)
 {
-    if (rs->fill) {
-        rs->fill = 0;
-        flight_finish(rs->flight_id, NULL, 0);
+    if (err == MKD_ENOTFOUND || err == MKD_EUNAUTH)
+        reply_error(rs->r, err, "%s", rs->missing);
+    else
+        reply_db_failure(rs->r, err, res);
+}
+
+static void lead_failed(read_state_t *rs, int err)
+{
+    if (rs->lead) {
+        rs->lead = 0;
+        flight_finish(rs->flight_id, rs->flight_mode, err, NULL, 0);
     }
 }
 
@@ -193,79 +320,77 @@ static void on_read_result(void *arg, PGresult *res, int err)
     read_state_t *rs = arg;
     rctx_t *r = rs->r;
     if (err != 0) {
-        fill_failed(rs);
-        reply_db_failure(r, err, res);
+        lead_failed(rs, err);
+        reply_read_failure(rs, err, res);
         return;
     }
     jbuf_t *b = reply_buffer(r);
     int rc = rs->render(r, res, b);
     if (rc != 0) {
-        fill_failed(rs);
-        reply_error(r, rc, "%s", rs->missing);
+        lead_failed(rs, rc);
+        reply_read_failure(rs, rc, NULL);
         return;
     }
-    if (rs->fill) {
-        uint64_t fill_ms = (server_now_us() - rs->fill_start_us) / 1000 + 1;
-        cache_put(api_worker(r->w)->cache, rs->key, &rs->versions, ttl_of(r->route->cache), b->data, b->len,
-                  fill_ms);
-        rs->fill = 0;
-        flight_finish(rs->flight_id, b->data, b->len);
+    if (rs->lead) {
+        if (rs->flight_mode == FLIGHT_SHARE) {
+            uint64_t fill_ms = (server_now_us() - rs->fill_start_us) / 1000 + 1;
+            cache_put(api_worker(r->w)->cache, rs->key, &rs->versions, ttl_of(r->route->cache), b->data,
+                      b->len, fill_ms);
+        }
+        rs->lead = 0;
+        flight_finish(rs->flight_id, rs->flight_mode, 0, b->data, b->len);
     }
     reply_json(r, 200, b);
 }
 
 static void run_query(read_state_t *rs)
 {
-    int rc = db_pool_query(pool_for(rs->r), rs->stmt, rs->params, on_read_result, rs);
+    int rc = db_submit(rs->r, rs->stmt, rs->params, on_read_result, rs);
     if (rc != 0) {
-        fill_failed(rs);
+        lead_failed(rs, rc);
         reply_db_failure(rs->r, rc, NULL);
     }
 }
 
-static void bypass(read_state_t *rs)
-{
-    rs->r->x_cache = "BYPASS";
-    count(rs->r, COUNT_BYPASS);
-    run_query(rs);
-}
-
-/* A waiter's worker: answer with the shared body, or read on its own. */
-static void on_flight_done(flight_waiter_t *w, flight_body_t *body)
+/* A waiter's worker: answer with the shared result, or query for everyone
+ * gathered with it. */
+static void on_flight_done(flight_waiter_t *w, flight_body_t *body, int err, int lead)
 {
     read_state_t *rs = w->arg;
-    if (body != NULL) {
-        reply_hit(rs->r, body->data, body->len);
+    if (lead) {
+        rs->lead = 1;
+        rs->fill_start_us = server_now_us();
+        run_query(rs);
+    } else if (body != NULL) {
+        if (rs->flight_mode == FLIGHT_SHARE) {
+            rs->r->x_cache = "HIT";
+            count(rs->r, COUNT_HIT);
+        }
+        reply_shared(rs->r, body->data, body->len);
         flight_body_release(body);
     } else {
-        bypass(rs);
+        reply_read_failure(rs, err, NULL);
     }
 }
 
-static void on_cached(void *arg, cache_result_t result, const char *body, size_t len,
-                      const cache_versions_t *ver)
+/* Joins (or leads) the flight of this read; id is "<F|B>|key[|versions]". */
+static void join_flight(read_state_t *rs, flight_mode_t mode)
 {
-    read_state_t *rs = arg;
     rctx_t *r = rs->r;
-    if (result == CACHE_HIT) {
-        reply_hit(r, body, len);
-        return;
-    }
-    if (result == CACHE_BYPASS) {
-        bypass(rs);
-        return;
-    }
-    rs->versions = *ver;
-    size_t n = (size_t)snprintf(rs->flight_id, sizeof(rs->flight_id), "%s", rs->key);
-    for (int i = 0; i < ver->n && n < sizeof(rs->flight_id); i++)
-        n += (size_t)snprintf(rs->flight_id + n, sizeof(rs->flight_id) - n, "|%s", ver->v[i]);
+    rs->flight_mode = mode;
+    size_t n = (size_t)snprintf(rs->flight_id, sizeof(rs->flight_id), "%c|%s",
+                                mode == FLIGHT_SHARE ? 'F' : 'B', rs->key);
+    for (int i = 0; mode == FLIGHT_SHARE && i < rs->versions.n && n < sizeof(rs->flight_id); i++)
+        n += (size_t)snprintf(rs->flight_id + n, sizeof(rs->flight_id) - n, "|%s", rs->versions.v[i]);
     rs->waiter.receiver = &api_worker(r->w)->flights;
     rs->waiter.wake = on_flight_done;
     rs->waiter.arg = rs;
     flight_body_t *done = NULL;
-    switch (flight_join(rs->flight_id, &rs->waiter, &done)) {
+    switch (flight_join(rs->flight_id, mode, &rs->waiter, &done)) {
     case FLIGHT_DONE:
-        reply_hit(r, done->data, done->len);
+        r->x_cache = "HIT";
+        count(r, COUNT_HIT);
+        reply_shared(r, done->data, done->len);
         flight_body_release(done);
         return;
     case FLIGHT_WAIT:
@@ -273,11 +398,38 @@ static void on_cached(void *arg, cache_result_t result, const char *body, size_t
     case FLIGHT_LEAD:
         break;
     }
-    rs->fill = 1;
+    if (mode == FLIGHT_SHARE) {
+        r->x_cache = "MISS";
+        count(r, COUNT_MISS);
+    }
+    rs->lead = 1;
     rs->fill_start_us = server_now_us();
-    r->x_cache = "MISS";
-    count(r, COUNT_MISS);
     run_query(rs);
+}
+
+static void on_cached(void *arg, cache_result_t result, const char *body, size_t len,
+                      const cache_versions_t *ver)
+{
+    read_state_t *rs = arg;
+    rctx_t *r = rs->r;
+    switch (result) {
+    case CACHE_HIT:
+        r->x_cache = "HIT";
+        count(r, COUNT_HIT);
+        reply_shared(r, body, len);
+        return;
+    case CACHE_BYPASS:
+        /* Redis could not be asked: still one query per key at a time. */
+        r->x_cache = "BYPASS";
+        count(r, COUNT_BYPASS);
+        join_flight(rs, FLIGHT_GATHER);
+        return;
+    case CACHE_MISS:
+        /* Counted as a miss by the leader only: the others get its fill. */
+        rs->versions = *ver;
+        join_flight(rs, FLIGHT_SHARE);
+        return;
+    }
 }
 
 void api_read(rctx_t *r, const api_read_t *plan)
@@ -308,7 +460,10 @@ void api_read(rctx_t *r, const api_read_t *plan)
         return;
     }
     if (plan->key == NULL || plan->key[0] == '\0' || plan->tags == NULL) {
-        bypass(rs);
+        /* Not cached (pages after the first): read on its own. */
+        r->x_cache = "BYPASS";
+        count(r, COUNT_BYPASS);
+        run_query(rs);
         return;
     }
     snprintf(rs->key, sizeof(rs->key), "%s", plan->key);
@@ -500,6 +655,29 @@ int api_worker_init(worker_t *w)
     };
     aw->cache = cache_worker_create(w->loop, &co);
     h2o_multithread_register_receiver(w->ctx.queue, &aw->flights, flight_on_messages);
+    /* Per worker, the most queries the pool could carry at once. */
+    int capacity = (po.base + po.overflow) * (cfg->db_pipeline_depth > 0 ? cfg->db_pipeline_depth : 1);
+    admission_options_t ao = {
+        .initial_limit = capacity < 16 ? capacity : 16,
+        .min_limit = capacity < 4 ? capacity : 4,
+        .max_limit = capacity,
+        .max_queue = cfg->db_pool_queue < 1024 ? cfg->db_pool_queue : 1024,
+        .normal_timeout_us = (uint64_t)cfg->db_pool_timeout_ms * 1000,
+    };
+    /* Reads: a queue standing for half a second is overload; then a read
+     * that waited 30 ms is refused (its user is better served by a fast 503
+     * and a retry than by a slow answer). Writes (orders) are worth more and
+     * come in bursts that contend on row locks, where latency rises without
+     * any overload: they keep the pool's whole capacity (no adaptive limit),
+     * a longer standing queue, and a longer wait before they are shed. */
+    ao.interval_us = 500000, ao.overload_timeout_us = 30000;
+    admission_init(&aw->admission[ADMIT_READS], &ao, server_now_us());
+    ao.initial_limit = ao.min_limit = capacity;
+    ao.interval_us = 2000000, ao.overload_timeout_us = 500000;
+    admission_init(&aw->admission[ADMIT_WRITES], &ao, server_now_us());
+    aw->w = w;
+    h2o_timeout_init(w->loop, &aw->expiry_timeout, 10);
+    aw->expiry.cb = on_expiry;
     return 0;
 }
 
@@ -510,7 +688,77 @@ void api_worker_dispose(worker_t *w)
         return;
     db_pool_destroy(aw->primary);
     cache_worker_destroy(aw->cache);
+    if (h2o_timeout_is_linked(&aw->expiry))
+        h2o_timeout_unlink(&aw->expiry);
+    h2o_timeout_dispose(w->loop, &aw->expiry_timeout);
     h2o_multithread_unregister_receiver(w->ctx.queue, &aw->flights);
     free(aw);
     w->app = NULL;
+}
+
+void api_dispatch_tick(worker_t *w)
+{
+    api_worker_t *aw = api_worker(w);
+    uint64_t now = server_now_us();
+    for (int i = 0; i < ADMIT_NCLASSES; i++) {
+        admission_tick(&aw->admission[i], now);
+        refuse_expired(&aw->admission[i]);
+    }
+}
+
+void api_render_admission_metrics(jbuf_t *b, server_t *s)
+{
+    static const char *const names[ADMIT_NCLASSES] = {"read", "write"};
+    int limit[ADMIT_NCLASSES] = {0}, inflight[ADMIT_NCLASSES] = {0}, queued[ADMIT_NCLASSES] = {0};
+    uint64_t refused[ADMIT_NCLASSES] = {0}, expired[ADMIT_NCLASSES] = {0};
+    /* Other workers' counters, read without their lock-free owner's help:
+     * relaxed and approximate, as every gauge here. */
+    for (int k = 0; k < s->nworkers; k++) {
+        api_worker_t *aw = api_worker(&s->workers[k]);
+        if (aw == NULL)
+            continue;
+        for (int i = 0; i < ADMIT_NCLASSES; i++) {
+            admission_t *a = &aw->admission[i];
+            limit[i] += admission_limit(a);
+            inflight[i] += __atomic_load_n(&a->inflight, __ATOMIC_RELAXED);
+            queued[i] += __atomic_load_n(&a->queued, __ATOMIC_RELAXED);
+            refused[i] += __atomic_load_n(&a->refused, __ATOMIC_RELAXED);
+            expired[i] += __atomic_load_n(&a->expired, __ATOMIC_RELAXED);
+        }
+    }
+    char line[256];
+    snprintf(line, sizeof(line),
+             "# HELP marketd_flight_waiters Reads waiting for a database query another read of the same key "
+             "runs.\n# TYPE marketd_flight_waiters gauge\nmarketd_flight_waiters %d\n",
+             flight_waiting());
+    jbuf_puts(b, line);
+    jbuf_puts(b,
+              "# HELP marketd_db_admission_limit Database queries a class may have in flight (adaptive, all "
+              "workers).\n# TYPE marketd_db_admission_limit gauge\n");
+    for (int i = 0; i < ADMIT_NCLASSES; i++) {
+        snprintf(line, sizeof(line), "marketd_db_admission_limit{class=\"%s\"} %d\n", names[i], limit[i]);
+        jbuf_puts(b, line);
+    }
+    jbuf_puts(b, "# HELP marketd_db_admission_inflight Database queries in flight.\n"
+                 "# TYPE marketd_db_admission_inflight gauge\n");
+    for (int i = 0; i < ADMIT_NCLASSES; i++) {
+        snprintf(line, sizeof(line), "marketd_db_admission_inflight{class=\"%s\"} %d\n", names[i],
+                 inflight[i]);
+        jbuf_puts(b, line);
+    }
+    jbuf_puts(b, "# HELP marketd_db_admission_queued Database queries waiting for a slot.\n"
+                 "# TYPE marketd_db_admission_queued gauge\n");
+    for (int i = 0; i < ADMIT_NCLASSES; i++) {
+        snprintf(line, sizeof(line), "marketd_db_admission_queued{class=\"%s\"} %d\n", names[i], queued[i]);
+        jbuf_puts(b, line);
+    }
+    jbuf_puts(b, "# HELP marketd_db_admission_shed_total Requests answered 503 by admission control.\n"
+                 "# TYPE marketd_db_admission_shed_total counter\n");
+    for (int i = 0; i < ADMIT_NCLASSES; i++) {
+        snprintf(line, sizeof(line),
+                 "marketd_db_admission_shed_total{class=\"%s\",reason=\"queue_full\"} %llu\n"
+                 "marketd_db_admission_shed_total{class=\"%s\",reason=\"waited_too_long\"} %llu\n",
+                 names[i], (unsigned long long)refused[i], names[i], (unsigned long long)expired[i]);
+        jbuf_puts(b, line);
+    }
 }

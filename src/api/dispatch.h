@@ -17,6 +17,7 @@
  */
 #include <libpq-fe.h>
 
+#include "api/admission.h"
 #include "cache/cache.h"
 #include "db/pool.h"
 #include "http/reply.h"
@@ -43,10 +44,18 @@ typedef struct api_module {
 } api_module_t;
 
 /* The dispatcher's state of one worker. */
+enum { ADMIT_READS, ADMIT_WRITES, ADMIT_NCLASSES };
+
 typedef struct api_worker {
     db_pool_t *primary;
     cache_worker_t *cache; /* NULL: no cache */
     h2o_multithread_receiver_t flights;
+    /* Database work in flight and waiting, per class (api/admission.h):
+     * reads cannot crowd out writes (orders), nor the reverse. */
+    admission_t admission[ADMIT_NCLASSES];
+    h2o_timeout_t expiry_timeout; /* 10 ms: refuses queued work that waited too long */
+    h2o_timeout_entry_t expiry;
+    worker_t *w;
 } api_worker_t;
 
 static inline api_worker_t *api_worker(worker_t *w)
@@ -58,9 +67,14 @@ static inline api_worker_t *api_worker(worker_t *w)
 void api_dispatch(rctx_t *r);
 int api_worker_init(worker_t *w);
 void api_worker_tick(worker_t *w);
+/* The dispatcher's share of the 100 ms tick (admission limits). */
+void api_dispatch_tick(worker_t *w);
 void api_worker_dispose(worker_t *w);
 void api_dispatch_init(const config_t *cfg);
 void api_dispatch_dispose(void);
+
+/* Appends the admission gauges and counters of all workers (/metrics). */
+void api_render_admission_metrics(jbuf_t *b, server_t *s);
 
 /* Renders a 200 body from a result; 0, or an MKD_* code the dispatcher
  * answers with the plan's `missing` as the detail. */

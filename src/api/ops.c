@@ -107,6 +107,7 @@ static void metrics(rctx_t *r)
              "db_pool_wait_seconds_count %llu\n",
              (unsigned long long)hist.count, (double)hist.sum_us / 1e6, (unsigned long long)hist.count);
     jbuf_puts(b, line);
+    api_render_admission_metrics(b, s);
     metrics_render_process(b);
     reply_body(r, 200, "text/plain; version=0.0.4", b->data, b->len);
 }

@@ -232,6 +232,62 @@ static void lookup_finish(cache_get_op_t *op, cache_result_t result, const char 
     free(entry);
 }
 
+/* A tag never written (or lost) gets a version now, with SET NX GET: the
+ * reply is the version that is current after the command — ours, or a
+ * concurrent writer's that won — so the lookup continues as a miss whose
+ * versions were read before the database is (docs/cache.md): the first view
+ * of a product is cached, not only the second. */
+static void on_version_created(void *arg, redisReply *reply, int err)
+{
+    cache_get_op_t *op = arg;
+    int i = op->creating_index[op->pending - 1];
+    if (err != 0 || reply == NULL) {
+        op->failed = 1;
+    } else if (reply->type == REDIS_REPLY_STRING && reply->len > 0 && reply->len < CACHE_VERSION_MAX) {
+        memcpy(op->versions.v[i], reply->str, (size_t)reply->len); /* a writer's version won */
+        op->versions.v[i][reply->len] = '\0';
+    } else if (reply->type != REDIS_REPLY_NIL) {
+        op->failed = 1; /* e.g. OOM: no version, no fill */
+    }
+    if (--op->pending > 0)
+        return;
+    if (op->failed)
+        lookup_finish(op, CACHE_BYPASS, NULL, 0);
+    else
+        lookup_finish(op, CACHE_MISS, NULL, 0);
+}
+
+static void create_versions(cache_get_op_t *op)
+{
+    int n = 0;
+    char keys[1 + CACHE_ENTRY_TAGS][64];
+    for (int i = 0; i < op->versions.n; i++) {
+        if (op->versions.v[i][0] != '\0')
+            continue;
+        snprintf(keys[n], sizeof(keys[n]), "%s%s", TAG_PREFIX, i == 0 ? "epoch" : op->tags[i - 1]);
+        new_version(op->versions.v[i]); /* ours, unless the reply names another */
+        op->creating_index[n++] = i;
+    }
+    /* Replies come back in order; pending counts down, so the k-th reply
+     * (pending == n - k) belongs to creating_index[n - k - 1]: send in
+     * reverse to make reply k match index k. */
+    op->pending = n;
+    op->failed = 0;
+    for (int k = n - 1; k >= 0; k--) {
+        int i = op->creating_index[k];
+        const char *argv[] = {"SET", keys[k], op->versions.v[i], "NX", "GET"};
+        size_t lens[] = {3, strlen(keys[k]), strlen(op->versions.v[i]), 2, 3};
+        if (redis_command(op->cw->redis, keys[k], strlen(keys[k]), 5, argv, lens, on_version_created, op) !=
+            0) {
+            /* Not sent: count it as failed without a callback. */
+            op->failed = 1;
+            op->pending--;
+        }
+    }
+    if (op->pending == 0)
+        lookup_finish(op, CACHE_BYPASS, NULL, 0);
+}
+
 static void on_lookup_done(cache_get_op_t *op)
 {
     if (op->failed) {
@@ -239,20 +295,7 @@ static void on_lookup_done(cache_get_op_t *op)
         return;
     }
     if (op->missing_tags) {
-        /* A tag never written (or lost): give it a version now. SET NX so
-         * that a concurrent writer's version wins; this request bypasses,
-         * the next one can fill. */
-        for (int i = 0; i < op->versions.n; i++) {
-            if (op->versions.v[i][0] != '\0')
-                continue;
-            char key[64], ver[CACHE_VERSION_MAX];
-            snprintf(key, sizeof(key), "%s%s", TAG_PREFIX, i == 0 ? "epoch" : op->tags[i - 1]);
-            new_version(ver);
-            const char *argv[] = {"SET", key, ver, "NX"};
-            size_t lens[] = {3, strlen(key), strlen(ver), 2};
-            redis_command(op->cw->redis, key, strlen(key), 4, argv, lens, on_stored, NULL);
-        }
-        lookup_finish(op, CACHE_BYPASS, NULL, 0);
+        create_versions(op);
         return;
     }
     if (op->entry != NULL) {

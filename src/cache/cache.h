@@ -77,7 +77,8 @@ typedef struct cache_get_op {
     int failed;
     int missing_tags;
     cache_versions_t versions;
-    char *entry; /* the GET reply (malloc'd copy) */
+    int creating_index[1 + CACHE_ENTRY_TAGS]; /* versions being created (SET NX GET) */
+    char *entry;                              /* the GET reply (malloc'd copy) */
     size_t entry_len;
 } cache_get_op_t;
 

@@ -4,6 +4,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Products and sellers are many; a tag per row would leave one
+ * never-expiring version key per row ever viewed (a million at bench
+ * scale). Their tags are buckets instead: a write to one row changes the
+ * version of the ~rows/TAG_BUCKETS others that share its bucket — a few
+ * extra misses, never a stale hit — and the keys stay bounded. Below
+ * TAG_BUCKETS the bucket is the id itself. */
+#define TAG_BUCKETS 65536
+
+static int64_t bucket(int64_t id)
+{
+    return id % TAG_BUCKETS == 0 ? TAG_BUCKETS : id % TAG_BUCKETS;
+}
+
 static void add(cache_tags_t *t, const char *prefix, int64_t id)
 {
     char name[CACHE_TAG_MAX];
@@ -22,7 +35,7 @@ static void add(cache_tags_t *t, const char *prefix, int64_t id)
 void tags_for_product(cache_tags_t *t, int64_t product)
 {
     t->n = 0;
-    add(t, "product", product);
+    add(t, "product", bucket(product));
     add(t, "sellers", 0);
 }
 
@@ -36,7 +49,7 @@ void tags_for_product_list(cache_tags_t *t, int64_t city)
 void tags_for_seller(cache_tags_t *t, int64_t seller)
 {
     t->n = 0;
-    add(t, "seller", seller);
+    add(t, "seller", bucket(seller));
 }
 
 void tags_for_popular_sellers(cache_tags_t *t)
@@ -58,13 +71,13 @@ void tags_reference_changed(cache_tags_t *t)
 
 void tags_seller_changed(cache_tags_t *t, int64_t seller)
 {
-    add(t, "seller", seller);
+    add(t, "seller", bucket(seller));
     add(t, "sellers", 0);
 }
 
 void tags_product_changed(cache_tags_t *t, int64_t product, int64_t city)
 {
-    add(t, "product", product);
+    add(t, "product", bucket(product));
     add(t, "products:city", city);
     add(t, "products:all", 0);
 }

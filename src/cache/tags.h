@@ -9,6 +9,7 @@
  * with it.
  *
  *   entry                     tags                                   changed by
+ *   (<id>: the id's bucket, id mod 65536 — bounded keys; see tags.c)
  *   product detail            product:<id>, sellers                  product_changed, seller_changed
  *   product list              products:city:<c> | products:all,      product_changed (its city and "all"),
  *                             sellers                                seller_changed

@@ -153,6 +153,11 @@ def main(argv):
     import harness  # noqa: E402  (after sys.path and psycopg2 are sorted out)
 
     loader = unittest.TestLoader()
+    # `make test T=<pattern>`: only tests whose id contains the pattern (as
+    # pytest -k / unittest -k); classes left without tests start nothing.
+    pattern = os.environ.get("TEST_PATTERN", "")
+    if pattern:
+        loader.testNamePatterns = ["*%s*" % pattern]
     if argv:
         suite = unittest.TestSuite(loader.loadTestsFromName(name) for name in argv)
     else:

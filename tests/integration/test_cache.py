@@ -146,6 +146,13 @@ def show(r, limit=1500):
         r.status, xc(r), r.headers.get("ETag"), 1000 * getattr(r, "elapsed", 0), text)
 
 
+def flight_waiters(port):
+    """Requests of the instance waiting for a shared database query."""
+    text = fetch(port, "GET", "/metrics").raw.decode()
+    m = re.search(r"^marketd_flight_waiters (\d+)$", text, re.M)
+    return int(m.group(1)) if m else -1
+
+
 def cache_metrics(port):
     """cache_requests_total by result, from /metrics."""
     r = fetch(port, "GET", "/metrics")
@@ -1905,3 +1912,129 @@ class CacheClusterTests(CacheCase, CacheBasicMixin, CacheInvalidationMixin):
         with replica.connection() as c:
             c.call("READONLY")
             return c.call("GET", "{t}:product:%d" % pid) is not None
+
+
+# ---------------------------------------------------------------------------
+# 9. Redis down: still one database query per key at a time (B4, B2)
+# ---------------------------------------------------------------------------
+
+class CacheOutageCoalescingTests(CacheCase):
+    """Redis is killed for the whole class: every read bypasses the cache.
+    Concurrent reads of one key must still share database work (issue 11:
+    a Redis outage must not multiply the database's load), and sharing must
+    never hand out a result read before a write that was acknowledged when
+    the request arrived (B2). Two instances; the first reaches PostgreSQL
+    through the counting, holding proxy, the second directly."""
+
+    proxy = None
+    N = 120
+
+    @classmethod
+    def setUpClass(cls):
+        cls.proxy = DbProxy().up()
+        try:
+            super().setUpClass()
+            # The second instance writes past the proxy, so that a write
+            # commits while the first instance's reads are held.
+            cls.server2 = Server(env=dict(cls.server_env, DATABASE_URL=harness.DATABASE_URL),
+                                 name=cls.__name__ + "-direct").start()
+            cls.redis.kill()
+        except BaseException:
+            cls._stop_all(check=False)
+            cls.proxy.down()
+            raise
+
+    @classmethod
+    def cache_env(cls):
+        env = super().cache_env()
+        env["DATABASE_URL"] = cls.proxy.url
+        env["WORKERS"] = "2"
+        return env
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.proxy.down()
+
+    def product_queries_since(self, mark):
+        return [q for q in self.proxy.sql_since(mark) if "FROM products" in q]
+
+    def test_concurrent_reads_of_one_key_share_queries_while_redis_is_down(self):
+        path = "/api/v1/products?city_id=%d&sort=price_asc&limit=7" % self.dataset.ids["msk"]
+        conns = [http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=60) for _ in range(self.N)]
+        sent = [threading.Event() for _ in range(self.N)]
+        for c in conns:
+            c.connect()
+
+        def one(i):
+            def run():
+                conns[i].request("GET", path)
+                sent[i].set()
+                resp = conns[i].getresponse()
+                raw = resp.read()
+                return Resp(resp.status, resp.headers, raw, harness.decode_body(resp.headers, raw), 0)
+            return run
+
+        st0, _ = self.proxy.counts()
+        self.proxy.hold()
+        out = {}
+        try:
+            runner = threading.Thread(target=lambda: out.setdefault("r", parallel([one(i) for i in range(self.N)])),
+                                      daemon=True)
+            runner.start()
+            # Every request sent, and the first query surely at the database.
+            self.assertTrue(wait_until(lambda: all(e.is_set() for e in sent), 30.0), "requests not sent")
+            self.assertTrue(wait_until(lambda: self.product_queries_since(st0), 30.0), "no query reached the database")
+            # The server says every other request waits for a shared query.
+            self.assertTrue(wait_until(lambda: flight_waiters(self.server.port) >= self.N - 1, 30.0),
+                            "only %d of %d requests wait for the running query"
+                            % (flight_waiters(self.server.port), self.N - 1))
+            self.assertEqual(len(self.product_queries_since(st0)), 1,
+                             "while one query for the key runs, the others wait for it")
+        finally:
+            self.proxy.release()
+        runner.join(120)
+        for c in conns:
+            c.close()
+        results = out.get("r")
+        self.assertIsNotNone(results, "the requests did not finish")
+        bad = [r for r in results if isinstance(r, BaseException) or r.status != 200]
+        self.assertFalse(bad, "%d of %d failed:\n%s" % (len(bad), self.N, "\n".join(show(r) for r in bad[:3])))
+        self.assertEqual({xc(r) for r in results}, {"BYPASS"})
+        self.assertEqual(len({r.raw for r in results}), 1, "the answers differ")
+        run = self.product_queries_since(st0)
+        # One query was running when the others arrived; they shared the
+        # next one, sent after they arrived (B2): two in all, never N.
+        self.assertEqual(len(run), 2, "product queries for %d concurrent reads of one key: %r" % (self.N, run))
+
+    def test_a_write_acknowledged_before_a_read_arrives_is_seen_while_an_older_read_runs(self):
+        uid, _ = self.new_seller(server=self.server2)
+        p = self.new_product(uid, server=self.server2)
+        path = "/api/v1/products/%d" % p["id"]
+        self.expect(self.GET(path), 200, "the product through the first instance")
+        self.proxy.hold()
+        out = {}
+        try:
+            first = threading.Thread(target=lambda: out.setdefault("old", self.GET(path)), daemon=True)
+            st0, _ = self.proxy.counts()
+            first.start()
+            self.assertTrue(wait_until(lambda: self.product_queries_since(st0), 30.0), "the first read did not start")
+            # The write goes through the second instance, straight to the
+            # database, and is acknowledged while the first read is held.
+            title = unique("После записи ")
+            self.expect(self.call("PATCH", path, uid, {"title": title}, server=self.server2), 200, "PATCH")
+            second = threading.Thread(target=lambda: out.setdefault("new", self.GET(path)), daemon=True)
+            second.start()
+            self.assertTrue(wait_until(lambda: flight_waiters(self.server.port) >= 1, 30.0),
+                            "the second read does not wait")
+        finally:
+            self.proxy.release()
+        first.join(60)
+        second.join(60)
+        new = out.get("new")
+        self.expect(new, 200, "the read that arrived after the write")
+        self.assertEqual(new.body["title"], title,
+                         "a read that arrived after an acknowledged write got the result of an older query")
+        self.expect(out.get("old"), 200, "the read that started before the write")

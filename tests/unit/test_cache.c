@@ -384,9 +384,17 @@ static void test_tags_for_entries(void **state)
     expect_tags(&t, "tags_for_reference", "reference");
     /* The extremes of an id fit a tag name. */
     tags_for_product(&t, INT64_MAX);
-    expect_tags(&t, "tags_for_product(INT64_MAX)", "product:9223372036854775807", "sellers");
+    expect_tags(&t, "tags_for_product(INT64_MAX): its bucket", "product:65535", "sellers");
     tags_for_product_list(&t, INT64_MAX);
     expect_tags(&t, "tags_for_product_list(INT64_MAX)", "products:city:9223372036854775807", "sellers");
+    /* Row tags are bounded buckets: 65536 rows apart share one; a write to
+     * either invalidates both (more misses, never a stale hit). */
+    tags_for_product(&t, 65536);
+    expect_tags(&t, "tags_for_product(65536)", "product:65536", "sellers");
+    tags_for_product(&t, 65537);
+    expect_tags(&t, "tags_for_product(65537)", "product:1", "sellers");
+    tags_for_seller(&t, 65536 + 5);
+    expect_tags(&t, "tags_for_seller(65541)", "seller:5");
 }
 
 static void test_tags_for_entries_fit_a_lookup(void **state)
