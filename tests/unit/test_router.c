@@ -1,8 +1,9 @@
 /*
  * src/http/router.c: path matching (literal segments beat {params}, exact
- * segment counts, no trailing-slash leniency), parameter capture and the
- * Allow header text. Mostly on a route table built here; one test checks
- * the real api_routes table for the cases api.md depends on.
+ * segment counts, no trailing-slash leniency), parameter capture, the
+ * method's row and the Allow header text. Mostly on a route table built
+ * here; one test checks the real table (api_app) for the cases api.md
+ * depends on and the rules every row keeps.
  */
 #include "unit.h"
 
