@@ -5,10 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "cache/cluster.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 /*
  * How it fits together
@@ -29,13 +31,29 @@
  *
  * Deadlines: every command links its entry into one h2o_timeout_t of
  * timeout_ms (fixed duration, so linking is O(1) and the list stays sorted).
- * On expiry the caller gets MKD_EUNAVAILABLE at once. A connection is
- * dropped (its other commands fail now rather than at their deadlines, and
- * it reconnects with backoff) only when the server has been silent — no
- * reply at all — for STALL_MS while commands waited. Counting late replies
- * instead would blame Redis for a busy event loop: under 10,000 connections
- * a reply can sit unread behind a long batch of sockets, and dropping the
- * connection then turns a slow loop into a cache outage.
+ * A connection is dropped (its other commands fail now rather than at their
+ * deadlines, and it reconnects with backoff) only when the server has been
+ * silent — no reply at all — for STALL_MS while it owed replies. Neither
+ * may blame Redis for a late event loop: under 10,000 connections a reply
+ * can sit unread behind a long batch of sockets (epoll hands out 256 per
+ * turn), a command can wait a turn to be written, and dropping the
+ * connection then turns a slow loop into a cache outage. So:
+ *
+ *  - time is attentive time (core/metrics.h), from this client's own tick:
+ *    it stands still while the loop is late, and a reply could not have
+ *    been read then;
+ *  - a command owes its reply from its write (the write attempt: a full
+ *    socket buffer is the server's doing), or from its send while the
+ *    connection is still connecting;
+ *  - before failing a command or dropping a connection, the client does the
+ *    I/O the loop has not got to (conn_service: write what waits, read
+ *    what came, run the replies' callbacks) and judges what is still owed.
+ *    A deadline that finds its command not yet due goes on in a short
+ *    recheck list.
+ *
+ * While the loop keeps up, a stopped or dead server is still noticed within
+ * timeout_ms per command and STALL_MS per connection (B5); an error or EOF
+ * on the socket closes the connection at once, whatever the clock says.
  *
  * Connections: a connection is "up" once the server has answered its
  * handshake (AUTH, SELECT, or else a PING) — a TCP connect alone proves
@@ -61,8 +79,11 @@
  * Re-entrancy: callers' callbacks run from inside hiredis callbacks or from
  * timers; they may call redis_command (never redis_destroy). hiredis defers
  * redisAsyncFree while it is inside a callback of that context, so a
- * connection closed from there is freed right after; nothing here touches a
- * conn_t after calling redisAsyncFree or redisAsyncHandleRead/Write on it.
+ * connection closed from there is freed right after. Where the code goes on
+ * using a conn_t after redisAsyncHandleRead/Write (conn_service, the write
+ * handler), it holds it (`busy`): the cleanup hook then leaves the freeing to
+ * the holder; elsewhere nothing touches a conn_t after those calls or after
+ * redisAsyncFree.
  */
 
 #define TICK_MS                    100
@@ -70,6 +91,7 @@
 #define BACKOFF_MAX_MS             2000
 #define MAX_REDIRECTS              5
 #define STALL_MS                   1000
+#define STALL_US                   ((uint64_t)STALL_MS * 1000)
 #define REFRESH_EVERY_MS           10000
 #define REFRESH_RETRY_MS           1000
 #define MAX_SEEDS                  64
@@ -88,11 +110,18 @@ struct conn {
     h2o_socket_t *sock;
     int reading;
     int write_armed;
-    int up;             /* the handshake was answered */
-    int closing;        /* redisAsyncFree was called */
-    int handshake_left; /* handshake replies still due */
-    int pending;        /* cmd_t's hiredis holds */
-    uint64_t last_used; /* loop time (ms) of the last command sent */
+    int up;               /* the handshake was answered */
+    int closing;          /* redisAsyncFree was called */
+    int handshake_left;   /* handshake replies still due */
+    int pending;          /* cmd_t's hiredis holds */
+    int busy;             /* held across a hiredis call by conn_service / on_sock_write */
+    int gone;             /* hiredis freed the context while busy: the holder frees c */
+    uint64_t last_used;   /* loop time (ms) of the last command sent */
+    uint64_t started_att; /* attentive time of redisAsyncConnect */
+    uint64_t heard_att;   /* attentive time of the last reply, or of becoming up */
+    /* the cmd_t's hiredis holds, in send order: not yet carried by a write
+     * attempt, then written and owing their replies */
+    h2o_linklist_t unsent, sent;
     h2o_timeout_entry_t connect_deadline;
 };
 
@@ -107,8 +136,7 @@ struct node {
     int nslots; /* slots it serves as master (cluster mode) */
     int failed; /* the last attempt failed / the connection broke */
     uint64_t backoff_ms;
-    uint64_t retry_at;   /* loop time (ms) of the next attempt when failed */
-    uint64_t last_reply; /* loop time (ms) of the last reply, or of becoming up */
+    uint64_t retry_at; /* loop time (ms) of the next attempt when failed */
     int down_logged;
 };
 
@@ -117,8 +145,14 @@ struct cmd {
     redis_cb cb;
     void *arg;
     int answered;
-    int internal; /* CLUSTER SLOTS: no redirects, no timeout counting */
-    conn_t *conn; /* the connection holding it, or NULL */
+    int internal;         /* CLUSTER SLOTS: no redirects, no timeout counting */
+    int held;             /* its deadline is servicing the connection: on_reply leaves it */
+    conn_t *conn;         /* the connection holding it, or NULL */
+    h2o_linklist_t link;  /* in conn->unsent or conn->sent */
+    int written;          /* a write attempt carried it */
+    uint64_t sent_att;    /* attentive time it was handed to hiredis */
+    uint64_t written_att; /* … and written */
+    uint64_t limit_us;    /* its deadline, in attentive time since written (or sent) */
     h2o_timeout_entry_t deadline;
     char *buf; /* the formatted command (hiredis's malloc) */
     size_t len;
@@ -148,15 +182,41 @@ struct redis {
     int in_callback;
     h2o_timeout_t cmd_timeout;
     h2o_timeout_t connect_timeout;
-    h2o_timeout_t slow_timeout; /* internal commands: connect + command */
+    h2o_timeout_t slow_timeout;    /* internal commands: connect + command */
+    h2o_timeout_t recheck_timeout; /* deadlines that found the loop had been late */
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick;
+    metrics_loop_clock_t clock; /* the loop's lateness, from the tick */
 };
 
 static void conn_open(node_t *n);
 static void conn_close(conn_t *c, const char *why, int failed);
 static void conn_gone(conn_t *c);
 static void refresh_start(redis_t *r);
+
+/* Real time, on the clock h2o's loop reads (gettimeofday), in µs. */
+static uint64_t wall_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+/* Now in attentive time (core/metrics.h): real time without the loop's
+ * lateness, as this client's tick has seen it. */
+static uint64_t att_now(const redis_t *r)
+{
+    return metrics_loop_clock_now(&r->clock, wall_us());
+}
+
+/* What a deadline of limit_us may be short by when it fires: h2o counts
+ * from its millisecond clock, read at the start of the loop's turn, and a
+ * command is written a moment after it is sent. Without it, nearly every
+ * deadline would take one recheck before failing its command. */
+static uint64_t deadline_limit(uint64_t limit_us)
+{
+    return limit_us - limit_us / 16;
+}
 
 static char *xstrdup(const char *s)
 {
@@ -178,11 +238,13 @@ static void on_sock_read(h2o_socket_t *sock, const char *err)
     redisAsyncHandleRead(c->ac);
 }
 
+static int conn_write(conn_t *c);
+
 static void on_sock_write(h2o_socket_t *sock, const char *err)
 {
     conn_t *c = sock->data;
     c->write_armed = 0; /* h2o's write notification is one-shot */
-    redisAsyncHandleWrite(c->ac);
+    conn_write(c);      /* hiredis sees write errors itself. c may be gone after. */
 }
 
 static void ev_add_read(void *p)
@@ -344,7 +406,7 @@ static void conn_ready(conn_t *c)
     h2o_timeout_unlink(&c->connect_deadline);
     n->failed = 0;
     n->backoff_ms = 0;
-    n->last_reply = h2o_now(c->r->loop);
+    c->heard_att = att_now(c->r);
     if (n->down_logged) {
         n->down_logged = 0;
         log_info("redis %s:%d: connected again", n->host, n->port);
@@ -393,9 +455,22 @@ static void on_handshake(redisAsyncContext *ac, void *reply_, void *privdata)
         conn_ready(c);
 }
 
+static int conn_service(conn_t *c);
+
 static void on_connect_deadline(h2o_timeout_entry_t *entry)
 {
     conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, connect_deadline, entry);
+    redis_t *r = c->r;
+    /* The handshake's answer may be in the socket, unread. */
+    if (!conn_service(c) || c->up || c->closing)
+        return;
+    /* Time the loop was late to notice the connect or to write the
+     * handshake was no time for the server to answer in. */
+    if (!metrics_loop_silent(att_now(r), 0, c->started_att,
+                             deadline_limit((uint64_t)r->connect_timeout_ms * 1000))) {
+        h2o_timeout_link(r->loop, &r->recheck_timeout, &c->connect_deadline);
+        return;
+    }
     conn_close(c, "connect timeout", 1);
 }
 
@@ -427,6 +502,9 @@ static void conn_open(node_t *n)
     c->r = r;
     c->node = n;
     c->ac = ac;
+    c->started_att = att_now(r);
+    h2o_linklist_init_anchor(&c->unsent);
+    h2o_linklist_init_anchor(&c->sent);
     ac->data = c;
     c->sock = h2o_evloop_socket_create(r->loop, ac->c.fd, H2O_SOCKET_FLAG_DONT_READ);
     c->sock->data = c;
@@ -475,7 +553,7 @@ static void conn_close(conn_t *c, const char *why, int failed)
 }
 
 /* hiredis's cleanup hook: the context is about to be freed (its callbacks
- * have all run). */
+ * have all run, so no cmd_t is left on c's lists). */
 static void conn_gone(conn_t *c)
 {
     const char *why = c->ac->err ? c->ac->errstr : "connection closed";
@@ -485,7 +563,84 @@ static void conn_gone(conn_t *c)
     c->node->nconns--;
     c->ac->data = NULL;
     c->ac->ev.data = NULL;
+    c->ac = NULL;
+    if (c->busy > 0) {
+        c->gone = 1; /* the holder frees it (conn_release) */
+        return;
+    }
     free(c);
+}
+
+/* Ends a hold taken across a hiredis call. Returns 1 when c lives on, 0 when
+ * hiredis freed its context meanwhile (c is then freed by its last holder). */
+static int conn_release(conn_t *c)
+{
+    c->busy--;
+    if (!c->gone)
+        return 1;
+    if (c->busy == 0)
+        free(c);
+    return 0;
+}
+
+/* A write attempt is about to carry every command hiredis holds for c: from
+ * now on their replies are owed. (A socket buffer that does not take them
+ * all is the server's doing: it does not read.) */
+static void conn_mark_written(conn_t *c, uint64_t att)
+{
+    while (!h2o_linklist_is_empty(&c->unsent)) {
+        cmd_t *q = H2O_STRUCT_FROM_MEMBER(cmd_t, link, c->unsent.next);
+        h2o_linklist_unlink(&q->link);
+        q->written = 1;
+        q->written_att = att;
+        h2o_linklist_insert(&c->sent, &q->link);
+    }
+}
+
+/* Writes what hiredis holds for c. Returns 0 when c is gone afterwards. */
+static int conn_write(conn_t *c)
+{
+    uint64_t att = att_now(c->r);
+    c->busy++;
+    redisAsyncHandleWrite(c->ac); /* notices the end of connect(2) too */
+    if (!conn_release(c))
+        return 0;
+    if (c->ac->c.flags & REDIS_CONNECTED)
+        conn_mark_written(c, att);
+    return 1;
+}
+
+/*
+ * The I/O on c the loop has not got to yet: writes what waits in hiredis,
+ * reads what the server sent and runs the replies' callbacks (callers'
+ * callbacks included). For a deadline or a liveness check about to blame the
+ * server; never from inside one of c's callbacks. Returns 0 when c is gone
+ * afterwards (the read met EOF or an error).
+ */
+static int conn_service(conn_t *c)
+{
+    /* Before the end of connect(2) only a writable event may tell hiredis
+     * about it: its connect check cannot tell "in progress" from "done". */
+    if (c->closing || !(c->ac->c.flags & REDIS_CONNECTED))
+        return 1;
+    if (!h2o_linklist_is_empty(&c->unsent) && !conn_write(c))
+        return 0;
+    if (c->closing)
+        return 1;
+    c->busy++;
+    redisAsyncHandleRead(c->ac);
+    return conn_release(c);
+}
+
+/* Whether c's server has owed replies for STALL_MS of attentive time
+ * without a word: counted from its last reply or from the write of the
+ * oldest command it owes, whichever came later. */
+static int conn_silent(conn_t *c, uint64_t att)
+{
+    if (h2o_linklist_is_empty(&c->sent))
+        return 0;
+    const cmd_t *oldest = H2O_STRUCT_FROM_MEMBER(cmd_t, link, c->sent.next);
+    return metrics_loop_silent(att, c->heard_att, oldest->written_att, STALL_US);
 }
 
 /* ---- commands ---------------------------------------------------------- */
@@ -493,8 +648,17 @@ static void conn_gone(conn_t *c)
 static void cmd_free(cmd_t *q)
 {
     h2o_timeout_unlink(&q->deadline);
+    if (h2o_linklist_is_linked(&q->link))
+        h2o_linklist_unlink(&q->link);
     free(q->buf);
     free(q);
+}
+
+/* Frees q once hiredis is done with it, unless its deadline holds it. */
+static void cmd_release(cmd_t *q)
+{
+    if (!q->held)
+        cmd_free(q);
 }
 
 /* The caller's one callback. */
@@ -519,13 +683,53 @@ static int cmd_send(cmd_t *q, conn_t *c)
     q->conn = c;
     c->pending++;
     c->last_used = h2o_now(c->r->loop);
+    /* hiredis writes it when the loop next finds the socket writable. */
+    q->written = 0;
+    q->sent_att = att_now(c->r);
+    h2o_linklist_insert(&c->unsent, &q->link);
     return 0;
+}
+
+/* Whether q, held by c, has waited its limit for a reply it could have
+ * had: counted from its write, or from its send while c still connects (a
+ * slow connect is the server's or the network's). Attentive time: the
+ * loop's own lateness never counts. */
+static int cmd_overdue(const cmd_t *q, const conn_t *c, uint64_t att)
+{
+    uint64_t since;
+    if (q->written)
+        since = q->written_att;
+    else if (!c->up)
+        since = q->sent_att;
+    else
+        return 0; /* the loop has not written it yet */
+    return metrics_loop_silent(att, 0, since, deadline_limit(q->limit_us));
 }
 
 static void on_deadline(h2o_timeout_entry_t *entry)
 {
     cmd_t *q = H2O_STRUCT_FROM_MEMBER(cmd_t, deadline, entry);
-    conn_t *c = q->conn;
+    redis_t *r = q->r;
+    if (q->conn != NULL) {
+        /* The reply may be in the socket, unread, or the command not even
+         * written: do that I/O before judging. Holding q keeps it ours even
+         * if its reply (or the connection's end) comes meanwhile. */
+        q->held = 1;
+        conn_service(q->conn);
+        q->held = 0;
+        if (q->answered) {
+            if (q->conn == NULL)
+                cmd_free(q);
+            return;
+        }
+    }
+    conn_t *c = q->conn; /* maybe another one now, after a redirection */
+    uint64_t att = att_now(r);
+    if (c != NULL && !cmd_overdue(q, c, att)) {
+        /* The loop was late: the server has not had its time yet. */
+        h2o_timeout_link(r->loop, &r->recheck_timeout, &q->deadline);
+        return;
+    }
     int counts = c != NULL && !q->internal && c->up && c->attached;
     cmd_answer(q, NULL, MKD_EUNAVAILABLE);
     if (c == NULL) {
@@ -534,7 +738,7 @@ static void on_deadline(h2o_timeout_entry_t *entry)
     }
     /* hiredis still holds q: on_reply drops the reply if it ever comes, and
      * frees q. From here on q may be gone. */
-    if (counts && c->attached && h2o_now(c->r->loop) - c->node->last_reply >= STALL_MS)
+    if (counts && c->attached && conn_silent(c, att))
         conn_close(c, "no reply for a second", 1);
 }
 
@@ -595,7 +799,7 @@ static int cluster_error(cmd_t *q, conn_t *c, redisReply *reply)
     log_debug("redis %s:%d: %s", c->node->host, c->node->port, reply->str);
 unavailable:
     cmd_answer(q, NULL, MKD_EUNAVAILABLE);
-    cmd_free(q);
+    cmd_release(q);
     return 1;
 }
 
@@ -605,6 +809,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     conn_t *c = ac->data;
     redisReply *reply = reply_;
     q->conn = NULL;
+    h2o_linklist_unlink(&q->link);
     c->pending--;
     if (reply == NULL) {
         /* The context is being freed. Detach first, so that callers who
@@ -613,19 +818,18 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         conn_detach(c, ac->err ? ac->errstr : "connection closed", 1);
         if (!q->answered)
             cmd_answer(q, NULL, MKD_EUNAVAILABLE);
-        cmd_free(q);
+        cmd_release(q);
         return;
     }
-    if (c->attached)
-        c->node->last_reply = h2o_now(c->r->loop);
+    c->heard_att = att_now(c->r);
     if (q->answered) {
-        cmd_free(q); /* a late reply: the caller has had its MKD_EUNAVAILABLE */
+        cmd_release(q); /* a late reply: the caller has had its MKD_EUNAVAILABLE */
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR && q->r->cluster && !q->internal && cluster_error(q, c, reply))
         return;
     cmd_answer(q, reply, 0);
-    cmd_free(q);
+    cmd_release(q);
 }
 
 static cmd_t *cmd_new(redis_t *r, int argc, const char **argv, const size_t *argvlen, redis_cb cb, void *arg)
@@ -671,6 +875,7 @@ int redis_command(redis_t *r, const char *slot_key, size_t slot_key_len, int arg
         cmd_free(q);
         return MKD_EUNAVAILABLE;
     }
+    q->limit_us = (uint64_t)r->timeout_ms * 1000;
     h2o_timeout_link(r->loop, &r->cmd_timeout, &q->deadline);
     return 0;
 }
@@ -808,6 +1013,7 @@ static void refresh_start(redis_t *r)
         r->refresh_wanted = 1;
         return;
     }
+    q->limit_us = ((uint64_t)r->connect_timeout_ms + (uint64_t)r->timeout_ms) * 1000;
     h2o_timeout_link(r->loop, &r->slow_timeout, &q->deadline);
     snprintf(r->refresh_host, sizeof(r->refresh_host), "%s", n->host);
     r->refreshing = 1;
@@ -818,31 +1024,38 @@ static void refresh_start(redis_t *r)
 
 static void on_probe(void *arg, redisReply *reply, int err)
 {
-    (void)arg, (void)reply, (void)err; /* the reply itself is the news (last_reply) */
+    (void)arg, (void)reply, (void)err; /* the reply itself is the news (heard_att) */
 }
 
 /* Liveness without traffic: a connection quiet for half of STALL_MS gets a
- * PING; one with commands waiting and no reply for STALL_MS is dropped. So
- * a stopped server is noticed (and /readyz says so) within about a second,
- * busy or idle. */
-static void probe_liveness(node_t *n, uint64_t now)
+ * PING; one that owes replies and has said nothing for STALL_MS (attentive
+ * time, conn_silent) is dropped — after a last look at its socket. So a
+ * stopped server is noticed (and /readyz says so) within about a second,
+ * busy or idle, while the loop keeps up. */
+static void probe_liveness(node_t *n, uint64_t att)
 {
+    redis_t *r = n->r;
     conn_t *c = n->conn;
     if (c == NULL || !c->up || !c->attached)
         return;
-    if (now - n->last_reply >= STALL_MS && c->pending > 0) {
-        conn_close(c, "no reply for a second", 1);
-        return;
+    if (conn_silent(c, att)) {
+        if (!conn_service(c) || n->conn != c)
+            return;
+        if (conn_silent(c, att_now(r))) {
+            conn_close(c, "no reply for a second", 1);
+            return;
+        }
     }
-    if (now - n->last_reply >= STALL_MS / 2 && c->pending == 0) {
+    if (c->pending == 0 && metrics_loop_silent(att, c->heard_att, 0, STALL_US / 2)) {
         const char *argv[1] = {"PING"};
-        cmd_t *q = cmd_new(n->r, 1, argv, NULL, on_probe, NULL);
+        cmd_t *q = cmd_new(r, 1, argv, NULL, on_probe, NULL);
         q->internal = 1;
         if (cmd_send(q, c) != 0) {
             cmd_free(q);
             return;
         }
-        h2o_timeout_link(n->r->loop, &n->r->slow_timeout, &q->deadline);
+        q->limit_us = ((uint64_t)r->connect_timeout_ms + (uint64_t)r->timeout_ms) * 1000;
+        h2o_timeout_link(r->loop, &r->slow_timeout, &q->deadline);
     }
 }
 
@@ -850,6 +1063,10 @@ static void on_tick(h2o_timeout_entry_t *entry)
 {
     redis_t *r = H2O_STRUCT_FROM_MEMBER(redis_t, tick, entry);
     uint64_t now = h2o_now(r->loop);
+    /* First, how late this tick is: the loop's lateness so far. The tick is
+     * linked again below, from the loop's clock as it is now. */
+    metrics_loop_clock_tick(&r->clock, wall_us(), now * 1000 + (uint64_t)TICK_MS * 1000);
+    uint64_t att = att_now(r);
     h2o_linklist_t *l = r->nodes.next;
     while (l != &r->nodes) {
         node_t *n = H2O_STRUCT_FROM_MEMBER(node_t, link, l);
@@ -866,7 +1083,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
             /* an old master, or an ASK target after the migration */
             conn_close(n->conn, "no longer serves slots", 0);
         } else {
-            probe_liveness(n, now);
+            probe_liveness(n, att);
         }
     }
     if (r->cluster && !r->refreshing && (r->refresh_wanted || now >= r->refresh_at))
@@ -910,6 +1127,7 @@ redis_t *redis_create(h2o_loop_t *loop, const redis_options_t *opt, char *err, s
     if (r == NULL)
         abort();
     r->loop = loop;
+    metrics_loop_clock_init(&r->clock, h2o_now(loop) * 1000 + (uint64_t)TICK_MS * 1000);
     r->cluster = nodes != NULL;
     r->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : DEFAULT_TIMEOUT_MS;
     r->connect_timeout_ms =
@@ -918,6 +1136,8 @@ redis_t *redis_create(h2o_loop_t *loop, const redis_options_t *opt, char *err, s
     h2o_timeout_init(loop, &r->cmd_timeout, (uint64_t)r->timeout_ms);
     h2o_timeout_init(loop, &r->connect_timeout, (uint64_t)r->connect_timeout_ms);
     h2o_timeout_init(loop, &r->slow_timeout, (uint64_t)r->connect_timeout_ms + (uint64_t)r->timeout_ms);
+    /* A deadline that found the loop late looks again this often. */
+    h2o_timeout_init(loop, &r->recheck_timeout, r->timeout_ms >= 20 ? (uint64_t)r->timeout_ms / 10 : 2);
     h2o_timeout_init(loop, &r->tick_timeout, TICK_MS);
     r->tick.cb = on_tick;
 
@@ -972,6 +1192,7 @@ void redis_destroy(redis_t *r)
     h2o_timeout_dispose(r->loop, &r->cmd_timeout);
     h2o_timeout_dispose(r->loop, &r->connect_timeout);
     h2o_timeout_dispose(r->loop, &r->slow_timeout);
+    h2o_timeout_dispose(r->loop, &r->recheck_timeout);
     h2o_timeout_dispose(r->loop, &r->tick_timeout);
     free(r->slots);
     free(r->user);

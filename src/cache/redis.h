@@ -12,6 +12,13 @@
  * request at most that long, then the callback runs with MKD_EUNAVAILABLE
  * and the caller serves from the database (B5). Reconnection is automatic
  * (with backoff); while no connection is up, commands fail at once.
+ *
+ * Deadlines and the liveness check (a connection silent for a second is
+ * dropped) count only time in which a reply could have been read: from the
+ * command's write, without the event loop's own lateness (a stall, a loop
+ * behind 10,000 connections), and only after reading what already waits in
+ * the socket. While the loop keeps up, the bounds above hold as stated; a
+ * late loop is never taken for a slow server.
  */
 #include <hiredis/hiredis.h>
 #include <stddef.h>

@@ -39,6 +39,7 @@ typedef struct config {
     int access_log;
     int http_header_timeout_ms; /* request header/body/keep-alive idle timeout */
     int shutdown_timeout_ms;    /* longest SIGTERM drain */
+    int test_stall_signal;      /* tests only: SIGUSR1 blocks every worker's loop for 2 s (server.c) */
 } config_t;
 
 /* Where values come from: getenv in production, a fake in unit tests. */

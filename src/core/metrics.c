@@ -54,6 +54,45 @@ void metrics_observe(metrics_t *m, int route, int method, int status, uint64_t d
     ADD(m->latency_sum_us[route], duration_us);
 }
 
+void metrics_observe_loop_lag(metrics_t *m, uint64_t lag_us)
+{
+    int b = 0;
+    while (b < METRICS_NBUCKETS - 1 && (double)lag_us / 1e6 > bucket_bounds[b])
+        b++;
+    BUMP(m->loop_lag[b]);
+    BUMP(m->loop_lag_count);
+    ADD(m->loop_lag_sum_us, lag_us);
+}
+
+static void render_loop_lag(jbuf_t *out, metrics_t *const *all, int n)
+{
+    char line[160];
+    jbuf_puts(out, "# HELP marketd_event_loop_lag_seconds How late the workers' 100 ms ticks ran: the time "
+                   "their event loops were too busy or blocked to read sockets.\n"
+                   "# TYPE marketd_event_loop_lag_seconds histogram\n");
+    uint64_t cum = 0, count = 0, sum = 0;
+    for (int w = 0; w < n; w++) {
+        count += LOAD(all[w]->loop_lag_count);
+        sum += LOAD(all[w]->loop_lag_sum_us);
+    }
+    for (int b = 0; b < METRICS_NBUCKETS; b++) {
+        for (int w = 0; w < n; w++)
+            cum += LOAD(all[w]->loop_lag[b]);
+        if (b < METRICS_NBUCKETS - 1)
+            snprintf(line, sizeof(line), "marketd_event_loop_lag_seconds_bucket{le=\"%g\"} %llu\n",
+                     bucket_bounds[b], (unsigned long long)cum);
+        else
+            snprintf(line, sizeof(line), "marketd_event_loop_lag_seconds_bucket{le=\"+Inf\"} %llu\n",
+                     (unsigned long long)cum);
+        jbuf_puts(out, line);
+    }
+    snprintf(line, sizeof(line),
+             "marketd_event_loop_lag_seconds_sum %.6f\n"
+             "marketd_event_loop_lag_seconds_count %llu\n",
+             (double)sum / 1e6, (unsigned long long)count);
+    jbuf_puts(out, line);
+}
+
 void metrics_render_http(jbuf_t *out, metrics_t *const *all, int n)
 {
     char line[256];
@@ -121,6 +160,7 @@ void metrics_render_http(jbuf_t *out, metrics_t *const *all, int n)
                  (unsigned long long)v);
         jbuf_puts(out, line);
     }
+    render_loop_lag(out, all, n);
 }
 
 void metrics_render_process(jbuf_t *out)
@@ -155,4 +195,40 @@ void metrics_render_process(jbuf_t *out)
              "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
              cpu, rss_pages * sysconf(_SC_PAGESIZE), fds, (unsigned long long)rl.rlim_cur);
     jbuf_puts(out, line);
+}
+
+/* ---- the loop's lateness -------------------------------------------------- */
+
+void metrics_loop_clock_init(metrics_loop_clock_t *c, uint64_t due_us)
+{
+    c->due_us = due_us;
+    c->late_us = 0;
+}
+
+uint64_t metrics_loop_clock_tick(metrics_loop_clock_t *c, uint64_t now_us, uint64_t next_due_us)
+{
+    uint64_t late = now_us > c->due_us ? now_us - c->due_us : 0;
+    c->late_us += late;
+    /* A tick that ran late in a long turn is due again, by the loop's stale
+     * clock, before now: that stretch has just been counted as lateness, so
+     * the next one counts from now (and attentive time never goes back). */
+    c->due_us = next_due_us > now_us ? next_due_us : now_us;
+    return late;
+}
+
+uint64_t metrics_loop_clock_lag(const metrics_loop_clock_t *c, uint64_t now_us)
+{
+    return now_us > c->due_us ? now_us - c->due_us : 0;
+}
+
+uint64_t metrics_loop_clock_now(const metrics_loop_clock_t *c, uint64_t now_us)
+{
+    uint64_t t = now_us > c->due_us ? c->due_us : now_us;
+    return t > c->late_us ? t - c->late_us : 0;
+}
+
+int metrics_loop_silent(uint64_t now, uint64_t heard, uint64_t owed_since, uint64_t limit_us)
+{
+    uint64_t since = heard > owed_since ? heard : owed_since;
+    return now > since && now - since >= limit_us;
 }

@@ -7,6 +7,23 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/metrics.h"
+
+/*
+ * Blame (B5 without metastable collapse): the tick drops a connection whose
+ * oldest query has gone unanswered for the statement timeout plus a margin,
+ * and abandons a connection attempt after CONNECT_LIMIT_US. Both count
+ * attentive time (core/metrics.h), measured by this pool's own tick on the
+ * loop: while the loop is late — 10,000 connections to serve, a stall —
+ * the clock stands still, because a reply could not have been read then.
+ * And before dropping a connection the tick reads its socket: under load
+ * epoll hands the loop 256 ready sockets per turn, so an answer can sit
+ * unread while the tick runs. A database that is really gone is still
+ * noticed within the limit whenever the loop keeps up; TCP errors and EOF
+ * close a connection at once, whatever the clock says.
+ */
+#define TICK_MS          100
+#define CONNECT_LIMIT_US 5000000
 
 /* ---- statements -------------------------------------------------------- */
 
@@ -43,7 +60,7 @@ typedef struct db_query {
     db_result_cb cb;
     void *arg;
     uint64_t queued_at_us;
-    uint64_t sent_at_us;
+    uint64_t sent_att;       /* attentive time (core/metrics.h) it was sent at */
     PGresult *prepare_error; /* the error of a failed PREPARE sent for it */
     int nparams;
     char *values[]; /* nparams pointers, then the packed strings */
@@ -65,8 +82,8 @@ typedef struct db_conn {
     int sock_fd;
     int write_armed;
     int reading;
-    uint64_t started_us; /* when the connection attempt began */
-    int inflight;        /* queries sent and not yet answered */
+    uint64_t started_att; /* attentive time the connection attempt began at */
+    int inflight;         /* queries sent and not yet answered */
     uint64_t last_used_us;
     /* FIFO ring of what the server owes us, in send order */
     pending_t *ring;
@@ -99,6 +116,7 @@ struct db_pool {
     /* stats, read by other threads with relaxed atomics */
     int st_connecting, st_idle, st_busy, st_waiting, st_up;
     db_wait_hist_t wait_hist;
+    metrics_loop_clock_t clock; /* the loop's lateness, from the tick */
 };
 
 const double db_wait_bucket_bounds[DB_WAIT_NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
@@ -129,6 +147,12 @@ static uint64_t now_us(void)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+/* Now in attentive time: real time without the loop's lateness. */
+static uint64_t att_now(const db_pool_t *pool)
+{
+    return metrics_loop_clock_now(&pool->clock, now_us());
 }
 
 #define STAT_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
@@ -330,9 +354,10 @@ static int conn_send(db_conn_t *c, db_query_t *q)
     if (!PQpipelineSync(c->pg))
         goto broken;
     ring_push(c, P_SYNC, NULL);
-    q->sent_at_us = now_us();
+    /* PQflush follows at once (pool_dispatch): sent is written. */
+    q->sent_att = att_now(c->pool);
     c->inflight++;
-    c->last_used_us = q->sent_at_us;
+    c->last_used_us = now_us();
     return 0;
 broken:
     /* Whatever of q was pushed is dropped from the ring before closing so
@@ -426,6 +451,29 @@ static void conn_process(db_conn_t *c)
     }
 }
 
+/* Reads what the server has sent on a ready connection and hands out every
+ * complete result. Returns 0, or -1 when c was closed (and freed) meanwhile.
+ * Queries the callbacks submit are dispatched later, never from in here. */
+static int conn_read(db_conn_t *c)
+{
+    if (!PQconsumeInput(c->pg)) {
+        conn_close(c, MKD_EUNAVAILABLE, PQerrorMessage(c->pg));
+        return -1;
+    }
+    db_pool_t *pool = c->pool;
+    int slot = c->slot;
+    pool->processing++;
+    conn_process(c);
+    pool->processing--;
+    /* c may have been closed while processing; slots are refilled only by
+     * dispatch and the tick, neither of which ran meanwhile. */
+    if (pool->conns[slot] != c)
+        return -1;
+    if (c->write_armed == 0 && c->ring_len > 0)
+        conn_flush(c);
+    return pool->conns[slot] == c ? 0 : -1;
+}
+
 static void conn_on_io(h2o_socket_t *sock, const char *err)
 {
     db_conn_t *c = sock->data;
@@ -437,19 +485,8 @@ static void conn_on_io(h2o_socket_t *sock, const char *err)
         conn_start(c->pool, c->slot, c->overflow); /* continues PQconnectPoll */
         return;
     }
-    if (!PQconsumeInput(c->pg)) {
-        conn_close(c, MKD_EUNAVAILABLE, PQerrorMessage(c->pg));
-        return;
-    }
     db_pool_t *pool = c->pool;
-    int slot = c->slot;
-    pool->processing++;
-    conn_process(c);
-    pool->processing--;
-    /* c may have been closed while processing; slots are refilled only by
-     * dispatch and the tick, neither of which ran meanwhile. */
-    if (pool->conns[slot] == c && c->write_armed == 0 && c->ring_len > 0)
-        conn_flush(c);
+    conn_read(c);
     pool_dispatch(pool);
     pool_update_stats(pool);
 }
@@ -554,7 +591,7 @@ static void conn_start(db_pool_t *pool, int slot, int overflow)
         c->slot = slot;
         c->overflow = overflow;
         c->state = CONN_CONNECTING;
-        c->started_us = now_us();
+        c->started_att = att_now(pool);
         c->ring_cap = 16;
         c->ring = malloc(sizeof(pending_t) * (size_t)c->ring_cap);
         if (c->ring == NULL)
@@ -710,10 +747,32 @@ static void pool_dispatch(db_pool_t *pool)
     pool_update_stats(pool);
 }
 
+/* The oldest query c's server still owes an answer to, or NULL. Results
+ * come back in order: no answer to it means no answer at all since. */
+static db_query_t *oldest_query(const db_conn_t *c)
+{
+    for (int k = 0; k < c->ring_len; k++) {
+        const pending_t *p = &c->ring[(c->ring_head + k) % c->ring_cap];
+        if (p->kind == P_QUERY)
+            return p->q;
+    }
+    return NULL;
+}
+
+static int conn_silent(const db_conn_t *c, uint64_t att, uint64_t limit_us)
+{
+    const db_query_t *q = oldest_query(c);
+    return q != NULL && metrics_loop_silent(att, 0, q->sent_att, limit_us);
+}
+
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     db_pool_t *pool = H2O_STRUCT_FROM_MEMBER(db_pool_t, tick, entry);
     uint64_t now = now_us();
+    /* First, how late this tick is: the loop's lateness so far. The tick is
+     * linked again below, from the loop's clock as it is now. */
+    metrics_loop_clock_tick(&pool->clock, now, h2o_now(pool->loop) * 1000 + (uint64_t)TICK_MS * 1000);
+    uint64_t att = metrics_loop_clock_now(&pool->clock, now);
     uint64_t stall_us = (uint64_t)(pool->opt.statement_timeout_ms + 5000) * 1000;
     for (int i = 0; i < pool->max_conns; i++) {
         db_conn_t *c = pool->conns[i];
@@ -724,7 +783,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
         }
         if (c->state == CONN_CONNECTING) {
             /* libpq leaves connect_timeout to the caller in async mode. */
-            if (now - c->started_us > 5000000) {
+            if (metrics_loop_silent(att, 0, c->started_att, CONNECT_LIMIT_US)) {
                 if (!pool->last_connect_failed)
                     log_warn("db %s: connect timed out", pool->opt.label);
                 pool->last_connect_failed = 1, pool->last_fail_us = now_us();
@@ -734,16 +793,12 @@ static void on_tick(h2o_timeout_entry_t *entry)
             continue;
         }
         /* A query answered by nobody for longer than the statement timeout
-         * plus a margin means a dead peer that TCP has not noticed yet. */
+         * plus a margin means a dead peer that TCP has not noticed yet —
+         * unless the answer is in the socket and the loop has not got to it:
+         * read first, then judge what is still owed. */
         if (c->ring_len > 0) {
-            for (int k = 0; k < c->ring_len; k++) {
-                pending_t *p = &c->ring[(c->ring_head + k) % c->ring_cap];
-                if (p->kind == P_QUERY) {
-                    if (now - p->q->sent_at_us > stall_us)
-                        conn_close(c, MKD_EUNAVAILABLE, "no answer within the statement timeout");
-                    break;
-                }
-            }
+            if (conn_silent(c, att, stall_us) && conn_read(c) == 0 && conn_silent(c, att, stall_us))
+                conn_close(c, MKD_EUNAVAILABLE, "no answer within the statement timeout");
             continue;
         }
         if (c->overflow && now - c->last_used_us > (uint64_t)pool->opt.idle_ms * 1000) {
@@ -778,11 +833,12 @@ db_pool_t *db_pool_create(h2o_loop_t *loop, const db_pool_options_t *opt)
         abort();
     h2o_linklist_init_anchor(&pool->waiters);
     h2o_timeout_init(loop, &pool->wait_timeout, (uint64_t)opt->timeout_ms);
-    h2o_timeout_init(loop, &pool->tick_timeout, 100);
+    h2o_timeout_init(loop, &pool->tick_timeout, TICK_MS);
     h2o_timeout_init(loop, &pool->zero_timeout, 0);
     pool->dispatch_entry.cb = on_deferred_dispatch;
     pool->tick.cb = on_tick;
     h2o_timeout_link(loop, &pool->tick_timeout, &pool->tick);
+    metrics_loop_clock_init(&pool->clock, h2o_now(loop) * 1000 + (uint64_t)TICK_MS * 1000);
     for (int i = 0; i < opt->base; i++)
         conn_start(pool, i, 0);
     return pool;

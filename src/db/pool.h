@@ -17,6 +17,11 @@
  * Retry-After). While no connection can be made at all, queries fail at
  * once with MKD_EUNAVAILABLE instead of waiting.
  *
+ * A connection is dropped when the socket says so (error, EOF) or when its
+ * oldest query has gone unanswered for statement_timeout_ms + 5 s of time in
+ * which the answer could have been read: the event loop's own lateness does
+ * not count, and the socket is read once more before the verdict (pool.c).
+ *
  * Statements: with `prepare` on, each db_stmt_t is prepared by name on a
  * connection the first time that connection runs it (in the same pipeline
  * as the query, so it costs no extra round trip); with it off, every query

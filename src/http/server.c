@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -23,11 +24,20 @@
  * that those answers are RFC 9457 bodies; past this one h2o answers 413. */
 #define MAX_ENTITY (5 * 1024 * 1024 + 64 * 1024)
 
+#define TICK_MS 100
+/* TEST_STALL_SIGNAL: how long SIGUSR1 blocks each worker's loop. */
+#define TEST_STALL_MS 2000
+
 uint64_t server_now_us(void)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+uint64_t server_loop_lag_us(const worker_t *w)
+{
+    return metrics_loop_clock_lag(&w->loop_clock, server_now_us());
 }
 
 worker_t *server_worker_of(h2o_req_t *req)
@@ -166,11 +176,35 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-/* ---- drain (B7) ---------------------------------------------------------- */
+/* ---- tick: loop lag, test stall, drain (B7) ------------------------------ */
+
+/* TEST_STALL_SIGNAL: blocks this loop for TEST_STALL_MS once per SIGUSR1,
+ * standing in for a loop overwhelmed by 10,000 connections — replies from
+ * PostgreSQL and Redis pile up unread meanwhile. */
+static void test_stall(worker_t *w)
+{
+    unsigned want = __atomic_load_n(&w->server->stall_requests, __ATOMIC_ACQUIRE);
+    if (want == w->stall_seen)
+        return;
+    w->stall_seen = want;
+    log_info("worker %d: TEST_STALL_SIGNAL: blocking the event loop for %d ms", w->index, TEST_STALL_MS);
+    struct timespec ts = {TEST_STALL_MS / 1000, (TEST_STALL_MS % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
 
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     worker_t *w = H2O_STRUCT_FROM_MEMBER(worker_t, tick, entry);
+    /* How late this tick runs is how long the loop could not look at its
+     * sockets. The next one is due a period after the loop's clock, which
+     * h2o read at the start of this turn and relinks the tick from: what
+     * the turn does before that tick runs counts as lateness too. */
+    uint64_t lag = metrics_loop_clock_tick(&w->loop_clock, server_now_us(),
+                                           h2o_now(w->loop) * 1000 + (uint64_t)TICK_MS * 1000);
+    metrics_observe_loop_lag(&w->metrics, lag);
+    if (w->server->cfg->test_stall_signal)
+        test_stall(w);
     if (!w->draining && __atomic_load_n(&w->server->stopping, __ATOMIC_ACQUIRE)) {
         /* Stop accepting first, so the load balancer's retries go to
          * other instances; then ask h2o to close idle keep-alive
@@ -241,9 +275,10 @@ static void *worker_main(void *arg)
     if (s->app->worker_init(w) != 0)
         w->start_error = 1;
 
-    h2o_timeout_init(w->loop, &w->tick_timeout, 100);
+    h2o_timeout_init(w->loop, &w->tick_timeout, TICK_MS);
     w->tick.cb = on_tick;
     h2o_timeout_link(w->loop, &w->tick_timeout, &w->tick);
+    metrics_loop_clock_init(&w->loop_clock, h2o_now(w->loop) * 1000 + (uint64_t)TICK_MS * 1000);
 
     pthread_barrier_wait(&s->started);
     if (!w->start_error) {
@@ -329,6 +364,8 @@ int server_run(const config_t *cfg, const http_app_t *app)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    if (cfg->test_stall_signal)
+        sigaddset(&sigs, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     h2o_config_init(&s.globalconf);
@@ -377,7 +414,12 @@ int server_run(const config_t *cfg, const http_app_t *app)
         log_info("marketd listening on %s:%d with %d worker(s), db pool %d+%d", cfg->listen_host,
                  cfg->listen_port, s.nworkers, cfg->db_pool_size, cfg->db_max_overflow);
         int sig = 0;
-        sigwait(&sigs, &sig);
+        while (sigwait(&sigs, &sig) == 0 && sig == SIGUSR1) {
+            /* Each worker's next tick sees the new count and stalls once. */
+            log_info("received SIGUSR1 (TEST_STALL_SIGNAL): every worker's loop stalls for %d ms",
+                     TEST_STALL_MS);
+            __atomic_add_fetch(&s.stall_requests, 1, __ATOMIC_RELEASE);
+        }
         log_info("received %s: draining (up to %d ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                  cfg->shutdown_timeout_ms);
     }

@@ -59,7 +59,9 @@ struct worker {
     uint64_t drain_deadline_us;
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick;
-    int start_error; /* set by the thread when it could not start */
+    metrics_loop_clock_t loop_clock; /* fed by the tick: the loop's lag (server_loop_lag_us) */
+    unsigned stall_seen;             /* TEST_STALL_SIGNAL: the last server->stall_requests obeyed */
+    int start_error;                 /* set by the thread when it could not start */
 };
 
 struct server {
@@ -71,6 +73,7 @@ struct server {
     worker_t *workers;
     metrics_t **metrics_all; /* &workers[i].metrics, for /metrics */
     int stopping;            /* set by the signal thread (atomic) */
+    unsigned stall_requests; /* TEST_STALL_SIGNAL: SIGUSR1s received (atomic) */
     pthread_barrier_t started;
     pthread_barrier_t finished; /* all workers drained: pools may go */
 };
@@ -83,5 +86,11 @@ int server_run(const config_t *cfg, const http_app_t *app);
 worker_t *server_worker_of(h2o_req_t *req);
 
 uint64_t server_now_us(void);
+
+/* How late the worker's event loop is now: how long its 100 ms tick has
+ * been overdue (0 while the loop keeps up). Cheap; on the worker's own
+ * thread only. The database pool and the Redis client keep the same clock
+ * (core/metrics.h) from their own ticks on this loop. */
+uint64_t server_loop_lag_us(const worker_t *w);
 
 #endif

@@ -8,9 +8,11 @@
  * Each server's files are <dir>/<port>/redis.conf and redis.pid; the driver
  * stops (SIGSTOP/SIGKILL) and restarts (redis-server <conf>, which
  * daemonizes) servers itself so that it can keep its event loop running
- * throughout. Prints one line per check ("ok - …" / "FAIL - …") and exits 1
- * when any failed. Every wait is bounded; a callback that never comes is a
- * failure, not a hang.
+ * throughout. It also stalls its own event loop (blocks the thread) to
+ * check that the client blames Redis only for time in which a reply could
+ * have been read. Prints one line per check ("ok - …" / "FAIL - …") and
+ * exits 1 when any failed. Every wait is bounded; a callback that never
+ * comes is a failure, not a hang.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -66,6 +68,27 @@ static void check(int ok, const char *name, const char *fmt, ...)
         n_failed++;
     printf("%s - %s%s%s\n", ok ? "ok" : "FAIL", name, detail[0] ? ": " : "", detail);
     fflush(stdout);
+}
+
+/* Blocks the thread, and so the event loop: nothing is read or written. */
+static void stall_ms(double ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)((ms - 1000 * (double)(time_t)(ms / 1000)) * 1e6)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* A timer due together with a command's deadline, in a list created before
+ * any client's, so that h2o runs it first in the same turn: it blocks the
+ * loop while the reply lands in the socket. */
+static h2o_timeout_t hold_timeout;
+static h2o_timeout_entry_t hold_entry;
+static int hold_ran;
+
+static void on_hold(h2o_timeout_entry_t *entry)
+{
+    hold_ran = 1;
+    stall_ms(150);
 }
 
 static void spin_for(double ms)
@@ -431,6 +454,33 @@ static void test_single(int port)
           redis_is_up(r));
     CALL(r, &s, "PING");
     check(reply_is(&s, REDIS_REPLY_STATUS, "PONG"), "single: connection usable after a timeout", "%s",
+          reply_text(s.reply, t, sizeof(t)));
+
+    /* The loop stalls (2 s, not one turn) right after a command is sent, so
+     * it is written only after the stall: the client must neither fail it
+     * nor drop the connection for a silence that was the loop's own. */
+    submitv(r, &s, "drv:bin", 2, (const char *[]){"GET", "drv:bin"}, NULL);
+    stall_ms(2000);
+    spin_until(&s.done, 5000);
+    check(s.calls == 1 && s.err == 0 && s.reply && s.reply->type == REDIS_REPLY_STRING && redis_is_up(r),
+          "single: a stalled loop is not blamed", "err %d (%s) %.0f ms after the send, up %d", s.err,
+          reply_text(s.reply, t, sizeof(t)), s.t1 - s.t0, redis_is_up(r));
+    /* The reply lands in the socket while the loop is busy just before the
+     * command's deadline runs (the hold timer, due with it, blocks 150 ms;
+     * the command was written at the start of that same turn): the deadline
+     * must find the reply, not fail the command. */
+    submitv(r, &s, "drv:bin", 2, (const char *[]){"GET", "drv:bin"}, NULL);
+    hold_ran = 0;
+    h2o_timeout_link(loop, &hold_timeout, &hold_entry);
+    stall_ms(TIMEOUT_MS + 20); /* the deadline and the hold become due, nothing is written */
+    spin_until(&s.done, 5000);
+    check(hold_ran && s.calls == 1 && s.err == 0 && s.reply && s.reply->type == REDIS_REPLY_STRING &&
+              redis_is_up(r),
+          "single: a reply waiting in the socket at the deadline is delivered",
+          "hold ran %d, err %d (%s) %.0f ms after the send, up %d", hold_ran, s.err,
+          reply_text(s.reply, t, sizeof(t)), s.t1 - s.t0, redis_is_up(r));
+    CALL(r, &s, "PING");
+    check(reply_is(&s, REDIS_REPLY_STATUS, "PONG"), "single: connection usable after the stalls", "%s",
           reply_text(s.reply, t, sizeof(t)));
 
     /* wrong password: never up, commands refused at once, no hang */
@@ -1052,6 +1102,8 @@ int main(int argc, char **argv)
     g_password = argv[3];
     g_dir = argv[4];
     loop = h2o_evloop_create();
+    h2o_timeout_init(loop, &hold_timeout, TIMEOUT_MS);
+    hold_entry.cb = on_hold;
     if (strcmp(argv[1], "single") == 0) {
         test_single(atoi(argv[2]));
     } else {
@@ -1070,6 +1122,7 @@ int main(int argc, char **argv)
     /* let the loop free the sockets the clients handed back */
     for (int i = 0; i < 3; i++)
         h2o_evloop_run(loop, 0);
+    h2o_timeout_dispose(loop, &hold_timeout);
     h2o_evloop_destroy(loop);
     printf("redis_driver %s: %d of %d checks failed\n", argv[1], n_failed, n_checks);
     return n_failed ? 1 : 0;

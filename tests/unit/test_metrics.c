@@ -1,6 +1,8 @@
 /*
- * src/core/metrics.c: per-worker counters and latency histograms, and the
- * Prometheus text that sums them across workers.
+ * src/core/metrics.c: per-worker counters and latency histograms, the
+ * Prometheus text that sums them across workers, and the event loop's
+ * lateness: its histogram and the attentive clock behind every deadline
+ * and liveness check of the database pool and the Redis client.
  */
 #include "unit.h"
 
@@ -325,8 +327,8 @@ static void test_exposition_format(void **state)
     metrics_t *all[] = {w};
     char *out = render(all, 1);
     static const char *const families[] = {"http_requests_total", "http_request_duration_seconds",
-                                           "cache_requests_total"};
-    for (size_t i = 0; i < 3; i++) {
+                                           "cache_requests_total", "marketd_event_loop_lag_seconds"};
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
         char help[128], type[128];
         snprintf(help, sizeof(help), "# HELP %s ", families[i]);
         snprintf(type, sizeof(type), "# TYPE %s ", families[i]);
@@ -338,16 +340,19 @@ static void test_exposition_format(void **state)
     }
     assert_contains(out, "# TYPE http_request_duration_seconds histogram\n");
     assert_contains(out, "# TYPE http_requests_total counter\n");
+    assert_contains(out, "# TYPE marketd_event_loop_lag_seconds histogram\n");
     assert_true(out[strlen(out) - 1] == '\n');
     for (const char *line = out; *line;) {
         const char *eol = strchr(line, '\n');
         assert_non_null(eol);
         if (line[0] != '#') {
             /* Label values may hold braces ("{id}"): the labels end at the
-             * last '}', and the value follows one space after it. */
+             * last '}', and the value follows one space after it. A sample
+             * without labels is `name value`. */
             const char *brace = memrchr(line, '}', (size_t)(eol - line));
-            const char *space = brace ? memchr(brace, ' ', (size_t)(eol - brace)) : NULL;
-            if (brace == NULL || space != brace + 1 || space + 1 >= eol ||
+            const char *name_end = brace ? brace + 1 : memchr(line, ' ', (size_t)(eol - line));
+            const char *space = name_end ? memchr(name_end, ' ', (size_t)(eol - name_end)) : NULL;
+            if (name_end == NULL || name_end == line || space != name_end || space + 1 >= eol ||
                 memchr(space + 1, ' ', (size_t)(eol - space - 1)))
                 fail_msg("malformed sample line: %.*s", (int)(eol - line), line);
         }
@@ -361,6 +366,8 @@ static void test_no_workers(void **state)
 {
     char *out = render(NULL, 0);
     assert_series(out, "cache_requests_total{result=\"hit\"}", "0");
+    assert_series(out, "marketd_event_loop_lag_seconds_count", "0");
+    assert_series(out, "marketd_event_loop_lag_seconds_bucket{le=\"+Inf\"}", "0");
     assert_series(out, "http_request_duration_seconds_count{route=\"/healthz\"}", "0");
     free(out);
 }
@@ -380,6 +387,175 @@ static void test_process_metrics(void **state)
     jbuf_free(&b);
 }
 
+/* ---- the event loop's lag ------------------------------------------------ */
+
+static void test_loop_lag_histogram_summed_across_workers(void **state)
+{
+    metrics_t *w1 = new_metrics(), *w2 = new_metrics();
+    metrics_observe_loop_lag(w1, 0);       /* on time */
+    metrics_observe_loop_lag(w1, 1000);    /* 1 ms: le 0.001 */
+    metrics_observe_loop_lag(w2, 1001);    /* le 0.0025 */
+    metrics_observe_loop_lag(w2, 1900000); /* a 2 s stall seen by a 100 ms tick */
+    metrics_observe_loop_lag(w1, 7000000); /* le 10 */
+    metrics_observe_loop_lag(w2, UINT64_C(60000000));
+    metrics_t *all[] = {w1, w2};
+    char *out = render(all, 2);
+#define B(le) "marketd_event_loop_lag_seconds_bucket{le=\"" le "\"}"
+    assert_series(out, B("0.001"), "2");
+    assert_series(out, B("0.0025"), "3");
+    assert_series(out, B("0.1"), "3");
+    assert_series(out, B("1"), "3");
+    assert_series(out, B("2.5"), "4");
+    assert_series(out, B("5"), "4");
+    assert_series(out, B("10"), "5");
+    assert_series(out, B("+Inf"), "6");
+#undef B
+    assert_series(out, "marketd_event_loop_lag_seconds_count", "6");
+    assert_series(out, "marketd_event_loop_lag_seconds_sum", "68.902001");
+    assert_contains(out, "# HELP marketd_event_loop_lag_seconds ");
+    free(out);
+    free(w1);
+    free(w2);
+}
+
+#define T0 UINT64_C(1700000000000000) /* µs */
+#define MS UINT64_C(1000)
+
+/* A loop that keeps up: ticks run when due, attentive time is real time. */
+static void test_loop_clock_on_time(void **state)
+{
+    metrics_loop_clock_t c;
+    metrics_loop_clock_init(&c, T0 + 100 * MS);
+    assert_i64_eq(metrics_loop_clock_now(&c, T0), T0);
+    assert_i64_eq(metrics_loop_clock_lag(&c, T0 + 50 * MS), 0);
+    for (uint64_t t = 100; t <= 1000; t += 100)
+        assert_i64_eq(metrics_loop_clock_tick(&c, T0 + t * MS, T0 + (t + 100) * MS), 0);
+    assert_i64_eq(metrics_loop_clock_now(&c, T0 + 1050 * MS), T0 + 1050 * MS);
+    assert_i64_eq(metrics_loop_clock_lag(&c, T0 + 1050 * MS), 0);
+}
+
+/* A stall: from the tick's due time until it runs, attentive time stands
+ * still; once it has run, it moves at real speed again, behind by the
+ * stall. */
+static void test_loop_clock_stands_still_while_late(void **state)
+{
+    metrics_loop_clock_t c;
+    metrics_loop_clock_init(&c, T0 + 100 * MS);
+    assert_i64_eq(metrics_loop_clock_now(&c, T0 + 100 * MS), T0 + 100 * MS);
+    assert_i64_eq(metrics_loop_clock_now(&c, T0 + 1100 * MS), T0 + 100 * MS);
+    assert_i64_eq(metrics_loop_clock_lag(&c, T0 + 1100 * MS), 1000 * MS);
+    assert_i64_eq(metrics_loop_clock_now(&c, T0 + 2100 * MS), T0 + 100 * MS);
+    /* The tick runs 2 s late; h2o links the next one from its clock as it
+     * was before the stall (due at 200 ms, already past). */
+    assert_i64_eq(metrics_loop_clock_tick(&c, T0 + 2100 * MS, T0 + 200 * MS), 2000 * MS);
+    assert_i64_eq(metrics_loop_clock_now(&c, T0 + 2100 * MS), T0 + 100 * MS);
+    assert_i64_eq(metrics_loop_clock_lag(&c, T0 + 2100 * MS), 0);
+    /* the next turn: the tick that became due during the stall runs at
+     * once, not late again for the same stall */
+    assert_i64_eq(metrics_loop_clock_tick(&c, T0 + 2101 * MS, T0 + 2201 * MS), 1 * MS);
+    assert_i64_eq(metrics_loop_clock_now(&c, T0 + 2201 * MS), T0 + 200 * MS);
+    assert_i64_eq(metrics_loop_clock_tick(&c, T0 + 2201 * MS, T0 + 2301 * MS), 0);
+    assert_i64_eq(metrics_loop_clock_now(&c, T0 + 2301 * MS), T0 + 300 * MS);
+}
+
+/* Attentive time never goes back, however the ticks run. */
+static void test_loop_clock_monotonic(void **state)
+{
+    metrics_loop_clock_t c;
+    metrics_loop_clock_init(&c, T0 + 100 * MS);
+    uint64_t now = T0, last = 0;
+    static const uint64_t steps_ms[] = {1, 99, 250, 3, 0, 2000, 7, 100, 100, 40, 5000, 1, 1};
+    for (size_t i = 0; i < sizeof(steps_ms) / sizeof(steps_ms[0]); i++) {
+        now += steps_ms[i] * MS;
+        uint64_t a = metrics_loop_clock_now(&c, now);
+        if (a < last)
+            fail_msg("step %zu: attentive time went back from %llu to %llu", i, (unsigned long long)last,
+                     (unsigned long long)a);
+        last = a;
+        if (metrics_loop_clock_lag(&c, now) > 0 || i % 3 == 0) {
+            /* a tick relinked from a loop clock up to 300 ms behind */
+            metrics_loop_clock_tick(&c, now, now - (i % 4) * 100 * MS + 100 * MS);
+            a = metrics_loop_clock_now(&c, now);
+            if (a < last)
+                fail_msg("step %zu, after the tick: attentive time went back from %llu to %llu", i,
+                         (unsigned long long)last, (unsigned long long)a);
+            last = a;
+        }
+    }
+}
+
+static void test_loop_silent_cases(void **state)
+{
+    static const struct {
+        uint64_t now, heard, owed, limit;
+        int silent;
+        const char *why;
+    } cases[] = {
+        {1000, 0, 0, 1000, 1, "owed since 0, nothing heard: 1000 of 1000"},
+        {999, 0, 0, 1000, 0, "1 short of the limit"},
+        {1500, 600, 0, 1000, 0, "heard at 600: 900 of silence"},
+        {1600, 600, 0, 1000, 1, "heard at 600: 1000 of silence"},
+        {1500, 0, 600, 1000, 0, "owed only since 600 (written late)"},
+        {1600, 400, 600, 1000, 1, "the later of heard and owed counts"},
+        {500, 600, 0, 1000, 0, "now before heard (wall clock stepped back)"},
+        {600, 600, 600, 0, 0, "no time at all has passed"},
+        {601, 600, 600, 0, 1, "a zero limit: any silence"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int got = metrics_loop_silent(cases[i].now, cases[i].heard, cases[i].owed, cases[i].limit);
+        if (got != cases[i].silent)
+            fail_msg("case %zu (%s): metrics_loop_silent(now %llu, heard %llu, owed %llu, limit %llu) = %d, "
+                     "expected %d",
+                     i, cases[i].why, (unsigned long long)cases[i].now, (unsigned long long)cases[i].heard,
+                     (unsigned long long)cases[i].owed, (unsigned long long)cases[i].limit, got,
+                     cases[i].silent);
+    }
+}
+
+/* The decision as the Redis client and the pool make it: a peer owes an
+ * answer; is it silent while the loop was attentive? */
+static void test_peer_silent_only_while_loop_attentive(void **state)
+{
+    const uint64_t limit = 1000 * MS;
+    metrics_loop_clock_t c;
+    metrics_loop_clock_init(&c, T0 + 100 * MS);
+    uint64_t now = T0 + 50 * MS;
+    uint64_t owed = metrics_loop_clock_now(&c, now); /* a command written now */
+    uint64_t heard = owed;
+    /* The loop keeps up; the peer is silent: after 1 s, dead (B5). */
+    for (uint64_t t = 100; t <= 1000; t += 100) {
+        now = T0 + t * MS;
+        metrics_loop_clock_tick(&c, now, now + 100 * MS);
+        assert_i64_eq(metrics_loop_silent(metrics_loop_clock_now(&c, now), heard, owed, limit), 0);
+    }
+    now = T0 + 1050 * MS;
+    assert_i64_eq(metrics_loop_silent(metrics_loop_clock_now(&c, now), heard, owed, limit), 1);
+
+    /* The same peer, but the loop stalls 2 s right after the command: when
+     * the loop comes back, the peer has had only 50 ms. */
+    metrics_loop_clock_init(&c, T0 + 100 * MS);
+    now = T0 + 50 * MS;
+    owed = heard = metrics_loop_clock_now(&c, now);
+    now = T0 + 2100 * MS; /* the first thing the loop runs after the stall */
+    assert_i64_eq(metrics_loop_silent(metrics_loop_clock_now(&c, now), heard, owed, limit), 0);
+    metrics_loop_clock_tick(&c, now, T0 + 200 * MS);  /* 2 s late, relinked from the stale clock */
+    metrics_loop_clock_tick(&c, now, now + 100 * MS); /* so it runs again in the next turn */
+    assert_i64_eq(metrics_loop_silent(metrics_loop_clock_now(&c, now), heard, owed, limit), 0);
+    /* It answers 10 ms later: heard. */
+    now += 10 * MS;
+    heard = metrics_loop_clock_now(&c, now);
+    assert_i64_eq(metrics_loop_silent(metrics_loop_clock_now(&c, now + 900 * MS), heard, owed, limit), 0);
+    /* Had it stayed silent, the loop keeping up from the stall on: dead
+     * 950 ms of attentive time later, not before. */
+    for (uint64_t t = 2200; t <= 3000; t += 100) {
+        now = T0 + t * MS;
+        metrics_loop_clock_tick(&c, now, now + 100 * MS);
+        assert_i64_eq(metrics_loop_silent(metrics_loop_clock_now(&c, now), owed, owed, limit), 0);
+    }
+    now = T0 + 3050 * MS;
+    assert_i64_eq(metrics_loop_silent(metrics_loop_clock_now(&c, now), owed, owed, limit), 1);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup(f, setup_names)
@@ -395,6 +571,12 @@ int main(void)
         T(test_exposition_format),
         T(test_no_workers),
         T(test_process_metrics),
+        T(test_loop_lag_histogram_summed_across_workers),
+        T(test_loop_clock_on_time),
+        T(test_loop_clock_stands_still_while_late),
+        T(test_loop_clock_monotonic),
+        T(test_loop_silent_cases),
+        T(test_peer_silent_only_while_loop_attentive),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1278,6 +1278,83 @@ static void test_unanswered_query_past_statement_timeout_drops_connection(void *
     assert_stats(0, 1, 0, 0, 1);
 }
 
+/*
+ * Under 10,000 connections epoll hands the loop 256 ready sockets per turn,
+ * so the tick can run while a connection's answer sits unread in its
+ * socket. Staged here by running the tick before the loop's next turn. The
+ * watchdog must read the socket before it judges: the answer is delivered,
+ * not failed, and the connection kept.
+ */
+static void test_answer_unread_when_watchdog_fires_is_delivered(void **state)
+{
+    db_pool_options_t o = options();
+    o.statement_timeout_ms = 1000, o.timeout_ms = 60000; /* stall limit: 1 s + 5 s */
+    create(o);
+    PGconn *c0 = fk_conns[0];
+    advance_ms(50); /* between two ticks */
+    SUBMIT(S1, "0", &recs[0]);
+    advance_ms(5990); /* the loop keeps up; the database says nothing */
+    assert_i64_eq(recs[0].calls, 0);
+    assert_i64_eq(c0->finished, 0);
+    srv_answer_all(c0); /* now it answers, and the answer waits in the socket */
+    fk_now_us += 60 * 1000;
+    /* The tick is due now (6.05 s of silence, past the limit) and runs
+     * before the socket's turn, as h2o_timeout_run would run it. */
+    h2o_timeout_unlink(&the_pool->tick);
+    on_tick(&the_pool->tick);
+    assert_ok(&recs[0], "0");
+    assert_i64_eq(c0->finished, 0);
+    settle();
+    assert_i64_eq(fk_nconns, 1);
+    assert_stats(0, 1, 0, 0, 1);
+    SUBMIT(S1, "1", &recs[1]); /* the connection still works */
+    settle();
+    srv_answer_all(c0);
+    settle();
+    assert_ok(&recs[1], "1");
+    assert_i64_eq(fk_nconns, 1);
+}
+
+/*
+ * The loop itself stalls (7 s: no turn at all) with a query in flight: the
+ * watchdog counts only time in which the answer could have been read, so
+ * the connection is not blamed when the loop comes back — and a database
+ * that then stays silent while the loop keeps up is still dropped, 6 s of
+ * attentive time after the query (B5).
+ */
+static void test_stalled_loop_does_not_blame_the_database(void **state)
+{
+    db_pool_options_t o = options();
+    o.statement_timeout_ms = 1000, o.timeout_ms = 60000; /* stall limit: 1 s + 5 s */
+    create(o);
+    PGconn *c0 = fk_conns[0];
+    SUBMIT(S1, "0", &recs[0]);
+    settle();
+    fk_now_us += 7000 * 1000; /* the stall */
+    turn();                   /* the first turn after it: the tick runs 7 s late */
+    settle();
+    assert_i64_eq(recs[0].calls, 0);
+    assert_i64_eq(c0->finished, 0);
+    advance_ms(5700); /* 5.8 s of attentive silence */
+    assert_i64_eq(c0->finished, 0);
+    srv_answer_all(c0);
+    settle();
+    assert_ok(&recs[0], "0");
+    assert_i64_eq(fk_nconns, 1);
+
+    SUBMIT(S1, "1", &recs[1]);
+    settle();
+    fk_now_us += 7000 * 1000; /* another stall, and this time no answer */
+    turn();
+    settle();
+    assert_i64_eq(recs[1].calls, 0);
+    advance_ms(5800);
+    assert_i64_eq(recs[1].calls, 0);
+    advance_ms(300);
+    assert_failed(&recs[1], MKD_EUNAVAILABLE);
+    assert_i64_eq(c0->finished, 1);
+}
+
 static void test_flush_backpressure_waits_for_writable(void **state)
 {
     create(options());
@@ -1316,6 +1393,8 @@ int main(void)
         T(test_destroy_fails_inflight_and_waiting_once),
         T(test_unanswered_query_past_statement_timeout_drops_connection),
         T(test_flush_backpressure_waits_for_writable),
+        T(test_answer_unread_when_watchdog_fires_is_delivered),
+        T(test_stalled_loop_does_not_blame_the_database),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
