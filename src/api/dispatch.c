@@ -133,8 +133,10 @@ static void on_expiry(h2o_timeout_entry_t *entry)
 static void on_call_done(void *arg, PGresult *res, int err)
 {
     db_call_t *c = arg;
-    uint64_t now = server_now_us();
-    admission_item_t *next = admission_done(c->adm, now - c->start_us, now);
+    uint64_t now = server_now_us(), rtt = now - c->start_us, lag = server_loop_lag_us(c->r->w);
+    /* The database's latency, not the loop's: a late loop says nothing
+     * about how many queries PostgreSQL can usefully run. */
+    admission_item_t *next = admission_done(c->adm, rtt > lag ? rtt - lag : 0, now);
     admission_t *a = c->adm;
     c->cb(c->arg, res, err);
     if (next != NULL)
