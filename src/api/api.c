@@ -48,6 +48,7 @@ void api_init(const config_t *cfg)
     }
     app.routes = table;
     app.nroutes = ntable;
+    api_dispatch_routes(table, ntable);
 }
 
 const http_app_t *api_app(void)

@@ -13,6 +13,14 @@
 #include "http/body.h"
 
 static const config_t *cfg;
+static const route_t *routes;
+static int nroutes;
+
+void api_dispatch_routes(const route_t *r, int n)
+{
+    routes = r;
+    nroutes = n;
+}
 static const db_stmt_t *st_is_admin;
 
 const config_t *api_config(void)
@@ -97,8 +105,9 @@ static void call_start(db_call_t *c);
 
 static admission_t *admission_of(rctx_t *r)
 {
-    int cls = r->route != NULL && r->route->db == DB_READ ? ADMIT_READS : ADMIT_WRITES;
-    return &api_worker(r->w)->admission[cls];
+    api_worker_t *aw = api_worker(r->w);
+    long i = r->route != NULL && routes != NULL ? r->route - routes : -1;
+    return &aw->admission[i >= 0 && i < nroutes ? i : aw->nadmission - 1];
 }
 
 /* Queued work that waited past its deadline: 503 now, not after seconds. */
@@ -116,7 +125,7 @@ static void arm_expiry(worker_t *w)
 {
     api_worker_t *aw = api_worker(w);
     int queued = 0;
-    for (int i = 0; i < ADMIT_NCLASSES; i++)
+    for (int i = 0; i < aw->nadmission; i++)
         queued += aw->admission[i].queued;
     if (queued > 0 && !h2o_timeout_is_linked(&aw->expiry))
         h2o_timeout_link(w->loop, &aw->expiry_timeout, &aw->expiry);
@@ -125,7 +134,7 @@ static void arm_expiry(worker_t *w)
 static void on_expiry(h2o_timeout_entry_t *entry)
 {
     api_worker_t *aw = H2O_STRUCT_FROM_MEMBER(api_worker_t, expiry, entry);
-    for (int i = 0; i < ADMIT_NCLASSES; i++)
+    for (int i = 0; i < aw->nadmission; i++)
         refuse_expired(&aw->admission[i]);
     arm_expiry(aw->w);
 }
@@ -672,11 +681,19 @@ int api_worker_init(worker_t *w)
      * come in bursts that contend on row locks, where latency rises without
      * any overload: they keep the pool's whole capacity (no adaptive limit),
      * a longer standing queue, and a longer wait before they are shed. */
-    ao.interval_us = 500000, ao.overload_timeout_us = 30000;
-    admission_init(&aw->admission[ADMIT_READS], &ao, server_now_us());
-    ao.initial_limit = ao.min_limit = capacity;
-    ao.interval_us = 2000000, ao.overload_timeout_us = 500000;
-    admission_init(&aw->admission[ADMIT_WRITES], &ao, server_now_us());
+    admission_options_t reads = ao, writes = ao;
+    reads.interval_us = 500000, reads.overload_timeout_us = 30000;
+    writes.initial_limit = writes.min_limit = capacity;
+    writes.interval_us = 2000000, writes.overload_timeout_us = 500000;
+    /* One per route, and a last one for work outside any route. */
+    aw->nadmission = nroutes + 1;
+    aw->admission = calloc((size_t)aw->nadmission, sizeof(admission_t));
+    if (aw->admission == NULL)
+        abort();
+    for (int i = 0; i < aw->nadmission; i++) {
+        int read = i < nroutes && routes[i].db == DB_READ;
+        admission_init(&aw->admission[i], read ? &reads : &writes, server_now_us());
+    }
     aw->w = w;
     h2o_timeout_init(w->loop, &aw->expiry_timeout, 10);
     aw->expiry.cb = on_expiry;
@@ -693,6 +710,7 @@ void api_worker_dispose(worker_t *w)
     if (h2o_timeout_is_linked(&aw->expiry))
         h2o_timeout_unlink(&aw->expiry);
     h2o_timeout_dispose(w->loop, &aw->expiry_timeout);
+    free(aw->admission);
     h2o_multithread_unregister_receiver(w->ctx.queue, &aw->flights);
     free(aw);
     w->app = NULL;
@@ -702,7 +720,7 @@ void api_dispatch_tick(worker_t *w)
 {
     api_worker_t *aw = api_worker(w);
     uint64_t now = server_now_us();
-    for (int i = 0; i < ADMIT_NCLASSES; i++) {
+    for (int i = 0; i < aw->nadmission; i++) {
         admission_tick(&aw->admission[i], now);
         refuse_expired(&aw->admission[i]);
     }
@@ -715,12 +733,13 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
     uint64_t refused[ADMIT_NCLASSES] = {0}, expired[ADMIT_NCLASSES] = {0};
     /* Other workers' counters, read without their lock-free owner's help:
      * relaxed and approximate, as every gauge here. */
-    for (int k = 0; k < s->nworkers; k++) {
-        api_worker_t *aw = api_worker(&s->workers[k]);
+    for (int wk = 0; wk < s->nworkers; wk++) {
+        api_worker_t *aw = api_worker(&s->workers[wk]);
         if (aw == NULL)
             continue;
-        for (int i = 0; i < ADMIT_NCLASSES; i++) {
-            admission_t *a = &aw->admission[i];
+        for (int k = 0; k < aw->nadmission; k++) {
+            admission_t *a = &aw->admission[k];
+            int i = k < nroutes && routes[k].db == DB_READ ? ADMIT_READS : ADMIT_WRITES;
             limit[i] += admission_limit(a);
             inflight[i] += __atomic_load_n(&a->inflight, __ATOMIC_RELAXED);
             queued[i] += __atomic_load_n(&a->queued, __ATOMIC_RELAXED);

@@ -44,15 +44,17 @@ typedef struct api_module {
 } api_module_t;
 
 /* The dispatcher's state of one worker. */
-enum { ADMIT_READS, ADMIT_WRITES, ADMIT_NCLASSES };
+enum { ADMIT_READS, ADMIT_WRITES, ADMIT_NCLASSES }; /* for /metrics: by the route's .db */
 
 typedef struct api_worker {
     db_pool_t *primary;
     cache_worker_t *cache; /* NULL: no cache */
     h2o_multithread_receiver_t flights;
-    /* Database work in flight and waiting, per class (api/admission.h):
-     * reads cannot crowd out writes (orders), nor the reverse. */
-    admission_t admission[ADMIT_NCLASSES];
+    /* Database work in flight and waiting, per route (api/admission.h):
+     * an expensive route cannot queue a cheap one behind it, and reads
+     * cannot crowd out writes (orders). One per row of the route table. */
+    admission_t *admission;
+    int nadmission;
     h2o_timeout_t expiry_timeout; /* 10 ms: refuses queued work that waited too long */
     h2o_timeout_entry_t expiry;
     worker_t *w;
@@ -71,6 +73,8 @@ void api_worker_tick(worker_t *w);
 void api_dispatch_tick(worker_t *w);
 void api_worker_dispose(worker_t *w);
 void api_dispatch_init(const config_t *cfg);
+/* The route table the dispatcher serves (per-route admission). */
+void api_dispatch_routes(const route_t *routes, int n);
 void api_dispatch_dispose(void);
 
 /* Appends the admission gauges and counters of all workers (/metrics). */
