@@ -741,10 +741,10 @@ void api_worker_dispose(worker_t *w)
  * behind. Three late ticks in a row (a single stall, e.g. a slow disk or a
  * test's SIGUSR1, is not a flood) start shedding; the share grows while the
  * loop stays late and decays once it is on time again. */
-#define LAG_TARGET_US 25000
-#define SHED_STEP_UP 0.05
+#define LAG_TARGET_US  25000
+#define SHED_STEP_UP   0.05
 #define SHED_STEP_DOWN 0.02
-#define SHED_MAX 0.95
+#define SHED_MAX       0.95
 
 void api_dispatch_tick(worker_t *w)
 {
