@@ -91,10 +91,15 @@ stop:
 status:
 	bash scripts/stack.sh status
 test: deps
-	bash scripts/test.sh
+	T="$(T)" bash scripts/test.sh
 bench: deps
 	$(MAKE) build
 	bash bench/run.sh
+# The overload benchmark (bench/overload.sh): SCENARIOS="a b" make bench-overload
+.PHONY: bench-overload
+bench-overload: deps
+	$(MAKE) build
+	bash bench/overload.sh
 
 # Every C file of the tree: formatted by `make fmt`, checked by `make test`.
 FMT_FILES = $(sort $(SRC_ALL) $(shell find src tests -name '*.h') $(UNIT_SRC) $(FUZZ_SRC) $(wildcard tests/redis/*.c))
