@@ -1,5 +1,6 @@
 /* Operations (api.md "Operations"): liveness, readiness, Prometheus
- * metrics, and the partition upkeep job every instance runs (S6). */
+ * metrics, and the two upkeep jobs every instance runs: order partitions
+ * (S6) and the popular-sellers counts. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 #include "core/log.h"
 #include "db/migrate.h"
 
-static const db_stmt_t *st_schema_version, *st_ensure_partitions;
+static const db_stmt_t *st_schema_version, *st_ensure_partitions, *st_refresh_popular;
 
 static void healthz(rctx_t *r)
 {
@@ -136,18 +137,68 @@ static void on_partitions(void *arg, PGresult *res, int err)
         log_info("partition upkeep: created %d partition(s)", created);
 }
 
+/* ---- popular sellers (S9) -------------------------------------------------------------- */
+
+/* GET /sellers/popular reads precomputed counts plus the changes logged
+ * since (migrations/0006_precomputed_reads.sql, src/api/sellers.c).
+ * marketd_refresh_popular folds those changes into the counts and slides
+ * the 30-day window; it also rebuilds the counts when they are missing (a
+ * fresh or re-seeded database). Run soon after start, then every 10 s:
+ * the window's edge is exact to 10 s, and the log a read adds up stays
+ * ~10 s of deliveries long. It takes no lock traffic waits for, and
+ * concurrent calls from other instances return at once, so every
+ * instance's worker 0 runs it; lock_timeout is only a guard. */
+#define POPULAR_JOB_FIRST_US (1ull * 1000000)
+#define POPULAR_JOB_EVERY_US (10ull * 1000000)
+static uint64_t popular_job_due_us;
+static int popular_job_failing; /* one warning per outage, not one per run */
+
+static void on_refresh_popular(void *arg, PGresult *res, int err)
+{
+    (void)arg;
+    if (err != 0) {
+        if (!popular_job_failing)
+            log_warn("popular sellers refresh failed (%s): %s; retrying every 10 s", mkd_strerror(err),
+                     res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result");
+        popular_job_failing = 1;
+        return;
+    }
+    if (popular_job_failing)
+        log_info("popular sellers refresh: working again");
+    popular_job_failing = 0;
+    /* A rebuild is rare (a new or re-seeded database) and worth a line. */
+    if (strcmp(PQgetvalue(res, 0, 1), "rebuilt") == 0)
+        log_info("popular sellers: counts rebuilt from orders");
+}
+
+/* Whether a job is due at `now`; schedules its next run. */
+static int job_due(uint64_t *due_us, uint64_t now, uint64_t first_us, uint64_t every_us)
+{
+    if (*due_us == 0)
+        *due_us = now + first_us;
+    if (now < *due_us)
+        return 0;
+    *due_us = now + every_us;
+    return 1;
+}
+
 static void ops_tick(worker_t *w)
 {
     uint64_t now = server_now_us();
     if (w->index != 0 || w->draining)
         return;
-    if (partition_job_due_us == 0)
-        partition_job_due_us = now + PARTITION_JOB_FIRST_US;
-    if (now < partition_job_due_us)
-        return;
-    partition_job_due_us = now + PARTITION_JOB_EVERY_US;
-    if (db_pool_query(api_worker(w)->primary, st_ensure_partitions, NULL, on_partitions, NULL) != 0)
+    db_pool_t *primary = api_worker(w)->primary;
+    if (job_due(&partition_job_due_us, now, PARTITION_JOB_FIRST_US, PARTITION_JOB_EVERY_US) &&
+        db_pool_query(primary, st_ensure_partitions, NULL, on_partitions, NULL) != 0)
         log_warn("partition upkeep: database unavailable, will retry");
+    /* Only with a working connection: during an outage the refresh would
+     * make the pool try to connect every 10 s for nothing (reads are exact
+     * without it); it runs on the first tick after the database is back. */
+    db_pool_stats_t st;
+    db_pool_get_stats(primary, &st);
+    if (st.up && job_due(&popular_job_due_us, now, POPULAR_JOB_FIRST_US, POPULAR_JOB_EVERY_US) &&
+        db_pool_query(primary, st_refresh_popular, NULL, on_refresh_popular, NULL) != 0)
+        log_debug("popular sellers refresh: database unavailable, will retry");
 }
 
 static void ops_init(void)
@@ -155,6 +206,9 @@ static void ops_init(void)
     st_schema_version = db_stmt_register("SELECT coalesce(max(version), 0) FROM schema_migrations", 0);
     st_ensure_partitions =
         db_stmt_register("SELECT set_config('lock_timeout', '2s', true), marketd_ensure_partitions(0, 3)", 0);
+    st_refresh_popular = db_stmt_register("SELECT set_config('lock_timeout', '2s', true), f.action, "
+                                          "f.folded, f.expired FROM marketd_refresh_popular() f",
+                                          0);
 }
 
 static const route_t routes[] = {

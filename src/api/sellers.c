@@ -214,6 +214,46 @@ static void sellers_patch(rctx_t *r)
 
 /* ---- statements ------------------------------------------------------------------------------ */
 
+/* Popular sellers are precomputed (migrations/0006_precomputed_reads.sql):
+ * seller_popularity holds each seller's delivered orders created since
+ * the window's `since` as of the last refresh (src/api/ops.c, every
+ * 10 s), seller_popularity_log what changed since then. The answer is
+ * exact at any moment, refreshed or not: the few sellers `d` with a log
+ * row, or with a delivered order that left the 30 days since `since`
+ * (~10 s of orders, one short index range of orders_delivered_idx in
+ * one partition), are ranked by count + changes with their live city;
+ * every other seller by its count alone, of which the first `limit` in
+ * index order are enough. A miss costs a few short index scans and
+ * `limit` seller lookups, like a product detail, instead of counting
+ * ~1M orders (docs/indexes.md S2). No window row (a database whose
+ * tables were all TRUNCATEd): no counts either, the log is everything. */
+static const db_stmt_t *popular_statement(int nparams, const char *cols, const char *counts_where,
+                                          const char *sellers_where)
+{
+    return api_stmt(nparams,
+                    "WITH w AS (SELECT coalesce((SELECT x.since FROM seller_popularity_window x),"
+                    "                           now() - interval '30 days') AS since),"
+                    " d AS (SELECT c.seller_id, sum(c.n)::int AS n FROM ("
+                    "         SELECT l.seller_id, l.delta AS n FROM seller_popularity_log l, w"
+                    "          WHERE l.created_at >= w.since"
+                    "         UNION ALL"
+                    "         SELECT o.seller_id, -1 FROM orders o, w"
+                    "          WHERE o.status = 'delivered' AND o.created_at >= w.since"
+                    "            AND o.created_at >= now() - interval '37 days'"
+                    "            AND o.created_at < now() - interval '30 days'"
+                    "       ) c GROUP BY c.seller_id),"
+                    " o AS ((SELECT p.seller_id, p.orders_30d AS n FROM seller_popularity p"
+                    "         WHERE p.orders_30d > 0%s AND p.seller_id NOT IN (SELECT d.seller_id FROM d)"
+                    "         ORDER BY p.orders_30d DESC, p.seller_id LIMIT $%d::int4)"
+                    "       UNION ALL"
+                    "       SELECT d.seller_id, coalesce((SELECT p.orders_30d FROM seller_popularity p"
+                    "                                      WHERE p.seller_id = d.seller_id), 0) + d.n"
+                    "         FROM d)"
+                    " SELECT %s FROM o JOIN sellers s ON s.id = o.seller_id%s"
+                    " WHERE o.n > 0 ORDER BY o.n DESC, s.id LIMIT $%d::int4",
+                    counts_where, nparams, cols, sellers_where, nparams);
+}
+
 static void sellers_init(void)
 {
     const char *cols = api_select_list(SELLER, 1);
@@ -233,27 +273,9 @@ static void sellers_init(void)
                                  cols, where, n + 1);
     }
     st_get = api_stmt(1, "SELECT %s FROM sellers s WHERE s.id = $1::int8", cols);
-    /* Only the last ~30 days of partitions are scanned (S6), through the
-     * partial index orders_delivered_idx. */
     const char *pcols = api_select_list(POPULAR, 1);
-    st_popular = api_stmt(1,
-                          "SELECT %s FROM"
-                          " (SELECT seller_id, count(*) AS n FROM orders"
-                          "   WHERE status = 'delivered' AND created_at >= now() - interval '30 days'"
-                          "   GROUP BY seller_id) o"
-                          " JOIN sellers s ON s.id = o.seller_id"
-                          " ORDER BY o.n DESC, s.id LIMIT $1::int4",
-                          pcols);
-    st_popular_city =
-        api_stmt(2,
-                 "SELECT %s FROM"
-                 " (SELECT o.seller_id, count(*) AS n FROM orders o"
-                 "   JOIN sellers s2 ON s2.id = o.seller_id AND s2.city_id = $1::int8"
-                 "   WHERE o.status = 'delivered' AND o.created_at >= now() - interval '30 days'"
-                 "   GROUP BY o.seller_id) o"
-                 " JOIN sellers s ON s.id = o.seller_id"
-                 " ORDER BY o.n DESC, s.id LIMIT $2::int4",
-                 pcols);
+    st_popular = popular_statement(1, pcols, "", "");
+    st_popular_city = popular_statement(2, pcols, " AND p.city_id = $1::int8", " AND s.city_id = $1::int8");
     st_create = api_stmt(
         5,
         "WITH u AS (SELECT x.id FROM users x WHERE x.id = $1::int8),"

@@ -956,6 +956,111 @@ class OrderListTests(OrderCase):
         self.assertList(self.list(self.buyer, {"limit": 2, "cursor": good_cursor}))
 
 
+class OrderListBytesTests(OrderCase):
+    """GET /orders renders its page in one statement (orders, then each
+    order's items by a LATERAL aggregate); GET /orders/{id} and the write
+    answers render one order with marketd_order_json. Both are built from
+    marketd_order_doc and marketd_order_item_json
+    (migrations/0006_precomputed_reads.sql): every list item must be, byte
+    for byte, the body of GET /orders/{id} and marketd_order_json's text,
+    whatever the filters and the page. Items here have several products and
+    titles that need JSON escaping."""
+
+    TITLES = ['Кавычки "ёлочки" и \\обратная\\ черта', "Emoji 🚀 и ß", "Tab\tи / слэш", "Простое"]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.seller_uid, cls.seller = cls.new_seller("Байты")
+        cls.products = sorted(cls.new_product(cls.seller, price=100 + i, stock=1000, title=t)
+                              for i, t in enumerate(cls.TITLES))
+        cls.buyer = cls.new_user("Байтовый покупатель")
+        now = cls.db_one("SELECT now()")[0].astimezone(UTC)
+        conn = db_connect(autocommit=False)
+        try:
+            cur = conn.cursor()
+            for i in range(24):
+                created = now - dt.timedelta(days=9 * i, microseconds=i)
+                cur.execute(
+                    """INSERT INTO orders (id, buyer_id, seller_id, status, total, currency, created_at, updated_at)
+                       VALUES (marketd_order_id(%s, nextval('orders_id_seq')), %s, %s, %s, 0, 'RUB', %s, %s)
+                       RETURNING id""",
+                    (created, cls.buyer, cls.seller, STATUSES[i % 5], created, created + dt.timedelta(hours=i)))
+                oid = cur.fetchone()[0]
+                # Items inserted out of product order; the document sorts them.
+                for k, (pid, title) in enumerate(reversed(list(zip(cls.products, cls.TITLES))[: 1 + i % 4])):
+                    cur.execute("""INSERT INTO order_items (order_id, created_at, product_id, title, price, quantity)
+                                   VALUES (%s, %s, %s, %s, %s, %s)""", (oid, created, pid, title, 100 + k, 1 + k))
+                cur.execute("UPDATE orders SET total = (SELECT sum(price * quantity) FROM order_items"
+                            " WHERE order_id = %s) WHERE id = %s", (oid, oid))
+            conn.commit()
+        finally:
+            conn.close()
+
+    def raw_items(self, uid, params):
+        """The items of one page as the exact bytes the server sent, and the next cursor."""
+        r = self.call("GET", harness.path_with_query("/api/v1/orders", params), uid)
+        self.assertList(r, repr(params))
+        text = r.raw.decode("utf-8")
+        prefix = '{"items":['
+        self.assertTrue(text.startswith(prefix), text[:200])
+        items, pos, dec = [], len(prefix), json.JSONDecoder()
+        for _ in r.body["items"]:
+            _, end = dec.raw_decode(text, pos)
+            items.append(text[pos:end])
+            pos = end + 1
+        return items, r.body["next_cursor"]
+
+    def test_list_items_are_byte_identical_to_the_single_order(self):
+        docs = dict(self.db("SELECT o.id, marketd_order_json(o) FROM orders o WHERE o.seller_id = %s",
+                            (self.seller,)))
+        self.assertEqual(len(docs), 24)
+        mid = rfc3339(self.db_one("SELECT now() - interval '100 days'")[0])
+        late = rfc3339(self.db_one("SELECT now() - interval '10 days'")[0])
+        seen = set()
+        for role, uid in (("buyer", self.buyer), ("seller", self.seller_uid)):
+            for status in (None, "delivered"):
+                for bounds in ({}, {"from": mid}, {"to": late}, {"from": mid, "to": late}):
+                    for limit in (3, 100):
+                        params = dict(bounds, role=role, limit=limit)
+                        if status:
+                            params["status"] = status
+                        cursor, pages = None, 0
+                        while True:
+                            q = dict(params, cursor=cursor) if cursor else params
+                            items, cursor = self.raw_items(uid, q)
+                            pages += 1
+                            for raw in items:
+                                oid = json.loads(raw)["id"]
+                                seen.add(oid)
+                                self.assertEqual(raw, docs[oid], "%r: order %d in the list" % (q, oid))
+                            if cursor is None or pages > 20:
+                                break
+        self.assertEqual(seen, set(docs), "every order was compared")
+        for oid in sorted(docs)[:6]:
+            r = self.get_order(self.buyer, oid)
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.raw.decode("utf-8"), docs[oid], "GET /orders/%d" % oid)
+        several = [d for d in docs.values() if d.count('"product_id"') == 4]
+        self.assertTrue(several and all('\\"ёлочки\\"' in d and "\\t" in d for d in several),
+                        "titles are escaped: %r" % several[:1])
+
+    def test_the_write_answers_are_the_same_document(self):
+        items = [(p, 1) for p in self.products[:3]]
+        placed = self.place(self.buyer, items)
+        self.assertEqual(placed.status, 201, fmt_resp(placed))
+        oid = placed.body["id"]
+        doc = self.db_one("SELECT marketd_order_json(o) FROM orders o WHERE o.id = %s", (oid,))[0]
+        self.assertEqual(placed.raw.decode("utf-8"), doc, "POST /orders answers marketd_order_json")
+        self.assertEqual([i["product_id"] for i in placed.body["items"]], sorted(self.products[:3]))
+        listed, _ = self.raw_items(self.buyer, {"limit": 1})
+        self.assertEqual(listed, [doc], "the newest order in the list")
+        moved = self.call("PATCH", "/api/v1/orders/%d" % oid, self.seller_uid, {"status": "confirmed"})
+        self.assertEqual(moved.status, 200, fmt_resp(moved))
+        listed, _ = self.raw_items(self.buyer, {"limit": 1})
+        self.assertEqual(listed, [moved.raw.decode("utf-8")], "a transition answers what the list shows")
+
+
 # ---------------------------------------------------------------------------
 # GET /orders/{id}, cancel, PATCH
 # ---------------------------------------------------------------------------
