@@ -588,29 +588,9 @@ static void on_admin(rctx_t *r, PGresult *res)
     r->route->handler(r);
 }
 
-/* A uniform draw in [0, 1) from the worker's own xorshift state. */
-static double draw(api_worker_t *aw)
-{
-    aw->rng ^= aw->rng << 13;
-    aw->rng ^= aw->rng >> 7;
-    aw->rng ^= aw->rng << 17;
-    return (double)(aw->rng >> 11) / 9007199254740992.0;
-}
-
 void api_dispatch(rctx_t *r)
 {
     const route_t *rt = r->route;
-    api_worker_t *aw = api_worker(r->w);
-    /* A flood: the loop has more to do than the CPU allows. Refusing a
-     * share of new requests before any work (no Redis, no database) keeps
-     * the loop on time, so the requests it keeps — and the refusals — are
-     * answered fast, instead of everyone waiting seconds. Health checks and
-     * metrics are never shed. */
-    if (rt->limit != LIMIT_NONE && aw->shed_share > 0 && draw(aw) < aw->shed_share) {
-        aw->shed++;
-        reply_error(r, MKD_EBUSY, "the server is overloaded; retry shortly");
-        return;
-    }
     r->cacheable = rt->cache != NULL;
     r->cache_control = rt->cache != NULL ? rt->cache->cache_control : NULL;
     /* Before anything else: a body past the route's limit is not read on. */
@@ -715,7 +695,6 @@ int api_worker_init(worker_t *w)
         admission_init(&aw->admission[i], read ? &reads : &writes, server_now_us());
     }
     aw->w = w;
-    aw->rng = (server_now_us() << 1 | 1) ^ ((uint64_t)(w->index + 1) * 0x9E3779B97F4A7C15ull);
     h2o_timeout_init(w->loop, &aw->expiry_timeout, 10);
     aw->expiry.cb = on_expiry;
     return 0;
@@ -737,27 +716,10 @@ void api_worker_dispose(worker_t *w)
     w->app = NULL;
 }
 
-/* The loop is "late" when its 100 ms tick runs more than LAG_TARGET_US
- * behind. Three late ticks in a row (a single stall, e.g. a slow disk or a
- * test's SIGUSR1, is not a flood) start shedding; the share grows while the
- * loop stays late and decays once it is on time again. */
-#define LAG_TARGET_US  25000
-#define SHED_STEP_UP   0.05
-#define SHED_STEP_DOWN 0.02
-#define SHED_MAX       0.95
-
 void api_dispatch_tick(worker_t *w)
 {
     api_worker_t *aw = api_worker(w);
     uint64_t now = server_now_us();
-    if (w->last_tick_lag_us > LAG_TARGET_US) {
-        if (++aw->late_ticks >= 3 && aw->shed_share < SHED_MAX)
-            aw->shed_share += SHED_STEP_UP;
-    } else {
-        aw->late_ticks = 0;
-        if (w->last_tick_lag_us < LAG_TARGET_US / 2)
-            aw->shed_share = aw->shed_share > SHED_STEP_DOWN ? aw->shed_share - SHED_STEP_DOWN : 0;
-    }
     for (int i = 0; i < aw->nadmission; i++) {
         admission_tick(&aw->admission[i], now);
         refuse_expired(&aw->admission[i]);
@@ -785,7 +747,7 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
             expired[i] += __atomic_load_n(&a->expired, __ATOMIC_RELAXED);
         }
     }
-    char line[512];
+    char line[256];
     snprintf(line, sizeof(line),
              "# HELP marketd_flight_waiters Reads waiting for a database query another read of the same key "
              "runs.\n# TYPE marketd_flight_waiters gauge\nmarketd_flight_waiters %d\n",

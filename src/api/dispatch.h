@@ -58,12 +58,6 @@ typedef struct api_worker {
     h2o_timeout_t expiry_timeout; /* 10 ms: refuses queued work that waited too long */
     h2o_timeout_entry_t expiry;
     worker_t *w;
-    /* Shedding at the door (see api_dispatch_tick): the share of new API
-     * requests answered 503 at once while the loop stays late. */
-    double shed_share;
-    int late_ticks;
-    uint64_t rng;
-    uint64_t shed; /* requests refused that way (metrics) */
 } api_worker_t;
 
 static inline api_worker_t *api_worker(worker_t *w)

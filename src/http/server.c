@@ -203,7 +203,6 @@ static void on_tick(h2o_timeout_entry_t *entry)
     uint64_t lag = metrics_loop_clock_tick(&w->loop_clock, server_now_us(),
                                            h2o_now(w->loop) * 1000 + (uint64_t)TICK_MS * 1000);
     metrics_observe_loop_lag(&w->metrics, lag);
-    w->last_tick_lag_us = lag;
     if (w->server->cfg->test_stall_signal)
         test_stall(w);
     if (!w->draining && __atomic_load_n(&w->server->stopping, __ATOMIC_ACQUIRE)) {

@@ -60,7 +60,6 @@ struct worker {
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick;
     metrics_loop_clock_t loop_clock; /* fed by the tick: the loop's lag (server_loop_lag_us) */
-    uint64_t last_tick_lag_us;       /* how late the latest tick ran */
     unsigned stall_seen;             /* TEST_STALL_SIGNAL: the last server->stall_requests obeyed */
     int start_error;                 /* set by the thread when it could not start */
 };
