@@ -8,7 +8,8 @@ void admission_init(admission_t *a, const admission_options_t *opt, uint64_t now
     memset(a, 0, sizeof(*a));
     a->opt = *opt;
     a->limit = opt->initial_limit;
-    a->last_empty_us = now_us;
+    a->interval_start_us = now_us;
+    a->min_wait_us = UINT64_MAX;
 }
 
 int admission_limit(const admission_t *a)
@@ -31,16 +32,25 @@ static void unlink_item(admission_t *a, admission_item_t *it)
         a->overloaded = 0;
 }
 
-/* CoDel's signal: a queue that has not been empty for a whole interval is a
- * standing queue, not a burst. */
+/* CoDel's signal, once per interval: the shortest wait of the work that
+ * left the queue (or ran at once: 0), or — when nothing left it — how long
+ * its oldest item has waited. Above the target: a standing queue. */
 static void update_state(admission_t *a, uint64_t now_us)
 {
-    if (a->queued == 0) {
-        a->last_empty_us = now_us;
-        a->overloaded = 0;
-    } else if (now_us - a->last_empty_us > a->opt.interval_us) {
-        a->overloaded = 1;
-    }
+    if (now_us - a->interval_start_us < a->opt.interval_us)
+        return;
+    uint64_t shortest = a->min_wait_us;
+    if (shortest == UINT64_MAX)
+        shortest = a->tail != NULL ? now_us - a->tail->enqueued_us : 0;
+    a->overloaded = a->queued > 0 && shortest > a->opt.target_us;
+    a->interval_start_us = now_us;
+    a->min_wait_us = UINT64_MAX;
+}
+
+static void saw_wait(admission_t *a, uint64_t wait_us)
+{
+    if (wait_us < a->min_wait_us)
+        a->min_wait_us = wait_us;
 }
 
 int admission_enter(admission_t *a, admission_item_t *it, uint64_t now_us)
@@ -49,6 +59,7 @@ int admission_enter(admission_t *a, admission_item_t *it, uint64_t now_us)
     if (a->queued == 0 && a->inflight < admission_limit(a)) {
         a->inflight++;
         a->admitted++;
+        saw_wait(a, 0);
         return ADMIT_RUN;
     }
     if (a->queued >= a->opt.max_queue) {
@@ -82,7 +93,7 @@ admission_item_t *admission_done(admission_t *a, uint64_t rtt_us, uint64_t now_u
      * been given up on by their clients. Otherwise first come, first served. */
     admission_item_t *it = a->overloaded ? a->head : a->tail;
     unlink_item(a, it);
-    update_state(a, now_us);
+    saw_wait(a, now_us - it->enqueued_us);
     a->inflight++;
     a->admitted++;
     return it;

@@ -12,14 +12,16 @@
  * queue inside PostgreSQL and make everyone slower.
  *
  * Work past the limit waits in a bounded queue managed as in Facebook's
- * "Fail at Scale" (CoDel with adaptive LIFO): while the queue empties within
- * `interval` it is a FIFO with a generous timeout; once it has stayed
- * non-empty for a whole interval the system is overloaded, and the queue
- * serves the newest first (they still have a user waiting) and refuses
- * anything that waited longer than `overload_timeout` — so a refusal is
- * answered within milliseconds (503 + Retry-After), never after seconds,
- * and the work that is done is work someone still wants. Cache hits and
- * health checks never enter it.
+ * "Fail at Scale" (CoDel with adaptive LIFO): CoDel's signal is the
+ * *shortest* wait of the work that left the queue during an interval. A
+ * queue that many clients keep non-empty but that moves fast is fine; when
+ * even the shortest wait of a whole interval exceeds `target`, the queue is
+ * standing — overload: it then serves the newest first (they still have a
+ * user waiting) and refuses anything that waited longer than
+ * `overload_timeout`, so a refusal is answered within milliseconds (503 +
+ * Retry-After), never after seconds, and the work that is done is work
+ * someone still wants. Otherwise it is a FIFO with a generous timeout.
+ * Cache hits and health checks never enter it.
  */
 #include <stdint.h>
 
@@ -31,7 +33,8 @@ typedef struct admission_item {
 typedef struct admission_options {
     int initial_limit, min_limit, max_limit;
     int max_queue;                /* beyond: refused at once */
-    uint64_t interval_us;         /* CoDel interval: how long a standing queue means overload */
+    uint64_t target_us;           /* CoDel target: the shortest wait of an interval above it is overload */
+    uint64_t interval_us;         /* CoDel interval */
     uint64_t normal_timeout_us;   /* longest wait when not overloaded */
     uint64_t overload_timeout_us; /* longest wait when overloaded */
 } admission_options_t;
@@ -45,7 +48,8 @@ typedef struct admission {
     int tick_samples;
     admission_item_t *head, *tail; /* head: newest */
     int queued;
-    uint64_t last_empty_us; /* the queue was empty at this time */
+    uint64_t interval_start_us;
+    uint64_t min_wait_us; /* shortest wait of what left the queue this interval */
     int overloaded;
     uint64_t refused, expired, admitted; /* counters */
 } admission_t;

@@ -12,6 +12,7 @@ static const admission_options_t opt = {
     .min_limit = 1,
     .max_limit = 8,
     .max_queue = 3,
+    .target_us = 10000,
     .interval_us = 100000,
     .normal_timeout_us = 2000000,
     .overload_timeout_us = 20000,
@@ -59,17 +60,18 @@ static void test_standing_queue_turns_lifo_and_sheds_fast(void **state)
     admission_enter(&a, &items[1], 0);
     admission_enter(&a, &items[2], 0);
     admission_enter(&a, &items[3], 50000);
-    /* Not empty for a whole interval: overloaded. */
-    assert_null(admission_expired(&a, 99000));
+    /* First interval: work ran at once (wait 0), so not overloaded, and the
+     * generous timeout applies. */
+    assert_null(admission_expired(&a, 100500));
     assert_i64_eq(a.overloaded, 0);
-    assert_null(admission_expired(&a, 100000)); /* still within the interval */
-    /* Past it: the oldest waited more than the overload timeout → refused. */
-    assert_ptr_equal(admission_expired(&a, 100500), &items[2]);
+    /* Second interval: nothing left the queue and its oldest has waited
+     * 200 ms > 10 ms target: standing. Now 20 ms of waiting is too much. */
+    assert_null(admission_expired(&a, 150000)); /* within the interval: no verdict yet */
+    assert_ptr_equal(admission_expired(&a, 200600), &items[2]);
     assert_i64_eq(a.overloaded, 1);
     assert_i64_eq(a.expired, 1);
-    /* items[3] waited 50.5 ms > 20 ms too. */
-    assert_ptr_equal(admission_expired(&a, 100500), &items[3]);
-    assert_null(admission_expired(&a, 100500));
+    assert_ptr_equal(admission_expired(&a, 200600), &items[3]); /* waited 150 ms */
+    assert_null(admission_expired(&a, 200600));
     /* The queue emptied: no longer overloaded. */
     assert_i64_eq(a.overloaded, 0);
 }
@@ -82,11 +84,38 @@ static void test_overloaded_serves_newest_first(void **state)
     admission_enter(&a, &items[1], 0);
     admission_enter(&a, &items[2], 0);
     admission_enter(&a, &items[3], 95000);
+    /* The first interval saw work run at once (wait 0): not overload. */
+    admission_tick(&a, 100000);
+    assert_i64_eq(a.overloaded, 0);
     admission_enter(&a, &items[4], 101000);
-    /* At 105 ms the queue has stood for > 100 ms: LIFO. */
-    assert_ptr_equal(admission_done(&a, 5000, 105000), &items[4]);
+    /* The next interval: nothing left the queue, its oldest waited 200 ms:
+     * standing. The newest is served first. */
+    assert_ptr_equal(admission_done(&a, 5000, 200500), &items[4]);
     assert_i64_eq(a.overloaded, 1);
-    assert_ptr_equal(admission_done(&a, 5000, 105100), &items[3]);
+    assert_ptr_equal(admission_done(&a, 5000, 200600), &items[3]);
+}
+
+/* Many clients keep the queue non-empty, but every interval something
+ * leaves it after a short wait: a busy queue, not a standing one. */
+static void test_busy_queue_that_moves_is_not_overload(void **state)
+{
+    admission_options_t o = opt;
+    o.max_queue = 100;
+    admission_t a;
+    admission_init(&a, &o, 0);
+    admission_enter(&a, &items[0], 0);
+    admission_enter(&a, &items[1], 0);
+    admission_enter(&a, &items[2], 0);
+    admission_enter(&a, &items[3], 0);
+    uint64_t t = 0;
+    for (int i = 0; i < 100; i++) {
+        t += 5000; /* a query ends every 5 ms; each waiter waited ~5 ms */
+        admission_item_t *next = admission_done(&a, 1000, t);
+        assert_non_null(next);
+        assert_i64_eq(admission_enter(&a, next, t), ADMIT_QUEUED); /* its user comes straight back */
+        assert_i64_eq(a.overloaded, 0);
+    }
+    assert_null(admission_expired(&a, t));
 }
 
 static void test_normal_timeout_without_overload(void **state)
@@ -164,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_fifo_while_the_queue_drains),
         cmocka_unit_test(test_standing_queue_turns_lifo_and_sheds_fast),
         cmocka_unit_test(test_overloaded_serves_newest_first),
+        cmocka_unit_test(test_busy_queue_that_moves_is_not_overload),
         cmocka_unit_test(test_normal_timeout_without_overload),
         cmocka_unit_test(test_limit_grows_while_latency_holds_and_shrinks_when_it_rises),
         cmocka_unit_test(test_idle_limit_does_not_grow),
