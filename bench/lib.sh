@@ -63,6 +63,25 @@ B_CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 # b_cpu_ticks PID...: utime+stime of the given processes (all threads), plus
 # cutime+cstime (children they reaped: PostgreSQL backends that exited).
+# b_finish RC KEEP LOG_FN: the common end of every bench script's EXIT
+# trap — stop the PostgreSQL it started (PG_STARTED, PGDIR), keep the temp
+# dir $TMP when KEEP is 1 or the run failed, else remove it — then exit RC.
+b_finish() {
+	local rc=$1 keep=$2 log=$3
+	if [ "${PG_STARTED:-0}" = 1 ]; then
+		"$log" "stopping PostgreSQL ($PGDIR)"
+		pg_tmp_stop "$PGDIR" || "$log" "could not stop PostgreSQL of $PGDIR"
+	fi
+	if [ -n "${TMP:-}" ] && [ -d "$TMP" ]; then
+		if [ "$keep" = 1 ] || [ "$rc" -ne 0 ]; then
+			"$log" "logs kept in $TMP"
+		else
+			rm -rf "$TMP"
+		fi
+	fi
+	exit "$rc"
+}
+
 b_cpu_ticks() {
 	local pid total=0 f
 	for pid in "$@"; do

@@ -155,18 +155,7 @@ cleanup() {
 	if [ "$DB_TOUCHED" = 1 ]; then
 		restore_db || rc=1
 	fi
-	if [ "$PG_STARTED" = 1 ]; then
-		b_log "stopping PostgreSQL ($PGDIR)"
-		pg_tmp_stop "$PGDIR" || b_log "could not stop PostgreSQL of $PGDIR"
-	fi
-	if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-		if [ "${ORDERS_KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
-			b_log "logs kept in $TMP"
-		else
-			rm -rf "$TMP"
-		fi
-	fi
-	exit "$rc"
+	b_finish "$rc" "${ORDERS_KEEP_TMP:-0}" b_log
 }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -131,18 +131,7 @@ cleanup() {
 	stop_bg "$SCRAPER_PID"
 	[ -z "$MARKETD_PID" ] || b_stop_pid "$MARKETD_PID" marketd 10
 	[ -z "$REDIS_PID" ] || b_stop_pid "$REDIS_PID" redis-server 10
-	if [ "$PG_STARTED" = 1 ]; then
-		o_log "stopping PostgreSQL ($PGDIR)"
-		pg_tmp_stop "$PGDIR" || o_log "could not stop PostgreSQL of $PGDIR"
-	fi
-	if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-		if [ "${OVERLOAD_KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
-			o_log "logs kept in $TMP"
-		else
-			rm -rf "$TMP"
-		fi
-	fi
-	exit "$rc"
+	b_finish "$rc" "${OVERLOAD_KEEP_TMP:-0}" o_log
 }
 trap cleanup EXIT
 trap 'exit 130' INT

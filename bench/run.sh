@@ -150,18 +150,7 @@ cleanup() {
 		b_stop_pid "$REDIS_PID" redis-server 10
 		REDIS_PID=
 	fi
-	if [ "$PG_STARTED" = 1 ]; then
-		b_log "stopping PostgreSQL ($PGDIR)"
-		pg_tmp_stop "$PGDIR" || b_log "could not stop PostgreSQL of $PGDIR"
-	fi
-	if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-		if [ "${BENCH_KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
-			b_log "logs and configs kept in $TMP"
-		else
-			rm -rf "$TMP"
-		fi
-	fi
-	exit "$rc"
+	b_finish "$rc" "${BENCH_KEEP_TMP:-0}" b_log
 }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -50,20 +50,12 @@ static void reply_session(rctx_t *r, int status, const PGresult *res)
 
 typedef struct account_job {
     rctx_t *r;
-    char *email, *password, *name;
+    const char *email, *password, *name;
     size_t password_len;
     char hash[PASSWORD_HASH_MAX];
     int ok;
     PGresult *user; /* login: the user row, or NULL */
 } account_job_t;
-
-static char *pool_strdup(rctx_t *r, const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = h2o_mem_alloc_pool(&r->req->pool, n);
-    memcpy(p, s, n);
-    return p;
-}
 
 /* Light, deliberate email check: something@something.tld, no spaces, no
  * control characters. Deliverability is the mail system's job. */
@@ -105,10 +97,11 @@ static account_job_t *read_account(rctx_t *r, int with_name)
     account_job_t *j = h2o_mem_alloc_pool(&r->req->pool, sizeof(*j));
     memset(j, 0, sizeof(*j));
     j->r = r;
-    j->email = pool_strdup(r, email);
-    j->password = pool_strdup(r, password);
+    /* r->body, which holds these strings, lives as long as the request. */
+    j->email = email;
+    j->password = password;
     j->password_len = strlen(password);
-    j->name = with_name ? pool_strdup(r, name) : NULL;
+    j->name = with_name ? name : NULL;
     return j;
 }
 

@@ -167,9 +167,27 @@ static void call_start(db_call_t *c)
         call_start((db_call_t *)next);
 }
 
+/* The statement's parameters copied into the request pool: a query may
+ * wait (admission queue, single flight) past the handler's stack. */
+static const char **pool_params(rctx_t *r, const db_stmt_t *st, const char *const *params)
+{
+    const char **copy = h2o_mem_alloc_pool(&r->req->pool, sizeof(char *) * (size_t)(st->nparams + 1));
+    for (int i = 0; i < st->nparams; i++) {
+        copy[i] = NULL;
+        if (params != NULL && params[i] != NULL) {
+            size_t n = strlen(params[i]) + 1;
+            char *p = h2o_mem_alloc_pool(&r->req->pool, n);
+            memcpy(p, params[i], n);
+            copy[i] = p;
+        }
+    }
+    return copy;
+}
+
 /* Like db_pool_query, through the worker's admission control: 0 (cb runs
- * later, exactly once) or a refusal (MKD_EBUSY / the pool's; cb never runs). */
-static int db_submit(rctx_t *r, const db_stmt_t *st, const char *const *params, db_result_cb cb, void *arg)
+ * later, exactly once) or a refusal (MKD_EBUSY / the pool's; cb never runs).
+ * `params` must live as long as the request (pool_params). */
+static int db_submit(rctx_t *r, const db_stmt_t *st, const char **params, db_result_cb cb, void *arg)
 {
     db_call_t *c = h2o_mem_alloc_pool(&r->req->pool, sizeof(*c));
     memset(c, 0, sizeof(*c));
@@ -178,16 +196,7 @@ static int db_submit(rctx_t *r, const db_stmt_t *st, const char *const *params, 
     c->st = st;
     c->cb = cb;
     c->arg = arg;
-    c->params = h2o_mem_alloc_pool(&r->req->pool, sizeof(char *) * (size_t)(st->nparams + 1));
-    for (int i = 0; i < st->nparams; i++) {
-        c->params[i] = NULL;
-        if (params != NULL && params[i] != NULL) {
-            size_t n = strlen(params[i]) + 1;
-            char *copy = h2o_mem_alloc_pool(&r->req->pool, n);
-            memcpy(copy, params[i], n);
-            c->params[i] = copy;
-        }
-    }
+    c->params = params;
     refuse_expired(c->adm);
     switch (admission_enter(c->adm, &c->item, server_now_us())) {
     case ADMIT_RUN:
@@ -257,7 +266,7 @@ void api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, api_re
     query_call_t *q = h2o_mem_alloc_pool(&r->req->pool, sizeof(*q));
     q->r = r;
     q->on_result = on_result;
-    int rc = db_submit(r, st, params, on_query, q);
+    int rc = db_submit(r, st, pool_params(r, st, params), on_query, q);
     if (rc != 0)
         reply_db_failure(r, rc, NULL);
 }
@@ -451,21 +460,8 @@ void api_read(rctx_t *r, const api_read_t *plan)
     rs->stmt = plan->stmt;
     rs->render = plan->render;
     rs->missing =
-        plan->missing != NULL ? h2o_mem_alloc_pool(&r->req->pool, strlen(plan->missing) + 1) : "not found";
-    if (plan->missing != NULL)
-        memcpy((char *)rs->missing, plan->missing, strlen(plan->missing) + 1);
-    /* Parameters outlive the handler's stack: the query may wait for a fill. */
-    rs->params = h2o_mem_alloc_pool(&r->req->pool, sizeof(char *) * (size_t)(plan->stmt->nparams + 1));
-    for (int i = 0; i < plan->stmt->nparams; i++) {
-        const char *p = plan->params[i];
-        rs->params[i] = NULL;
-        if (p != NULL) {
-            size_t n = strlen(p) + 1;
-            char *copy = h2o_mem_alloc_pool(&r->req->pool, n);
-            memcpy(copy, p, n);
-            rs->params[i] = copy;
-        }
-    }
+        plan->missing != NULL ? h2o_strdup(&r->req->pool, plan->missing, SIZE_MAX).base : "not found";
+    rs->params = pool_params(r, plan->stmt, plan->params);
     if (r->route->cache == NULL) {
         run_query(rs);
         return;

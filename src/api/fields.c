@@ -24,13 +24,3 @@ void field_name_slug(json_t *obj, const char **name, const char **slug, verr_t *
     if (rc > 0 && !field_slug_valid(*slug))
         verr_add(v, "slug", "must be lowercase latin letters, digits and '-', not starting with '-'");
 }
-
-const char *field_keep(rctx_t *r, const char *s)
-{
-    if (s == NULL)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *p = h2o_mem_alloc_pool(&r->req->pool, n);
-    memcpy(p, s, n);
-    return p;
-}

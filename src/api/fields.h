@@ -1,7 +1,6 @@
 #ifndef MARKETD_API_FIELDS_H
 #define MARKETD_API_FIELDS_H
-/* The rules of the fields several resources share (api.md), and the two
- * small helpers their handlers need. */
+/* The rules of the fields several resources share (api.md). */
 #include <stdint.h>
 
 #include "http/body.h"
@@ -18,9 +17,5 @@ int field_slug_valid(const char *s);
 
 /* {"name","slug"}: both required, the slug's rule checked. */
 void field_name_slug(json_t *obj, const char **name, const char **slug, verr_t *v);
-
-/* A copy of s in the request pool (NULL stays NULL): strings read from
- * r->body live as long as the request anyway; this is for the rest. */
-const char *field_keep(rctx_t *r, const char *s);
 
 #endif
