@@ -7,6 +7,7 @@
  *   marketd routes                     the route table as JSON (for the OpenAPI drift check)
  *   marketd version
  */
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,8 @@ static int cmd_serve(void)
         return 2;
     }
     log_set_level(cfg.log_level);
+    /* api_init already talks to Redis (the start-up epoch). */
+    signal(SIGPIPE, SIG_IGN);
     api_init(&cfg);
     int rc = server_run(&cfg, api_app());
     api_dispose();

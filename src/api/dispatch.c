@@ -616,10 +616,28 @@ void api_dispatch(rctx_t *r)
 
 /* ---- life cycle ----------------------------------------------------------------------- */
 
+static cache_options_t cache_options(const config_t *c)
+{
+    return (cache_options_t){
+        .redis_url = c->redis_url,
+        .cluster_nodes = c->redis_cluster_nodes,
+        .password = c->redis_password,
+        .timeout_ms = c->cache_timeout_ms,
+        .wait_replicas = c->cache_wait_replicas,
+        .test_store_delay_ms = c->cache_test_store_delay_ms,
+    };
+}
+
+/* Long enough for a connect and a WAIT; a Redis that is down costs the
+ * start-up this much once, then the workers retry on their tick. */
+#define CACHE_START_PATIENCE_MS 2000
+
 void api_dispatch_init(const config_t *c)
 {
     cfg = c;
     cache_global_init(c->redis_url != NULL || c->redis_cluster_nodes != NULL);
+    cache_options_t co = cache_options(c);
+    cache_start(&co, CACHE_START_PATIENCE_MS);
     st_is_admin =
         db_stmt_register("SELECT EXISTS (SELECT 1 FROM users u WHERE u.id = $1::int8 AND u.is_admin)", 1);
 }
@@ -652,14 +670,7 @@ int api_worker_init(worker_t *w)
     if (po.base < 1)
         po.base = 1;
     aw->primary = db_pool_create(w->ctx.loop, &po);
-    cache_options_t co = {
-        .redis_url = cfg->redis_url,
-        .cluster_nodes = cfg->redis_cluster_nodes,
-        .password = cfg->redis_password,
-        .timeout_ms = cfg->cache_timeout_ms,
-        .wait_replicas = cfg->cache_wait_replicas,
-        .test_store_delay_ms = cfg->cache_test_store_delay_ms,
-    };
+    cache_options_t co = cache_options(cfg);
     aw->cache = cache_worker_create(w->loop, &co);
     h2o_multithread_register_receiver(w->ctx.queue, &aw->flights, flight_on_messages);
     /* Per worker, the most queries the pool could carry at once. */

@@ -10,7 +10,8 @@
 #include "core/log.h"
 #include "db/migrate.h"
 
-static const db_stmt_t *st_schema_version, *st_ensure_partitions, *st_refresh_popular;
+static const db_stmt_t *st_schema_version, *st_ensure_partitions, *st_refresh_popular,
+    *st_cleanup_idempotency;
 
 static void healthz(rctx_t *r)
 {
@@ -182,6 +183,67 @@ static int job_due(uint64_t *due_us, uint64_t now, uint64_t first_us, uint64_t e
     return 1;
 }
 
+/* ---- expired Idempotency-Keys ----------------------------------------------------------- */
+
+/* A key replays for 24 h (api.md), then its row is garbage. Deleted in
+ * batches of IDEM_BATCH rows, one batch per tick (100 ms) while batches come
+ * back full, at most IDEM_MAX_BATCHES per run: a backlog is worked off
+ * without a long transaction or a burst of WAL, and a run ends even if keys
+ * arrive faster than it deletes. The interval is IDEMPOTENCY_CLEANUP_EVERY
+ * (1 h); the first run is a minute after start, or sooner if the interval
+ * is shorter. */
+#define IDEM_BATCH       1000
+#define IDEM_MAX_BATCHES 1000
+static uint64_t idem_job_due_us;
+static int idem_batches;  /* batches run in the current run; 0 = idle */
+static int idem_inflight; /* a batch is at the database */
+static long idem_deleted; /* rows deleted in the current run */
+
+static void idem_run_done(const char *why)
+{
+    if (idem_deleted > 0 || why != NULL)
+        log_info("idempotency keys: deleted %ld expired key(s)%s%s", idem_deleted, why ? "; " : "",
+                 why ? why : "");
+    idem_batches = 0;
+    idem_deleted = 0;
+}
+
+static void on_cleanup_idempotency(void *arg, PGresult *res, int err)
+{
+    (void)arg;
+    idem_inflight = 0;
+    if (err != 0) {
+        log_warn("idempotency key clean-up failed (%s): %s; next run in the next interval", mkd_strerror(err),
+                 res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result");
+        idem_run_done(NULL);
+        return;
+    }
+    int n = atoi(PQgetvalue(res, 0, 0));
+    idem_deleted += n;
+    if (n < IDEM_BATCH)
+        idem_run_done(NULL);
+    else if (idem_batches >= IDEM_MAX_BATCHES)
+        idem_run_done("more remain for the next run");
+}
+
+static void idem_tick(db_pool_t *primary, uint64_t now)
+{
+    if (idem_inflight)
+        return;
+    uint64_t every = (uint64_t)api_config()->idempotency_cleanup_every * 1000000;
+    if (idem_batches == 0 && !job_due(&idem_job_due_us, now, every < 60000000 ? every : 60000000, every))
+        return;
+    char batch[16];
+    snprintf(batch, sizeof(batch), "%d", IDEM_BATCH);
+    const char *params[] = {batch};
+    if (db_pool_query(primary, st_cleanup_idempotency, params, on_cleanup_idempotency, NULL) != 0) {
+        idem_run_done(NULL);
+        return;
+    }
+    idem_inflight = 1;
+    idem_batches++;
+}
+
 static void ops_tick(worker_t *w)
 {
     uint64_t now = server_now_us();
@@ -199,6 +261,8 @@ static void ops_tick(worker_t *w)
     if (st.up && job_due(&popular_job_due_us, now, POPULAR_JOB_FIRST_US, POPULAR_JOB_EVERY_US) &&
         db_pool_query(primary, st_refresh_popular, NULL, on_refresh_popular, NULL) != 0)
         log_debug("popular sellers refresh: database unavailable, will retry");
+    if (st.up)
+        idem_tick(primary, now);
 }
 
 static void ops_init(void)
@@ -209,6 +273,7 @@ static void ops_init(void)
     st_refresh_popular = db_stmt_register("SELECT set_config('lock_timeout', '2s', true), f.action, "
                                           "f.folded, f.expired FROM marketd_refresh_popular() f",
                                           0);
+    st_cleanup_idempotency = db_stmt_register("SELECT marketd_cleanup_idempotency($1::int)", 1);
 }
 
 static const route_t routes[] = {

@@ -155,11 +155,14 @@ static void on_function_answer(rctx_t *r, PGresult *res)
     const char *body = PQgetvalue(res, 0, O_BODY);
     size_t len = (size_t)PQgetlength(res, 0, O_BODY);
     int status = created ? 201 : 200;
-    if (PQgetvalue(res, 0, O_REPLAYED)[0] == 't' || PQgetisnull(res, 0, O_CITY)) {
+    if (PQgetisnull(res, 0, O_CITY)) {
         reply_body(r, status, "application/json", body, len);
         return;
     }
-    /* Stock moved: the products' details and their city's lists show it. */
+    /* Stock moved: the products' details and their city's lists show it.
+     * A replay invalidates again: the first answer's invalidation may have
+     * been cut short (a crash after the commit), and a client retries
+     * exactly then. */
     cache_tags_t tags = {0};
     int64_t city = api_int(res, 0, O_CITY);
     const char *ids = PQgetvalue(res, 0, O_PRODUCTS);

@@ -92,6 +92,41 @@ void cache_global_init(int enabled)
     cache_enabled = enabled;
 }
 
+/*
+ * Start-up: a previous process may have died between a commit and its
+ * invalidation (the "must flush" flag lived in its memory). Nothing
+ * durable says whether it did, so every start sets a new epoch before the
+ * workers listen: entries from before the start can never be served. The
+ * bump goes through the same path as any flush (MSET, then WAIT for
+ * CACHE_WAIT_REPLICAS) on a loop of its own, bounded by `patience_ms`. If
+ * Redis is unreachable the flag stays set: the workers bypass the cache
+ * until their tick has bumped the epoch (cache_tick).
+ */
+int cache_start(const cache_options_t *opt, int patience_ms)
+{
+    if (!cache_enabled)
+        return 0;
+    __atomic_store_n(&must_flush, 1, __ATOMIC_RELEASE);
+    h2o_evloop_t *loop = h2o_evloop_create();
+    cache_worker_t *cw = cache_worker_create(loop, opt);
+    uint64_t deadline = now_us() + (uint64_t)patience_ms * 1000;
+    while (cw != NULL && flush_pending() && now_us() < deadline) {
+        cache_tick(cw);
+        h2o_evloop_run(loop, 10);
+    }
+    /* A bump still in flight finishes (or fails) inside the destroy. */
+    cache_worker_destroy(cw);
+    h2o_evloop_destroy(loop);
+    int done = !flush_pending();
+    if (done)
+        log_info("cache: new epoch set at start-up");
+    else
+        log_warn("cache: could not set a new epoch within %d ms of start-up; bypassing the cache until "
+                 "it is set",
+                 patience_ms);
+    return done ? 0 : -1;
+}
+
 cache_worker_t *cache_worker_create(h2o_loop_t *loop, const cache_options_t *opt)
 {
     if (!cache_enabled)
@@ -490,7 +525,7 @@ static void inval_finish(cache_inval_op_t *op, int ok)
         __atomic_store_n(&flushing, 0, __ATOMIC_RELEASE);
         if (ok) {
             __atomic_store_n(&must_flush, 0, __ATOMIC_RELEASE);
-            log_info("cache: epoch bumped after a failed invalidation; cache in use again");
+            log_info("cache: new epoch set; cache in use again");
         }
         free(op);
         return;

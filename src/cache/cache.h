@@ -42,6 +42,11 @@ typedef struct cache_options {
 /* Process-wide: whether a Redis is configured at all. */
 void cache_global_init(int enabled);
 
+/* Sets a new epoch before the workers start (blocking, at most
+ * `patience_ms`): no entry written before this start is served after it.
+ * -1 if not done in time; the workers then bypass until their tick does. */
+int cache_start(const cache_options_t *opt, int patience_ms);
+
 /* Connects in the background. NULL when the cache is disabled or the
  * options are malformed (logged); every call below accepts NULL and then
  * behaves as "Redis down". */

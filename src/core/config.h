@@ -37,9 +37,10 @@ typedef struct config {
     int jwt_ttl; /* seconds */
     int log_level;
     int access_log;
-    int http_header_timeout_ms; /* request header/body/keep-alive idle timeout */
-    int shutdown_timeout_ms;    /* longest SIGTERM drain */
-    int test_stall_signal;      /* tests only: SIGUSR1 blocks every worker's loop for 2 s (server.c) */
+    int http_header_timeout_ms;    /* request header/body/keep-alive idle timeout */
+    int shutdown_timeout_ms;       /* longest SIGTERM drain */
+    int idempotency_cleanup_every; /* seconds between deletions of expired Idempotency-Keys */
+    int test_stall_signal;         /* tests only: SIGUSR1 blocks every worker's loop for 2 s (server.c) */
 } config_t;
 
 /* Where values come from: getenv in production, a fake in unit tests. */

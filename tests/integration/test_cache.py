@@ -1122,6 +1122,61 @@ class CacheInvalidationTests(CacheCase, CacheInvalidationMixin):
     second_server = True
 
 
+class CacheLostInvalidationTests(CacheCase):
+    """Issue 10, defect 8: an instance that dies between a commit and its
+    invalidation. The write below goes straight to the database, which is
+    exactly what such a commit looks like to the cache: the row changed, no
+    tag version did."""
+
+    def product_title(self, r):
+        return r.body.get("title") if isinstance(r.body, dict) else None
+
+    def test_nothing_cached_before_a_crash_is_served_after_a_restart(self):
+        env = dict(self.server_env)
+        doomed = self.new_server(env=env, name="doomed").start()
+        uid, _ = self.new_seller(server=doomed)
+        p = self.new_product(uid, server=doomed)
+        path = "/api/v1/products/%d" % p["id"]
+        self.warm(path, server=doomed)
+        self.warm(path)  # the class's instance shares the entry
+        new_title = unique("После сбоя ")
+        self.db("UPDATE products SET title = %s WHERE id = %s", (new_title, p["id"]))
+        # Control: without an invalidation, the entry still answers.
+        r = self.GET(path, server=doomed)
+        self.assertEqual((xc(r), self.product_title(r)), ("HIT", p["title"]),
+                         "control: the write behind the cache is not seen yet\n%s" % show(r))
+        doomed.kill()  # SIGKILL: no clean shutdown, nothing flushed
+        restarted = self.new_server(env=env, name="restarted").start()
+        for name, server in (("the restarted instance", restarted), ("another instance", None)):
+            r = self.GET(path, server=server)
+            self.expect(r, 200, "GET through %s" % name)
+            self.assertEqual(self.product_title(r), new_title,
+                             "%s served an entry cached before the restart\n%s" % (name, show(r)))
+        self.assertIn("new epoch set at start-up", restarted.log_text())
+        restarted.stop()
+
+    def test_an_idempotent_replay_invalidates_again(self):
+        uid, _ = self.new_seller()
+        p = self.new_product(uid, stock=10)
+        buyer = self.new_user()
+        key = unique("replay-")
+        body = {"items": [{"product_id": p["id"], "quantity": 2}]}
+        first = self.call("POST", "/api/v1/orders", buyer, body, headers={"Idempotency-Key": key})
+        self.expect(first, 201, "the order")
+        path = "/api/v1/products/%d" % p["id"]
+        self.assertEqual(self.warm(path).body["stock"], 8)
+        # The order's invalidation "was lost": the stock moved again behind
+        # the cache, as if this commit's invalidation had never happened.
+        self.db("UPDATE products SET stock = 5 WHERE id = %s", (p["id"],))
+        self.assertEqual(self.GET(path).body["stock"], 8, "control: the cache does not know yet")
+        again = self.call("POST", "/api/v1/orders", buyer, body, headers={"Idempotency-Key": key})
+        self.expect(again, 201, "the replay")
+        self.assertEqual(again.headers.get("Idempotent-Replayed"), "true", show(again))
+        self.assertEqual(again.raw, first.raw, "a replay answers the first answer's bytes")
+        r = self.GET(path)
+        self.assertEqual(r.body["stock"], 5, "the replay did not invalidate the product\n%s" % show(r))
+
+
 # ---------------------------------------------------------------------------
 # 4. The race of a fill and a write (B3)
 # ---------------------------------------------------------------------------
