@@ -624,7 +624,7 @@ static cache_options_t cache_options(const config_t *c)
         .password = c->redis_password,
         .timeout_ms = c->cache_timeout_ms,
         .wait_replicas = c->cache_wait_replicas,
-        .test_store_delay_ms = c->cache_test_store_delay_ms,
+        .test_store_gate = c->cache_test_store_gate,
     };
 }
 

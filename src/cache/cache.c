@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "cache/redis.h"
 #include "core/error.h"
@@ -24,18 +25,20 @@
  * entries, never versions.
  */
 
-#define TAG_PREFIX   "{t}:"
-#define EPOCH_KEY    "{t}:epoch"
-#define ENTRY_PREFIX "c1:"
+#define TAG_PREFIX         "{t}:"
+#define STORE_GATE_POLL_MS 10
+#define EPOCH_KEY          "{t}:epoch"
+#define ENTRY_PREFIX       "c1:"
 
 struct cache_worker {
     redis_t *redis;
     h2o_loop_t *loop;
     int timeout_ms;
     int wait_replicas;
-    /* Test hook (CACHE_TEST_STORE_DELAY_MS): stores wait this long, to put
-     * a write between a fill's database read and its store on purpose. */
-    int store_delay_ms;
+    /* Test hook (CACHE_TEST_STORE_GATE): stores wait while this file
+     * exists, to put a write between a fill's database read and its store
+     * on purpose. */
+    const char *store_gate;
     h2o_timeout_t store_delay;
     h2o_timeout_t retry_timeout; /* 100 ms: retries of an invalidation */
 };
@@ -151,10 +154,10 @@ cache_worker_t *cache_worker_create(h2o_loop_t *loop, const cache_options_t *opt
     cw->loop = loop;
     cw->timeout_ms = opt->timeout_ms;
     cw->wait_replicas = opt->wait_replicas;
-    cw->store_delay_ms = opt->test_store_delay_ms;
+    cw->store_gate = opt->test_store_gate;
     h2o_timeout_init(loop, &cw->retry_timeout, 100);
-    if (cw->store_delay_ms > 0)
-        h2o_timeout_init(loop, &cw->store_delay, (uint64_t)cw->store_delay_ms);
+    if (cw->store_gate != NULL)
+        h2o_timeout_init(loop, &cw->store_delay, STORE_GATE_POLL_MS);
     return cw;
 }
 
@@ -173,7 +176,7 @@ void cache_worker_destroy(cache_worker_t *cw)
         return;
     redis_destroy(cw->redis);
     h2o_timeout_dispose(cw->loop, &cw->retry_timeout);
-    if (cw->store_delay_ms > 0) {
+    if (cw->store_gate != NULL) {
         /* Stores still waiting are dropped (test hook only). */
         while (!h2o_linklist_is_empty(&cw->store_delay._entries)) {
             h2o_timeout_entry_t *e =
@@ -454,6 +457,11 @@ static void store(cache_worker_t *cw, const char *key, size_t keylen, const char
 static void on_store_delay(h2o_timeout_entry_t *entry)
 {
     delayed_store_t *d = H2O_STRUCT_FROM_MEMBER(delayed_store_t, entry, entry);
+    /* Test hook: a stat() per poll, on a test server only. */
+    if (access(d->cw->store_gate, F_OK) == 0) {
+        h2o_timeout_link(d->cw->loop, &d->cw->store_delay, &d->entry);
+        return;
+    }
     store(d->cw, d->key, d->keylen, d->value, d->len, d->ttl);
     free(d);
 }
@@ -476,7 +484,7 @@ void cache_put(cache_worker_t *cw, const char *key, const cache_versions_t *vers
     int ek = snprintf(entry_key, sizeof(entry_key), "%s%s", ENTRY_PREFIX, key);
     snprintf(ttl, sizeof(ttl), "%d", ttl_s);
     size_t vlen = (size_t)hl + len;
-    if (cw->store_delay_ms > 0) {
+    if (cw->store_gate != NULL) {
         delayed_store_t *d = calloc(1, sizeof(*d) + vlen);
         if (d == NULL)
             abort();

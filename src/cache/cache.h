@@ -31,12 +31,12 @@
 typedef struct cache_worker cache_worker_t;
 
 typedef struct cache_options {
-    const char *redis_url;     /* one Redis, or NULL */
-    const char *cluster_nodes; /* Redis Cluster seeds, or NULL */
-    const char *password;      /* AUTH for cluster nodes */
-    int timeout_ms;            /* longest wait for Redis */
-    int wait_replicas;         /* replicas that must confirm an invalidation (WAIT) */
-    int test_store_delay_ms;   /* tests only: stores wait this long (docs/cache.md) */
+    const char *redis_url;       /* one Redis, or NULL */
+    const char *cluster_nodes;   /* Redis Cluster seeds, or NULL */
+    const char *password;        /* AUTH for cluster nodes */
+    int timeout_ms;              /* longest wait for Redis */
+    int wait_replicas;           /* replicas that must confirm an invalidation (WAIT) */
+    const char *test_store_gate; /* tests only: stores wait while this file exists (docs/cache.md) */
 } cache_options_t;
 
 /* Process-wide: whether a Redis is configured at all. */

@@ -43,7 +43,8 @@ static const option_t options[] = {
     {"CACHE_TTL_POPULAR_SELLERS", T_DURATION, OFF(cache_ttl_popular_sellers), "900", 1, 86400},
     {"CACHE_TIMEOUT_MS", T_INT, OFF(cache_timeout_ms), "500", 1, 10000},
     {"CACHE_WAIT_REPLICAS", T_INT, OFF(cache_wait_replicas), "-1", -1, 16},
-    {"CACHE_TEST_STORE_DELAY_MS", T_INT, OFF(cache_test_store_delay_ms), "0", 0, 60000},
+    /* Tests only: while this file exists, cache stores wait (docs/cache.md). */
+    {"CACHE_TEST_STORE_GATE", T_STR, OFF(cache_test_store_gate), NULL, 0, 0},
     {"CDN_BASE_URL", T_STR, OFF(cdn_base_url), "http://127.0.0.1:8080/media", 0, 0},
     {"MEDIA_DIR", T_STR, OFF(media_dir), "./media", 0, 0},
     {"JWT_SECRET", T_STR, OFF(jwt_secret), NULL, 1, 0},

@@ -28,9 +28,9 @@ typedef struct config {
     int cache_ttl_products;
     int cache_ttl_reference;
     int cache_ttl_popular_sellers;
-    int cache_timeout_ms;          /* longest wait for Redis before serving from the database */
-    int cache_wait_replicas;       /* replicas that must confirm an invalidation (WAIT) */
-    int cache_test_store_delay_ms; /* tests only: delay cache stores (docs/cache.md) */
+    int cache_timeout_ms;        /* longest wait for Redis before serving from the database */
+    int cache_wait_replicas;     /* replicas that must confirm an invalidation (WAIT) */
+    char *cache_test_store_gate; /* tests only: stores wait while this file exists */
     char *cdn_base_url;
     char *media_dir;
     char *jwt_secret;

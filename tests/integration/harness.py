@@ -73,7 +73,8 @@ CONFIG_VARS = (
     # marketd's own tuning knobs beyond api.md (src/core/config.c)
     "DB_POOL_IDLE_MS", "DB_POOL_QUEUE", "DB_PIPELINE_DEPTH", "DB_PREPARE",
     "DB_STATEMENT_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS",
-    "CACHE_TIMEOUT_MS", "CACHE_WAIT_REPLICAS", "CACHE_TEST_STORE_DELAY_MS", "TEST_STALL_SIGNAL",
+    "CACHE_TIMEOUT_MS", "CACHE_WAIT_REPLICAS", "CACHE_TEST_STORE_GATE", "TEST_STALL_SIGNAL",
+    "IDEMPOTENCY_CLEANUP_EVERY",
 )
 
 # Sanitizer defaults; anything already set in the environment wins.
