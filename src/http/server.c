@@ -191,6 +191,7 @@ static void test_stall(worker_t *w)
     struct timespec ts = {TEST_STALL_MS / 1000, (TEST_STALL_MS % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+    log_info("worker %d: TEST_STALL_SIGNAL: event loop running again", w->index);
 }
 
 static void on_tick(h2o_timeout_entry_t *entry)

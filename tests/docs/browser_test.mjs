@@ -175,7 +175,9 @@ try {
   );
 
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: false });
-  await page.waitForTimeout(500); // let late requests (fonts, images) show up
+  // Late requests (fonts, images) must have happened before the checks:
+  // wait for the network to be idle (no request for 500 ms), a state.
+  await page.waitForLoadState('networkidle', { timeout });
 
   check('no uncaught page errors', pageErrors.length === 0, pageErrors.join(' | ').slice(0, 500));
   check('no Content-Security-Policy violations', cspErrors.length === 0, cspErrors.join(' | ').slice(0, 500));

@@ -38,10 +38,12 @@ extern char **environ;
 
 #define TIMEOUT_MS         100
 #define CONNECT_TIMEOUT_MS 500
-/* What "within timeout_ms" may overshoot by: the loop's clock is read once
- * per turn, plus scheduling on a 2-vCPU machine under ASan. */
-#define SLACK_MS 200
-#define BURST    10000
+/* A command not finished after this long is hung. Deadlines count only
+ * time the loop could read (attentive time), so on a loaded machine a
+ * deadline may end well after timeout_ms of wall time: the checks assert
+ * that commands end (and never before their deadline), not how soon. */
+#define HANG_MS 5000
+#define BURST   10000
 
 static h2o_loop_t *loop;
 static const char *g_dir, *g_password;
@@ -444,17 +446,26 @@ static void test_single(int port)
     /* a deadline: BLPOP blocks this connection for 400 ms; the caller hears
      * MKD_EUNAVAILABLE at ~timeout_ms, the late reply is dropped (no second
      * callback) and the connection stays up */
-    CALL(r, &s, "BLPOP", "drv:empty-list", "0.4");
-    double lat = s.t1 - s.t0;
-    check(s.err == MKD_EUNAVAILABLE && lat >= TIMEOUT_MS - 5 && lat <= TIMEOUT_MS + SLACK_MS,
-          "single: deadline on a slow command", "err %d after %.0f ms (timeout_ms %d)", s.err, lat,
+    res_t bl = {0};
+    CALL(r, &bl, "BLPOP", "drv:empty-list", "0.4");
+    double lat = bl.t1 - bl.t0;
+    check(bl.err == MKD_EUNAVAILABLE && lat >= TIMEOUT_MS - 5 && lat <= HANG_MS,
+          "single: deadline on a slow command", "err %d after %.0f ms (timeout_ms %d)", bl.err, lat,
           TIMEOUT_MS);
-    spin_for(500); /* the reply comes at ~400 ms */
-    check(s.calls == 1 && redis_is_up(r), "single: late reply dropped", "callbacks %d, still up %d", s.calls,
-          redis_is_up(r));
-    CALL(r, &s, "PING");
-    check(reply_is(&s, REDIS_REPLY_STATUS, "PONG"), "single: connection usable after a timeout", "%s",
+    /* PINGs queue behind the blocked BLPOP (and time out) until it has
+     * answered. Redis answers a connection's commands in order: once a
+     * PING's reply is in, BLPOP's late reply has arrived too, and must
+     * have been dropped, not delivered as a second callback. */
+    int pong = 0, pings = 0;
+    for (double end = now_ms() + HANG_MS; !pong && now_ms() < end; pings++) {
+        CALL(r, &s, "PING");
+        pong = reply_is(&s, REDIS_REPLY_STATUS, "PONG");
+    }
+    check(pong, "single: connection usable after a timeout", "%d PING(s), last: %s", pings,
           reply_text(s.reply, t, sizeof(t)));
+    check(bl.calls == 1 && redis_is_up(r), "single: late reply dropped", "callbacks %d, still up %d",
+          bl.calls, redis_is_up(r));
+    res_reset(&bl);
 
     /* The loop stalls (2 s, not one turn) right after a command is sent, so
      * it is written only after the stall: the client must neither fail it
@@ -528,10 +539,10 @@ static void test_single(int port)
             n_timeout++;
         spin_for(20);
     }
-    check(n_other == 0 && max_lat <= TIMEOUT_MS + SLACK_MS && n_refused > 0,
-          "single: stopped server fails fast",
-          "40 GETs: %d by deadline, %d refused at once, %d other; slowest %.0f ms (bound %d)", n_timeout,
-          n_refused, n_other, max_lat, TIMEOUT_MS + SLACK_MS);
+    check(n_other == 0 && max_lat <= HANG_MS && n_refused > 0,
+          "single: stopped server fails, then fails at once",
+          "40 GETs: %d by deadline, %d refused at once, %d other; slowest %.0f ms", n_timeout, n_refused,
+          n_other, max_lat);
     check(!redis_is_up(r), "single: down while stopped", "redis_is_up %d", redis_is_up(r));
 
     check(kill_and_wait(pid, SIGKILL, 5000), "single: SIGKILL server", "pid %d gone", (int)pid);
@@ -545,7 +556,7 @@ static void test_single(int port)
             n_other++;
         spin_for(20);
     }
-    check(n_other == 0 && max_lat <= TIMEOUT_MS + SLACK_MS, "single: killed server fails fast",
+    check(n_other == 0 && max_lat <= HANG_MS, "single: killed server fails, never hangs",
           "20 GETs, slowest %.0f ms", max_lat);
 
     /* restart: the client reconnects by itself (backoff ≤ 2 s) */
@@ -811,7 +822,7 @@ static void report_probes(const char *phase, int focus, double bound_gap)
         o += (size_t)snprintf(line + o, sizeof(line) - o,
                               "%s%s: %d ok, %d failed, %d refused, longest gap %.0f ms, slowest %.0f ms",
                               i ? "; " : "", p->key, p->ok, p->fail, p->refused, p->max_gap, p->max_lat);
-        if (p->max_lat > TIMEOUT_MS + SLACK_MS || p->ok == 0)
+        if (p->max_lat > HANG_MS || p->ok == 0)
             all_ok = 0;
         if (focus >= 0 && i == focus && p->max_gap > bound_gap)
             all_ok = 0;
