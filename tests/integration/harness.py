@@ -865,6 +865,15 @@ class ServerTestCase(unittest.TestCase):
         self.assertTrue(is_int(b.get("status")), "%s: problem 'status' is not an integer" % what)
         self.assertTrue(r.headers.get("X-Request-Id"),
                         "%s: error response without X-Request-Id\n%s" % (what, fmt_resp(r)))
+        if status == 422:
+            # api.md: validation errors name what is wrong.
+            errors = b.get("errors")
+            self.assertTrue(isinstance(errors, list) and errors, "%s: a 422 without errors[]\n%s"
+                            % (what, fmt_resp(r)))
+            for e in errors:
+                self.assertTrue(isinstance(e, dict) and isinstance(e.get("field"), str) and e["field"]
+                                and isinstance(e.get("message"), str) and e["message"],
+                                "%s: errors[] entry without field/message: %r\n%s" % (what, e, fmt_resp(r)))
         return b
 
     def assertList(self, r, what=""):

@@ -1363,6 +1363,7 @@ class CacheRaceTests(CacheCase):
                              "queries run while A's answer was held: %d — 1 means B ran none of its own)\n"
                              "A: %s\nPATCH: %s\nB: %s" % (stmts_during, show(a), show(w), show(b)))
             self.assertEqual(xc(a), "MISS", "A was the fill\n%s" % show(a))
+            self.assertGreaterEqual(stmts_during, 2, "B ran no product query of its own while A's was held")
             c = fetch(s.port, "GET", path)
             self.assertEqual(c.body.get("title"), new_title, show(c))
             s.stop()
