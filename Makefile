@@ -95,6 +95,11 @@ test: deps
 bench: deps
 	$(MAKE) build
 	bash bench/run.sh
+# A longer fuzzing run that keeps what it finds: inputs that add coverage
+# are merged into tests/fuzz/corpus/<target>/ (commit them).
+.PHONY: fuzz-long
+fuzz-long: deps
+	TEST_ONLY=fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-300} FUZZ_KEEP=1 bash scripts/test.sh
 # The overload benchmark (bench/overload.sh): SCENARIOS="a b" make bench-overload
 .PHONY: bench-overload
 bench-overload: deps

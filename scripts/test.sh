@@ -8,6 +8,8 @@
 #   TEST_ONLY=unit|integration|fuzz|checks   run one part (default and CI: everything)
 #   T=<pattern>                              only the integration tests whose id contains it
 #   FUZZ_SECONDS=10                   per fuzz target
+#   FUZZ_SEED=1                       libFuzzer's -seed: a failure reproduces with the same seed
+#   FUZZ_KEEP=0                       1: merge inputs that add coverage into tests/fuzz/corpus/ (make fuzz-long)
 #   UNIT_TIMEOUT=300 INTEGRATION_TIMEOUT=1800 BUILD_TIMEOUT=1800   (seconds)
 #   PYTHON=/usr/bin/python3           Debian's, which has python3-psycopg2
 set -uo pipefail
@@ -33,6 +35,8 @@ all | unit | integration | fuzz | checks) ;;
 	;;
 esac
 FUZZ_SECONDS=${FUZZ_SECONDS:-10}
+FUZZ_SEED=${FUZZ_SEED:-1}
+FUZZ_KEEP=${FUZZ_KEEP:-0}
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}
 INTEGRATION_TIMEOUT=${INTEGRATION_TIMEOUT:-1800}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
@@ -426,9 +430,18 @@ step_fuzz() {
 			rc=127
 		else
 			run_bounded -o "$art/last-run.log" $((FUZZ_SECONDS + 120)) env "${SAN_ENV[@]}" "$bin" \
-				-max_total_time="$FUZZ_SECONDS" -timeout=5 -rss_limit_mb=2048 \
+				-max_total_time="$FUZZ_SECONDS" -timeout=5 -rss_limit_mb=2048 -seed="$FUZZ_SEED" \
 				-artifact_prefix="$art/" "$work/corpus/"
 			rc=$?
+		fi
+		if [ "$rc" -eq 0 ] && [ "$FUZZ_KEEP" = 1 ]; then
+			# Only inputs that add coverage go into the repo's corpus.
+			keep=tests/fuzz/corpus/$name
+			mkdir -p "$keep"
+			before=$(find "$keep" -type f | wc -l)
+			run_bounded -o "$art/merge.log" 600 env "${SAN_ENV[@]}" "$bin" -merge=1 "$keep" "$work/corpus/" ||
+				note "fuzz_$name: merging the corpus failed (see $art/merge.log)"
+			note "fuzz_$name: corpus $keep: $before -> $(find "$keep" -type f | wc -l) files (commit the new ones)"
 		fi
 		if [ "$rc" -eq 0 ]; then
 			pass=$((pass + 1))
@@ -438,7 +451,7 @@ step_fuzz() {
 			note "fuzz_$name FAILED (exit $rc); last lines of $art/last-run.log:"
 			tail -n 60 "$art/last-run.log" 2>/dev/null
 			for f in "$art"/crash-* "$art"/leak-* "$art"/timeout-* "$art"/oom-*; do
-				[ -e "$f" ] && note "reproducer: $f  (rerun: $bin $f)"
+				[ -e "$f" ] && note "reproducer: $f  (rerun: $bin $f; the run used -seed=$FUZZ_SEED)"
 			done
 		fi
 	done
