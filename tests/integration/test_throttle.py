@@ -137,7 +137,8 @@ class ShortBackoffTests(ThrottleCase):
             r = self.login(email)
             seen.append(r.status)
             if r.status == 429:
-                self.assertThrottled(r, "during the wait")
+                self.assertEqual(self.assertThrottled(r, "during the wait"), 1,
+                                 "Retry-After above LOGIN_BACKOFF_MAX_S=1")
             return r.status == 200
 
         self.assertTrue(wait_until(logged_in, 30, interval=0.1),
