@@ -178,8 +178,8 @@ static redis_t *redis_of(worker_t *w)
     return cache_worker_redis(api_worker(w)->cache);
 }
 
-/* One asynchronous operation (malloc'd: it may outlive nothing, but Redis
- * replies arrive after the caller's stack is gone). */
+/* One operation in flight: Redis replies arrive after the caller's stack
+ * is gone, so it is malloc'd and freed just before its callback runs. */
 typedef struct op {
     unsigned char key[THROTTLE_KEY_BYTES];
     char lf[RKEY_LEN + 1], lb[RKEY_LEN + 1];
