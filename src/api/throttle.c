@@ -142,11 +142,11 @@ void throttle_init(const config_t *cfg)
      * hashes in Redis cannot be checked against a list of known emails
      * without it. */
     static const char domain[] = "marketd login throttle v1";
+    const char *secret = cfg->jwt_secret != NULL ? cfg->jwt_secret : ""; /* NULL only in tests */
+    size_t n =
+        strlen(secret) < crypto_generichash_KEYBYTES_MAX ? strlen(secret) : crypto_generichash_KEYBYTES_MAX;
     crypto_generichash(policy.secret, sizeof(policy.secret), (const unsigned char *)domain,
-                       sizeof(domain) - 1, (const unsigned char *)cfg->jwt_secret,
-                       strlen(cfg->jwt_secret) > crypto_generichash_KEYBYTES_MAX
-                           ? crypto_generichash_KEYBYTES_MAX
-                           : strlen(cfg->jwt_secret));
+                       sizeof(domain) - 1, n > 0 ? (const unsigned char *)secret : NULL, n);
     throttle_table_init(&table);
 }
 
