@@ -7,6 +7,7 @@
 
 #include "api/api.h"
 #include "api/render.h"
+#include "api/throttle.h"
 #include "core/error.h"
 #include "core/jwt.h"
 #include "core/offload.h"
@@ -54,7 +55,8 @@ typedef struct account_job {
     size_t password_len;
     char hash[PASSWORD_HASH_MAX];
     int ok;
-    PGresult *user; /* login: the user row, or NULL */
+    PGresult *user;                            /* login: the user row, or NULL */
+    unsigned char account[THROTTLE_KEY_BYTES]; /* login: the throttled account (api/throttle.h) */
 } account_job_t;
 
 /* Light, deliberate email check: something@something.tld, no spaces, no
@@ -149,16 +151,26 @@ static void verify_work(void *arg)
     j->ok = password_verify(hash, j->password, j->password_len);
 }
 
+static void on_login_recorded(void *arg)
+{
+    account_job_t *j = arg;
+    if (j->ok)
+        reply_session(j->r, 200, j->user);
+    else
+        reply_error(j->r, MKD_EUNAUTH, "invalid email or password");
+    if (j->user != NULL)
+        PQclear(j->user);
+}
+
+/* The outcome is recorded before the answer: the client's next attempt,
+ * on any worker or instance, already counts it. */
 static void verify_done(void *arg)
 {
     account_job_t *j = arg;
-    rctx_t *r = j->r;
     if (j->ok)
-        reply_session(r, 200, j->user);
+        throttle_succeeded(j->r->w, j->account, on_login_recorded, j);
     else
-        reply_error(r, MKD_EUNAUTH, "invalid email or password");
-    if (j->user != NULL)
-        PQclear(j->user);
+        throttle_failed(j->r->w, j->account, on_login_recorded, j);
 }
 
 static void on_login_user(rctx_t *r, PGresult *res)
@@ -175,13 +187,31 @@ static void on_login_user(rctx_t *r, PGresult *res)
     }
 }
 
+/* A throttled account is answered before the database is asked whether it
+ * exists: the same 429, body and (short) time for any email. */
+static void on_throttle_checked(void *arg, int64_t wait_ms)
+{
+    account_job_t *j = arg;
+    rctx_t *r = j->r;
+    if (wait_ms > 0) {
+        char s[24];
+        int n = snprintf(s, sizeof(s), "%lld", (long long)throttle_retry_after_s(wait_ms));
+        reply_header(r, "retry-after", s, (size_t)n);
+        reply_error(r, MKD_ELIMITED,
+                    "too many failed logins for this account; retry after the time in Retry-After");
+        return;
+    }
+    api_query(r, st_user_by_email, (const char *[]){j->email}, on_login_user);
+}
+
 static void auth_login(rctx_t *r)
 {
     account_job_t *j = read_account(r, 0);
     if (j == NULL)
         return;
     r->data = j;
-    api_query(r, st_user_by_email, (const char *[]){j->email}, on_login_user);
+    throttle_account(throttle_policy(), j->email, strlen(j->email), j->account);
+    throttle_check(r->w, j->account, on_throttle_checked, j);
 }
 
 /* ---- /me ---------------------------------------------------------------------- */
@@ -204,6 +234,7 @@ static void auth_me(rctx_t *r)
 
 static void auth_init(void)
 {
+    throttle_init(api_config());
     const char *cols = api_select_list(USER, 1);
     st_insert_user = api_stmt(3,
                               "INSERT INTO users AS u (email, password_hash, name) VALUES ($1, $2, $3)"

@@ -189,6 +189,11 @@ void cache_worker_destroy(cache_worker_t *cw)
     free(cw);
 }
 
+redis_t *cache_worker_redis(cache_worker_t *cw)
+{
+    return cw != NULL ? cw->redis : NULL;
+}
+
 const char *cache_state(const cache_worker_t *cw)
 {
     if (cw == NULL)

@@ -126,6 +126,11 @@ void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags
 /* Housekeeping from the worker's 100 ms tick: retries a pending epoch bump. */
 void cache_tick(cache_worker_t *cw);
 
+/* The worker's Redis client, for the few other users of Redis on this loop
+ * (api/throttle.c); NULL when cw is NULL. Owned by cw. */
+struct redis;
+struct redis *cache_worker_redis(cache_worker_t *cw);
+
 /* "up" | "down" | "disabled", for /readyz. */
 const char *cache_state(const cache_worker_t *cw);
 

@@ -49,6 +49,11 @@ static const option_t options[] = {
     {"MEDIA_DIR", T_STR, OFF(media_dir), "./media", 0, 0},
     {"JWT_SECRET", T_STR, OFF(jwt_secret), NULL, 1, 0},
     {"JWT_TTL", T_DURATION, OFF(jwt_ttl), "24h", 60, 31536000},
+    {"LOGIN_FAILURES_FREE", T_INT, OFF(login_failures_free), "5", 1, 1000},
+    {"LOGIN_BACKOFF_BASE_MS", T_INT, OFF(login_backoff_base_ms), "1000", 1, 3600000},
+    {"LOGIN_BACKOFF_MAX_S", T_DURATION, OFF(login_backoff_max_s), "900", 1, 86400},
+    {"LOGIN_FAILURES_TTL", T_DURATION, OFF(login_failures_ttl_s), "1h", 1, 604800},
+    {"CORS_ORIGINS", T_STR, OFF(cors_origins), NULL, 0, 0},
     {"LOG_LEVEL", T_LEVEL, OFF(log_level), "info", 0, 0},
     {"ACCESS_LOG", T_BOOL, OFF(access_log), "1", 0, 1},
     {"HTTP_HEADER_TIMEOUT_MS", T_INT, OFF(http_header_timeout_ms), "15000", 100, 3600000},
@@ -112,6 +117,39 @@ static int parse_listen(config_t *cfg, const char *s)
     memcpy(cfg->listen_host, s, (size_t)(colon - s));
     cfg->listen_host[colon - s] = '\0';
     cfg->listen_port = (int)port;
+    return 0;
+}
+
+/* CORS_ORIGINS: exact origins ("https://shop.example", "http://localhost:3000"),
+ * comma-separated, spaces around commas allowed. No "*", no path, no
+ * trailing slash: a browser sends the origin exactly so, and http/cors.c
+ * compares bytes. Returns 0, or -1 with the bad item in err. */
+static int check_origins(const char *s, char *err, size_t errlen)
+{
+    while (*s != '\0') {
+        while (*s == ' ' || *s == ',')
+            s++;
+        if (*s == '\0')
+            break;
+        size_t n = strcspn(s, ",");
+        size_t m = n;
+        while (m > 0 && s[m - 1] == ' ')
+            m--;
+        size_t scheme = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
+        int ok = scheme > 0 && m > scheme;
+        for (size_t i = scheme; ok && i < m; i++)
+            if (s[i] == '/' || (unsigned char)s[i] <= ' ' || s[i] == 0x7f || s[i] == '*')
+                ok = 0;
+        if (!ok) {
+            snprintf(
+                err, errlen,
+                "CORS_ORIGINS: expected exact origins like https://shop.example (scheme://host[:port], no "
+                "path, no *), got \"%.*s\"",
+                (int)(m > 200 ? 200 : m), s);
+            return -1;
+        }
+        s += n;
+    }
     return 0;
 }
 
@@ -194,6 +232,13 @@ int config_load(config_t *cfg, config_getenv_fn get, int ncpu, char *err, size_t
      * for none on a single Redis. */
     if (cfg->cache_wait_replicas < 0)
         cfg->cache_wait_replicas = cfg->redis_cluster_nodes != NULL ? 1 : 0;
+    if (cfg->login_failures_ttl_s < cfg->login_backoff_max_s) {
+        snprintf(err, errlen, "LOGIN_FAILURES_TTL: must be at least LOGIN_BACKOFF_MAX_S (%d s), got %d s",
+                 cfg->login_backoff_max_s, cfg->login_failures_ttl_s);
+        goto fail;
+    }
+    if (cfg->cors_origins != NULL && check_origins(cfg->cors_origins, err, errlen) != 0)
+        goto fail;
     if (cfg->redis_url != NULL && cfg->redis_cluster_nodes != NULL) {
         snprintf(err, errlen, "REDIS_CLUSTER_NODES: set either REDIS_URL or REDIS_CLUSTER_NODES, not both");
         goto fail;

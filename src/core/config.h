@@ -35,6 +35,12 @@ typedef struct config {
     char *media_dir;
     char *jwt_secret;
     int jwt_ttl; /* seconds */
+    /* Login throttling per account (api/throttle.h). */
+    int login_failures_free;   /* failed logins of one email before the first wait */
+    int login_backoff_base_ms; /* the first wait; each further failure doubles it */
+    int login_backoff_max_s;   /* the longest wait */
+    int login_failures_ttl_s;  /* failures are forgotten this long after the last one */
+    char *cors_origins;        /* comma-separated exact origins, or NULL: no CORS (http/cors.h) */
     int log_level;
     int access_log;
     int http_header_timeout_ms;    /* request header/body/keep-alive idle timeout */

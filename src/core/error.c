@@ -39,6 +39,8 @@ const char *mkd_strerror(int err)
         return "no route";
     case MKD_EMETHOD:
         return "method not allowed";
+    case MKD_ELIMITED:
+        return "rate limited";
     }
     return "unknown error";
 }

@@ -25,6 +25,7 @@ enum {
     MKD_EINTERNAL = -14,   /* a bug or an impossible state → 500 */
     MKD_ENOROUTE = -15,    /* no such path → 404 */
     MKD_EMETHOD = -16,     /* path exists, method does not → 405 */
+    MKD_ELIMITED = -17,    /* throttled (the caller sets Retry-After) → 429 */
 };
 
 /* Readers of optional inputs (http/query.h, http/body.h) answer "present"

@@ -26,6 +26,7 @@ static const struct {
     {MKD_ETOOBIG, 413, "Content Too Large"},
     {MKD_EMEDIATYPE, 415, "Unsupported Media Type"},
     {MKD_EINVAL, 422, "Unprocessable Content"},
+    {MKD_ELIMITED, 429, "Too Many Requests"},
     {MKD_EBUSY, 503, "Service Unavailable"},
     {MKD_EUNAVAILABLE, 503, "Service Unavailable"},
     {MKD_ESHUTDOWN, 503, "Service Unavailable"},

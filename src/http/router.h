@@ -39,6 +39,11 @@ typedef enum {
     DB_READ,    /* may be served by a read replica (S4) */
 } route_db_t;
 
+/* The rate-limit class of a route, for the edge: per-address request rates
+ * are the proxy's (deploy/), which can take the classes from `marketd
+ * routes`. marketd itself limits nothing per address; it throttles failed
+ * logins per account (api/throttle.h), which needs the email in the body,
+ * so the login handler does it, not the dispatcher. */
 typedef enum {
     LIMIT_NONE, /* health, readiness, metrics */
     LIMIT_API,  /* ordinary API traffic */

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "h2o/http1.h"
+#include "http/cors.h"
 #include "http/reply.h"
 
 /* h2o's own limit on a request body: the largest body any route takes
@@ -73,6 +74,44 @@ static int method_of(h2o_iovec_t m)
     return -1;
 }
 
+/* CORS (http/cors.h): the headers of an allowed origin on every answer.
+ * Returns 1 when the request is a preflight, answered here. */
+static int apply_cors(rctx_t *r, const http_app_t *app, const char *pattern)
+{
+    const char *list = r->w->server->cfg->cors_origins;
+    if (list == NULL)
+        return 0;
+    reply_header(r, "vary", "Origin", 6);
+    size_t on, mn;
+    const char *origin = rctx_header(r, "origin", &on);
+    int preflight = origin != NULL &&
+                    h2o_memis(r->req->method.base, r->req->method.len, H2O_STRLIT("OPTIONS")) &&
+                    rctx_header(r, "access-control-request-method", &mn) != NULL;
+    if (!cors_origin_allowed(list, origin, on)) {
+        if (preflight)
+            reply_error(r, MKD_EFORBIDDEN, "origin %.*s may not call this API", (int)(on > 200 ? 200 : on),
+                        origin);
+        return preflight;
+    }
+    reply_header(r, "access-control-allow-origin", origin, on);
+    if (!preflight) {
+        reply_header(r, "access-control-expose-headers", CORS_EXPOSE_HEADERS, strlen(CORS_EXPOSE_HEADERS));
+        return 0;
+    }
+    if (pattern == NULL)
+        return 0; /* no such path: the usual 404 */
+    char allow[64], headers[128];
+    router_allow(app->routes, app->nroutes, pattern, allow, sizeof(allow));
+    reply_header(r, "access-control-allow-methods", allow, strlen(allow));
+    size_t hn;
+    const char *h = rctx_header(r, "access-control-request-headers", &hn);
+    if (h != NULL && (hn = cors_allowed_headers(h, hn, headers, sizeof(headers))) > 0)
+        reply_header(r, "access-control-allow-headers", headers, hn);
+    reply_header(r, "access-control-max-age", CORS_MAX_AGE_S, strlen(CORS_MAX_AGE_S));
+    reply_body(r, 204, "", "", 0);
+    return 1;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     worker_t *w = server_worker_of(req);
@@ -98,6 +137,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     slice_t path = {req->path_normalized.base, req->path_normalized.len};
     const char *pattern = NULL;
     int route = router_match(app->routes, app->nroutes, method_of(req->method), path, r->params, &pattern);
+    if (apply_cors(r, app, pattern))
+        return 0;
     if (route < 0 && pattern == NULL) {
         reply_error(r, MKD_ENOROUTE, "no route for %.*s", (int)(path.len > 200 ? 200 : path.len), path.ptr);
         return 0;

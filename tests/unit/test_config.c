@@ -117,6 +117,11 @@ static void test_defaults(void **state)
     assert_i64_eq(cfg.access_log, 1);
     assert_i64_eq(cfg.http_header_timeout_ms, 15000);
     assert_i64_eq(cfg.shutdown_timeout_ms, 10000);
+    assert_i64_eq(cfg.login_failures_free, 5);
+    assert_i64_eq(cfg.login_backoff_base_ms, 1000);
+    assert_i64_eq(cfg.login_backoff_max_s, 900);
+    assert_i64_eq(cfg.login_failures_ttl_s, 3600);
+    assert_null(cfg.cors_origins);
     config_free(&cfg);
     /* config_free leaves no dangling pointers and may be called again. */
     assert_null(cfg.database_url);
@@ -419,6 +424,45 @@ static void test_redis_both(void **state)
     assert_contains(err, "REDIS_URL");
 }
 
+static void test_login_throttle(void **state)
+{
+    env_set("LOGIN_FAILURES_FREE", "3");
+    env_set("LOGIN_BACKOFF_BASE_MS", "250");
+    env_set("LOGIN_BACKOFF_MAX_S", "2m");
+    env_set("LOGIN_FAILURES_TTL", "2m");
+    load_ok();
+    assert_i64_eq(cfg.login_failures_free, 3);
+    assert_i64_eq(cfg.login_backoff_base_ms, 250);
+    assert_i64_eq(cfg.login_backoff_max_s, 120);
+    assert_i64_eq(cfg.login_failures_ttl_s, 120);
+    config_free(&cfg);
+    expect_rejected("LOGIN_FAILURES_FREE", "0", "3");
+    expect_rejected("LOGIN_BACKOFF_BASE_MS", "0", "250");
+    expect_rejected("LOGIN_BACKOFF_MAX_S", "0", "2m");
+    /* Forgetting failures before their wait ends would end the wait early. */
+    expect_rejected("LOGIN_FAILURES_TTL", "119", "2m");
+    assert_contains(err, "LOGIN_BACKOFF_MAX_S");
+}
+
+static void test_cors_origins(void **state)
+{
+    env_set("CORS_ORIGINS", "https://shop.example, http://localhost:3000,https://a.example:8443");
+    load_ok();
+    assert_string_equal(cfg.cors_origins,
+                        "https://shop.example, http://localhost:3000,https://a.example:8443");
+    config_free(&cfg);
+    static const char *bad[] = {"*",
+                                "shop.example",
+                                "https://shop.example/",
+                                "https://shop.example/app",
+                                "https://",
+                                "https://a.example,ftp://b.example",
+                                "null",
+                                "https://a b.example"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_rejected("CORS_ORIGINS", bad[i], NULL);
+}
+
 /* A long bad value is cut to fit the error buffer, not overflowed. */
 static void test_small_error_buffer(void **state)
 {
@@ -504,6 +548,8 @@ int main(void)
         T(test_missing_jwt_secret),
         T(test_jwt_secret_too_short),
         T(test_redis_both),
+        T(test_login_throttle),
+        T(test_cors_origins),
         T(test_small_error_buffer),
         T(test_parse_duration),
     };

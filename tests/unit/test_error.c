@@ -34,6 +34,7 @@ static const struct {
     {MKD_EINTERNAL, "MKD_EINTERNAL"},
     {MKD_ENOROUTE, "MKD_ENOROUTE"},
     {MKD_EMETHOD, "MKD_EMETHOD"},
+    {MKD_ELIMITED, "MKD_ELIMITED"},
 };
 #define NCODES ((int)(sizeof(codes) / sizeof(codes[0])))
 
@@ -103,21 +104,21 @@ static void test_strerror_names_are_distinct(void **state)
 
 static void test_strerror_unknown(void **state)
 {
-    static const int unknown[] = {1, 2, -17, -100, INT_MIN, INT_MAX};
+    static const int unknown[] = {1, 2, -18, -100, INT_MIN, INT_MAX};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
         if (strcmp(mkd_strerror(unknown[i]), "unknown error") != 0)
             fail_msg("mkd_strerror(%d) = \"%s\", expected \"unknown error\"", unknown[i],
                      mkd_strerror(unknown[i]));
 }
 
-/* The codes form one contiguous range 0..MKD_EMETHOD: a new code added
+/* The codes form one contiguous range 0..MKD_ELIMITED: a new code added
  * to error.h without a row in `codes` above shows here. */
 static void test_codes_are_contiguous(void **state)
 {
-    assert_i64_eq(NCODES, 1 - MKD_EMETHOD);
+    assert_i64_eq(NCODES, 1 - MKD_ELIMITED);
     for (int i = 0; i < NCODES; i++)
         assert_i64_eq(codes[i].code, -i);
-    assert_string_equal(mkd_strerror(MKD_EMETHOD - 1), "unknown error");
+    assert_string_equal(mkd_strerror(MKD_ELIMITED - 1), "unknown error");
 }
 
 /* ------------------------------------------------------------ reply_status_of */
@@ -142,6 +143,7 @@ static void test_status_of_client_errors(void **state)
     STATUS(MKD_ETOOBIG, 413);
     STATUS(MKD_EMEDIATYPE, 415);
     STATUS(MKD_EINVAL, 422);
+    STATUS(MKD_ELIMITED, 429);
 }
 
 static void test_status_of_unavailable(void **state)
@@ -156,7 +158,7 @@ static void test_status_of_server_errors(void **state)
     STATUS(MKD_EDB, 500);
     STATUS(MKD_ENOMEM, 500);
     STATUS(MKD_EINTERNAL, 500);
-    STATUS(-17, 500);
+    STATUS(-18, 500);
     STATUS(-100, 500);
     STATUS(1, 500);
     STATUS(INT_MIN, 500);
