@@ -55,6 +55,7 @@ T0=$SECONDS
 TMP=""          # this run's temp dir (TEST_TMPDIR)
 PG_DIR=""       # the throwaway cluster, once started
 BG_PID=""       # the bounded command running now (leader of its own group)
+REAPER_PID=""   # scripts/test-reaper.sh: cleans up if this run is killed outright
 SUMMARY_DONE=0
 
 # Results: one entry per step for the report; counts for the summary line.
@@ -148,7 +149,7 @@ sweep_tmp_processes() {
 	[ -n "$TMP" ] || return 0
 	for p in /proc/[0-9]*; do
 		pid=${p#/proc/}
-		[ "$pid" != "$$" ] || continue
+		[ "$pid" != "$$" ] && [ "$pid" != "$REAPER_PID" ] || continue
 		if grep -qzxF "TEST_TMPDIR=$TMP" "$p/environ" 2>/dev/null ||
 			grep -qF "$TMP" "$p/cmdline" 2>/dev/null; then
 			pids+=("$pid")
@@ -183,6 +184,10 @@ cleanup() {
 		rm -rf "$TMP"
 	fi
 	TMP=""
+	if [ -n "$REAPER_PID" ]; then
+		kill "$REAPER_PID" 2>/dev/null
+		REAPER_PID=""
+	fi
 }
 
 # shellcheck disable=SC2317  # reached through the EXIT trap
@@ -216,6 +221,9 @@ make_tmp() {
 		TMP=$(mktemp -d /var/tmp/marketd-test.XXXXXX) || return 1
 		chmod 755 "$TMP"
 	fi
+	# Its own session: a kill of this run's process group spares it.
+	setsid bash "$ROOT/scripts/test-reaper.sh" "$$" "$TMP" </dev/null >/dev/null 2>&1 &
+	REAPER_PID=$!
 }
 
 port_in_use() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }

@@ -24,7 +24,7 @@ NM=$HERE/node_modules
 KUBECTL=$HERE/.tools/kubectl
 NGINX=${NGINX_BIN:-/usr/sbin/nginx}
 
-TMP=$(mktemp -d)
+TMP=$(mktemp -d "${TEST_TMPDIR:-${TMPDIR:-/tmp}}/marketd-deploy-check.XXXXXX")
 HTTP_PID=""
 cleanup() {
 	if [ -n "$HTTP_PID" ]; then kill "$HTTP_PID" 2>/dev/null; fi

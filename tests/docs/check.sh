@@ -30,7 +30,7 @@ export REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true NO_UPDATE_NOTIF
 
 PASSED=0
 FAILED=0
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/marketd-docs-check.XXXXXX")
+TMP=$(mktemp -d "${TEST_TMPDIR:-${TMPDIR:-/tmp}}/marketd-docs-check.XXXXXX")
 NGINX_PID=""
 PORT=""
 

@@ -102,7 +102,7 @@ if [ -x /usr/lib/llvm-14/bin/llvm-symbolizer ]; then
 fi
 
 # --- servers -----------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/marketd-redis.XXXXXX") || exit 1
+TMP=$(mktemp -d "${TEST_TMPDIR:-${TMPDIR:-/tmp}}/marketd-redis.XXXXXX") || exit 1
 
 # write_conf PORT PASSWORD [cluster]
 write_conf() {
