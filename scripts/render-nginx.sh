@@ -47,14 +47,18 @@ user_directive=""
 if [ "$(id -u)" -eq 0 ]; then user_directive="user root;"; fi
 
 mkdir -p "$PREFIX/logs" "$PREFIX/tmp" || fail "cannot create $PREFIX"
-sed -e "s|@DOCS_DIR@|$(sed_escape "$DOCS")|g" "$ROOT/deploy/local/docs.conf.in" >"$PREFIX/docs.conf.tmp" &&
-	mv "$PREFIX/docs.conf.tmp" "$PREFIX/docs.conf" || fail "cannot write $PREFIX/docs.conf"
-sed -e "s|@USER_DIRECTIVE@|$(sed_escape "$user_directive")|" \
+if ! sed -e "s|@DOCS_DIR@|$(sed_escape "$DOCS")|g" "$ROOT/deploy/local/docs.conf.in" >"$PREFIX/docs.conf.tmp" ||
+	! mv "$PREFIX/docs.conf.tmp" "$PREFIX/docs.conf"; then
+	fail "cannot write $PREFIX/docs.conf"
+fi
+if ! sed -e "s|@USER_DIRECTIVE@|$(sed_escape "$user_directive")|" \
 	-e "s|@PREFIX@|$(sed_escape "$PREFIX")|g" \
 	-e "s|@MEDIA_DIR@|$(sed_escape "$MEDIA")|g" \
 	-e "s|@LISTEN@|$(sed_escape "$LISTEN")|g" \
 	-e "s|@UPSTREAM@|$(sed_escape "$UPSTREAM")|g" \
 	-e "s|@AUTH_RATE@|$AUTH_RATE|g" -e "s|@AUTH_BURST@|$AUTH_BURST|g" \
 	-e "s|@API_RATE@|$API_RATE|g" -e "s|@API_BURST@|$API_BURST|g" \
-	"$ROOT/deploy/local/nginx.conf.in" >"$PREFIX/nginx.conf.tmp" &&
-	mv "$PREFIX/nginx.conf.tmp" "$PREFIX/nginx.conf" || fail "cannot write $PREFIX/nginx.conf"
+	"$ROOT/deploy/local/nginx.conf.in" >"$PREFIX/nginx.conf.tmp" ||
+	! mv "$PREFIX/nginx.conf.tmp" "$PREFIX/nginx.conf"; then
+	fail "cannot write $PREFIX/nginx.conf"
+fi
