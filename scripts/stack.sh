@@ -9,7 +9,9 @@
 # and a port held by anything we did not start is reported, never taken over.
 #
 # Usage: scripts/stack.sh start|stop|status
-# Env:   MARKETD_BIN (default build/release/marketd), NGINX_BIN, PG_BIN.
+# Env:   MARKETD_BIN (default build/release/marketd), NGINX_BIN, PG_BIN;
+#        EDGE_AUTH_RATE, EDGE_AUTH_BURST, EDGE_API_RATE, EDGE_API_BURST: nginx's
+#        rate limits per client address (scripts/render-nginx.sh has the defaults).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -311,28 +313,14 @@ stop_backend() {
 
 nginx_pid() { pidfile_pid "$NGINX_PREFIX/nginx.pid" "nginx -p $NGINX_PREFIX "; }
 
-sed_escape() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
-
 write_nginx_conf() {
-	local user_directive=""
 	[ -r "$NGINX_TEMPLATE" ] || die "$NGINX_TEMPLATE missing"
 	# API docs at /docs: Swagger UI vendored from npm at build time.
 	bash "$ROOT/docs/swagger/build.sh" "$ROOT/build/docs" >>"$LOGS/setup.log" 2>&1 ||
 		die "docs build failed; see $LOGS/setup.log"
-	mkdir -p "$NGINX_PREFIX" || die "cannot create $NGINX_PREFIX"
-	sed -e "s|@DOCS_DIR@|$(sed_escape "$ROOT/build/docs")|g" "$ROOT/deploy/local/docs.conf.in" \
-		>"$NGINX_PREFIX/docs.conf" || die "cannot write $NGINX_PREFIX/docs.conf"
-	mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tmp" || die "cannot create $NGINX_PREFIX"
-	# Workers need a user only when the master runs as root.
-	if is_root; then user_directive="user root;"; fi
-	if ! sed -e "s|@USER_DIRECTIVE@|$(sed_escape "$user_directive")|" \
-		-e "s|@PREFIX@|$(sed_escape "$NGINX_PREFIX")|g" \
-		-e "s|@MEDIA_DIR@|$(sed_escape "$MEDIA")|g" \
-		-e "s|@LISTEN@|$HOST:$WEB_PORT|g" \
-		-e "s|@UPSTREAM@|$HOST:$API_PORT|g" \
-		"$NGINX_TEMPLATE" >"$NGINX_CONF.tmp" || ! mv "$NGINX_CONF.tmp" "$NGINX_CONF"; then
-		die "cannot write $NGINX_CONF"
-	fi
+	# The EDGE_* rate limits of the environment reach the template here.
+	bash "$ROOT/scripts/render-nginx.sh" "$NGINX_PREFIX" "$HOST:$WEB_PORT" "$HOST:$API_PORT" "$MEDIA" \
+		"$ROOT/build/docs" || die "cannot write $NGINX_CONF"
 }
 
 nginx_cmd() { "$NGINX_BIN" -p "$NGINX_PREFIX" -c "$NGINX_CONF" -e "$NGINX_PREFIX/logs/error.log" "$@"; }

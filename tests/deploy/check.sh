@@ -131,7 +131,8 @@ nginx_in_step() {
 	for want in 'resolver 127.0.0.11 valid=10s' 'server backend:8080 resolve;' 'keepalive [0-9]' \
 		'proxy_http_version 1.1;' 'proxy_set_header Connection "";' 'proxy_set_header X-Request-Id ' \
 		'proxy_set_header X-Forwarded-For ' 'add_header Cache-Control "public, max-age=31536000, immutable";' \
-		'client_max_body_size 6m;' 'location /media/'; do
+		'client_max_body_size 5m;' 'location /media/' \
+		'limit_req_zone [$]binary_remote_addr zone=marketd_auth' 'error_page 413 /_edge/413;' 'error_page 502 /_edge/502;'; do
 		grep -q -- "$want" "$a" || {
 			echo "nginx/nginx.conf lacks: $want"
 			rc=1

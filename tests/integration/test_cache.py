@@ -70,7 +70,10 @@ NO_HANG_S = harness.HTTP_TIMEOUT
 # The longest wait for a MISS's store to land (a state, polled).
 WARM_PATIENCE_S = 10.0
 
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4
+# SOI, APP0 (JFIF), a baseline frame header (640 x 480, 3 components): the
+# header the backend parses (issue 10), then bytes standing in for the scan.
+JPEG = (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+        b"\xff\xc0\x00\x11\x08\x01\xe0\x02\x80\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01" + bytes(range(256)) * 4)
 
 _seq = itertools.count(1)
 

@@ -15,8 +15,10 @@ import itertools
 import json
 import os
 import stat
+import struct
 import tempfile
 import time
+import zlib
 
 import harness
 from harness import ServerTestCase, db_connect, fmt_resp, is_int
@@ -28,9 +30,31 @@ SELLER_FIELDS = ["id", "user_id", "name", "description", "city_id", "district_id
 PRODUCT_FIELDS = ["id", "seller_id", "seller", "category_id", "title", "description", "price", "currency",
                   "stock", "city_id", "district_id", "images", "status", "created_at", "updated_at"]
 
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(255, -1, -1)) * 4
-WEBP = b"RIFF\x24\x04\x00\x00WEBPVP8 " + bytes(range(128)) * 8
+def jpeg_bytes(width=640, height=480, tail=bytes(range(256)) * 4):
+    """SOI, APP0 (JFIF), a baseline frame header (SOF0, 3 components), then
+    `tail` standing in for the tables and the scan: what the backend parses."""
+    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof0 = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", height, width) + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + app0 + sof0 + tail
+
+
+def png_bytes(width=640, height=480, tail=bytes(range(255, -1, -1)) * 4):
+    """The signature and an IHDR chunk (8-bit RGB) with its CRC, then `tail`."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+            + tail)
+
+
+def webp_bytes(width=640, height=480, tail=bytes(range(128)) * 8):
+    """RIFF/WEBP with a lossy key frame header (VP8 chunk), then `tail`."""
+    frame = b"\x10\x02\x00\x9d\x01\x2a" + struct.pack("<HH", width, height) + tail
+    chunk = b"VP8 " + struct.pack("<I", len(frame)) + frame
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+JPEG = jpeg_bytes()
+PNG = png_bytes()
+WEBP = webp_bytes()
 
 _seq = itertools.count(1)
 
@@ -604,7 +628,7 @@ class ProductImageTests(CatalogueWriteCase):
         r = self.req("GET", path + "/images")
         self.assertProblem(r, 405)
         # Exactly 5 MiB is accepted.
-        five = b"\xff\xd8\xff" + bytes(5 * 1024 * 1024 - 3)
+        five = JPEG + bytes(5 * 1024 * 1024 - len(JPEG))
         self.assertJson(self.upload(p["id"], uid, five, "image/jpeg"), 201, "exactly 5 MiB")
 
     def test_image_count_is_bounded(self):
@@ -612,8 +636,52 @@ class ProductImageTests(CatalogueWriteCase):
         p = self.new_product(uid)
         full = ["/00/00/%064x.jpg" % i for i in range(50)]
         self.db("UPDATE products SET images = %s WHERE id = %s", (full, p["id"]))
+        files = self.media_files()
         self.assertProblem(self.upload(p["id"], uid, PNG + b"x", "image/png"), 409, "51st image")
         self.assertEqual(self.db_one("SELECT images FROM products WHERE id = %s", (p["id"],))[0], full)
+        self.assertEqual(self.media_files(), files, "a refused 51st image leaves no file (issue 10)")
+
+    def test_archived_product_takes_no_image(self):
+        uid, _ = self.new_seller()
+        p = self.new_product(uid)
+        self.assertStatus(self.call("DELETE", "/api/v1/products/%d" % p["id"], uid), 204)
+        files = self.media_files()
+        r = self.upload(p["id"], uid, JPEG + unique("archived").encode(), "image/jpeg")
+        self.assertProblem(r, 409, "an archived product")
+        self.assertIn("archived", r.body["detail"])
+        self.assertEqual(self.db_one("SELECT images FROM products WHERE id = %s", (p["id"],))[0], [])
+        self.assertEqual(self.media_files(), files, "a refused upload leaves no file")
+
+    def test_header_beyond_magic_bytes(self):
+        """The magic bytes are not enough: the header must parse and give
+        plausible dimensions (issue 10)."""
+        uid, _ = self.new_seller()
+        p = self.new_product(uid)
+        files = self.media_files()
+        html = b"<!doctype html><script>alert(document.cookie)</script>" * 10
+        bad = (
+            (b"\xff\xd8\xff" + html, "image/jpeg", "JPEG magic, then HTML"),
+            (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + html, "image/jpeg", "JFIF segment, then HTML"),
+            (jpeg_bytes(tail=b"")[:30], "image/jpeg", "JPEG cut inside the frame header"),
+            (jpeg_bytes(0, 480), "image/jpeg", "JPEG zero width"),
+            (jpeg_bytes(65535, 65535), "image/jpeg", "JPEG 65535 x 65535"),
+            (png_bytes(tail=b"")[:24], "image/png", "PNG cut inside IHDR"),
+            (png_bytes(640, 0), "image/png", "PNG zero height"),
+            (png_bytes(1 << 30, 1 << 30), "image/png", "PNG 2^30 x 2^30"),
+            (b"\x89PNG\r\n\x1a\n" + html, "image/png", "PNG signature, then HTML"),
+            (webp_bytes(0, 10), "image/webp", "WebP zero width"),
+            (b"RIFF\x24\x04\x00\x00WEBPVP8 " + html, "image/webp", "WebP chunk without a frame header"),
+            (webp_bytes(tail=b"")[:24], "image/webp", "WebP cut inside VP8"),
+        )
+        for data, ctype, what in bad:
+            with self.subTest(what):
+                r = self.upload(p["id"], uid, data, ctype)
+                self.assertProblem(r, 415, what)
+        self.assertEqual(self.db_one("SELECT images FROM products WHERE id = %s", (p["id"],))[0], [])
+        self.assertEqual(self.media_files(), files, "nothing stored")
+        for data, ctype in ((jpeg_bytes(1, 1), "image/jpeg"), (png_bytes(16384, 1), "image/png"),
+                            (webp_bytes(16383, 16383), "image/webp")):
+            self.assertJson(self.upload(p["id"], uid, data, ctype), 201, "a valid header at the bounds")
 
 
 class ProductImageStorageFailureTests(CatalogueWriteCase):
