@@ -237,7 +237,7 @@ static void test_bad_base64(void **state)
 }
 
 /*
- * Regression test for a bug found and since fixed (the text says what was wrong): Debian's libsodium 1.0.18
+ * FIXED (this test keeps it so); what was wrong: Debian's libsodium 1.0.18
  * sodium_base642bin() sign-extends bytes >= 0x80, and its constant-time
  * comparisons then read every such byte as '_' (63). cursor_decode inherits
  * this, so a cursor whose text has a non-ASCII byte (reachable as %C3 in the

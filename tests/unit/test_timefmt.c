@@ -288,7 +288,7 @@ static void test_round_trips(void **state)
 }
 
 /*
- * Regression test for a bug found and since fixed (the text says what was wrong): the formatters negate their
+ * FIXED (this test keeps it so); what was wrong: the formatters negate their
  * argument (`-us`, timefmt.c format()) so INT64_MIN overflows, which is
  * undefined behaviour; under UBSan the process aborts. It is reachable from
  * a request: a CURSOR_NEWEST cursor may carry any key, and
@@ -426,7 +426,7 @@ static void test_rfc_respects_length(void **state)
 }
 
 /*
- * Regression test for a bug found and since fixed (the text says what was wrong): an offset can move an accepted
+ * FIXED (this test keeps it so); what was wrong: an offset can move an accepted
  * RFC 3339 time outside years 1..9999, e.g. "0001-01-01T00:00:00+01:00" is
  * 0000-12-31T23:00:00Z. ts_parse_rfc3339 accepts it, but the formatters
  * then write year 0 (or 10000), which ts_parse_* reject and PostgreSQL
