@@ -91,28 +91,48 @@ const char *rctx_header(rctx_t *r, const char *name, size_t *len)
     return r->req->headers.entries[h].value.base;
 }
 
-/* One JSON line per request on stdout (ACCESS_LOG=1). */
+/* "2026-11-26T05:21:48.123Z" */
+static void timestamp_ms(char *out, size_t n)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + k, n - k, ".%03dZ", (int)(now.tv_nsec / 1000000));
+}
+
+/* One JSON line per request on stdout (ACCESS_LOG=1), with the field
+ * names of OpenTelemetry's semantic conventions / ECS, so that a log
+ * pipeline (Loki, Elasticsearch, Vector) needs no mapping: trace.id joins
+ * the line to the caller's trace (docs/operations.md). */
 static void access_log(rctx_t *r, int status, size_t bytes, uint64_t dur_us)
 {
     h2o_req_t *req = r->req;
     jbuf_t *line = &r->w->logbuf;
     jbuf_reset(line);
-    char ts[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    jbuf_puts(line, "{\"ts\":\"");
+    char ts[40];
+    timestamp_ms(ts, sizeof(ts));
+    jbuf_puts(line, "{\"@timestamp\":\"");
     jbuf_puts(line, ts);
-    jbuf_puts(line, "\",\"request_id\":");
+    jbuf_puts(line, "\",\"log.level\":\"info\",\"event.dataset\":\"marketd.access\",\"trace.id\":\"");
+    jbuf_puts(line, r->trace.trace_id);
+    jbuf_puts(line, "\",\"span.id\":\"");
+    jbuf_puts(line, r->trace.span_id);
+    jbuf_puts(line, "\",\"http.request.id\":");
     json_str(line, r->request_id.ptr, r->request_id.len);
-    jbuf_puts(line, ",\"method\":");
+    jbuf_puts(line, ",\"http.request.method\":");
     json_str(line, req->method.base, req->method.len);
-    jbuf_puts(line, ",\"path\":");
+    jbuf_puts(line, ",\"url.path\":");
     json_str(line, req->path.base, req->path.len);
-    char tail[96];
-    snprintf(tail, sizeof(tail), ",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f}\n", status, bytes,
-             (double)dur_us / 1000.0);
+    if (r->route != NULL) {
+        jbuf_puts(line, ",\"http.route\":");
+        json_cstr(line, r->route->pattern);
+    }
+    char tail[128];
+    snprintf(tail, sizeof(tail),
+             ",\"http.response.status_code\":%d,\"http.response.body.size\":%zu,\"event.duration\":%llu}\n",
+             status, bytes, (unsigned long long)dur_us * 1000);
     jbuf_puts(line, tail);
     /* One write(2) per line: lines of concurrent workers never interleave. */
     ssize_t n = write(STDOUT_FILENO, line->data, line->len);

@@ -19,6 +19,7 @@
 #include "http/query.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "http/trace.h"
 
 typedef struct rctx {
     h2o_req_t *req;
@@ -28,6 +29,7 @@ typedef struct rctx {
     int method;           /* metrics_method_index */
     uint64_t start_us;
     slice_t request_id;
+    trace_t trace;                    /* W3C trace context: the caller's trace, or a new one (http/trace.h) */
     slice_t params[ROUTE_MAX_PARAMS]; /* path {params}, raw */
     query_t query;
     verr_t verr;

@@ -129,14 +129,19 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     r->method = metrics_method_index(req->method.base, req->method.len);
     w->inflight++;
 
-    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-    if (h >= 0 && valid_request_id(req->headers.entries[h].value.base, req->headers.entries[h].value.len)) {
+    /* The caller's trace (W3C traceparent) or a new one; this request's span. */
+    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
+    if (h < 0 ||
+        trace_parse(req->headers.entries[h].value.base, req->headers.entries[h].value.len, &r->trace) != 0)
+        trace_new_trace_id(&w->trace_rng, r->trace.trace_id);
+    trace_new_span_id(&w->trace_rng, r->trace.span_id);
+    /* The client's request id if it sent one, else the trace id: one key
+     * joins the answer, the access log and the caller's trace. */
+    h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (h >= 0 && valid_request_id(req->headers.entries[h].value.base, req->headers.entries[h].value.len))
         r->request_id = (slice_t){req->headers.entries[h].value.base, req->headers.entries[h].value.len};
-    } else {
-        char *id = h2o_mem_alloc_pool(&req->pool, 25);
-        snprintf(id, 25, "%08x%016llx", w->request_id_prefix, (unsigned long long)++w->next_request_id);
-        r->request_id = (slice_t){id, 24};
-    }
+    else
+        r->request_id = (slice_t){r->trace.trace_id, TRACE_ID_HEX};
 
     slice_t path = {req->path_normalized.base, req->path_normalized.len};
     const char *pattern = NULL;
@@ -305,8 +310,7 @@ static void *worker_main(void *arg)
     offload_receiver_init(&w->offload, &w->ctx);
     jbuf_init(&w->out, 64 * 1024);
     jbuf_init(&w->logbuf, 1024);
-    w->request_id_prefix =
-        (uint32_t)((unsigned)getpid() * 2654435761u) ^ ((uint32_t)w->index << 24) ^ (uint32_t)server_now_us();
+    trace_seed(&w->trace_rng);
 
     int fd = open_listener(cfg, err, sizeof(err));
     if (fd < 0) {

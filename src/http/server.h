@@ -52,9 +52,8 @@ struct worker {
     jbuf_t out;                 /* scratch buffer responses are rendered into */
     jbuf_t logbuf;              /* scratch buffer of the access-log line */
     metrics_t metrics;
-    uint64_t next_request_id;
-    uint32_t request_id_prefix;
-    int inflight; /* requests accepted by a handler and not yet answered */
+    uint64_t trace_rng; /* ids of new traces and spans (http/trace.h) */
+    int inflight;       /* requests accepted by a handler and not yet answered */
     int draining;
     uint64_t drain_deadline_us;
     h2o_timeout_t tick_timeout;

@@ -2,6 +2,7 @@
 (api.md "Conventions" and "Operations")."""
 
 import http.client
+import json
 import re
 import threading
 import time
@@ -345,6 +346,71 @@ class HttpTests(ServerTestCase):
         self.assertEqual(len(results), 64, "some clients hung")
         wrong = [r for r in results if r[1] != 200 or r[2] != want[r[0]]]
         self.assertEqual(wrong, [], "answers under concurrency that are not 200 with the right page (want %r)" % want)
+
+
+class TraceContextTests(ServerTestCase):
+    """W3C traceparent (issue 9, S14): a caller's trace id is kept — in the
+    access log and, when the client sent no X-Request-Id, as the answer's
+    X-Request-Id; an invalid one is ignored (a new trace starts); the
+    access log is one JSON object per line with OpenTelemetry/ECS names."""
+
+    server_env = {"ACCESS_LOG": "1"}
+    TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+    PARENT = "00f067aa0ba902b7"
+
+    def access_lines(self):
+        """The access-log lines (JSON objects with event.dataset
+        marketd.access) written since this test started."""
+        out = []
+        for line in self.server.log_since(self._log_mark).splitlines():
+            if not line.startswith("{"):
+                continue
+            obj = json.loads(line)  # every JSON-looking line must parse
+            if obj.get("event.dataset") == "marketd.access":
+                out.append(obj)
+        return out
+
+    def line_for(self, request_id):
+        found = []
+        ok = wait_until(lambda: found.extend(l for l in self.access_lines() if l["http.request.id"] == request_id)
+                        or found, 10.0, interval=0.05)
+        self.assertTrue(ok, "no access-log line with http.request.id %s" % request_id)
+        return found[0]
+
+    def test_incoming_trace_is_kept(self):
+        tp = "00-%s-%s-01" % (self.TRACE, self.PARENT)
+        r = self.get("/api/v1/cities", headers={"traceparent": tp})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.headers.get("X-Request-Id"), self.TRACE, "the trace id answers as X-Request-Id")
+        line = self.line_for(self.TRACE)
+        self.assertEqual(line["trace.id"], self.TRACE)
+        self.assertRegex(line["span.id"], r"^[0-9a-f]{16}$")
+        self.assertNotEqual(line["span.id"], self.PARENT, "marketd's span is its own, not the caller's")
+        self.assertEqual((line["http.request.method"], line["url.path"], line["http.response.status_code"]),
+                         ("GET", "/api/v1/cities", 200))
+        self.assertEqual(line["http.route"], "/api/v1/cities")
+        self.assertRegex(line["@timestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual(line["log.level"], "info")
+        self.assertIsInstance(line["event.duration"], int)
+
+    def test_client_request_id_wins_and_trace_still_logged(self):
+        tp = "00-%s-%s-00" % (self.TRACE, self.PARENT)
+        r = self.get("/api/v1/cities", headers={"traceparent": tp, "X-Request-Id": "client-chosen-1"})
+        self.assertEqual(r.headers.get("X-Request-Id"), "client-chosen-1")
+        self.assertEqual(self.line_for("client-chosen-1")["trace.id"], self.TRACE)
+
+    def test_invalid_or_missing_traceparent_starts_a_trace(self):
+        seen = set()
+        for tp in (None, "00-%s-%s-01" % ("0" * 32, self.PARENT), "zz-not-a-trace",
+                   "00-%s-%s-01" % (self.TRACE.upper(), self.PARENT)):
+            r = self.get("/api/v1/nope", headers={"traceparent": tp} if tp else None)
+            self.assertProblem(r, 404)
+            rid = r.headers.get("X-Request-Id")
+            self.assertRegex(rid, r"^[0-9a-f]{32}$", "a new trace id answers as X-Request-Id (traceparent %r)" % tp)
+            self.assertNotEqual(rid, self.TRACE)
+            self.assertNotIn(rid, seen)
+            seen.add(rid)
+            self.assertEqual(self.line_for(rid)["trace.id"], rid)
 
 
 class SlowClientTests(ServerTestCase):
