@@ -422,11 +422,14 @@ static void orders_patch(rctx_t *r)
     int rc = body_string(r->body, "status", "status", 1, 20, &s, &r->verr);
     body_require(rc, "status", &r->verr);
     if (rc > 0) {
-        for (int i = 1; statuses[i] != NULL && want == NULL; i++) /* not "new" */
+        /* Every known status goes to the database, "new" included: it is
+         * a status no order can move to, i.e. a wrong transition (409,
+         * with the current status), not an invalid value (422). */
+        for (int i = 0; statuses[i] != NULL && want == NULL; i++)
             if (strcmp(s, statuses[i]) == 0)
                 want = statuses[i];
         if (want == NULL)
-            verr_add(&r->verr, "status", "must be one of confirmed, shipped, delivered, cancelled");
+            verr_add(&r->verr, "status", "must be one of new, confirmed, shipped, delivered, cancelled");
     }
     static const char *const allowed[] = {"status", NULL};
     body_only(r->body, allowed, &r->verr);

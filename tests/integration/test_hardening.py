@@ -1,0 +1,127 @@
+"""Hardening (issue 10): the defects found in review, one class each.
+
+- Defect 5: numbers outside the 64-bit range (or the double range) are a
+  value out of range → 422 naming the field, not 400 "not valid JSON".
+- Defect 6: PATCH /orders/{id} {"status":"new"} is a known status and a
+  wrong transition → 409; an unknown status stays 422.
+- Defect 9: single-line text fields refuse C0 control characters, a
+  description accepts \\n and \\t only; the diagnostic log is one JSON
+  object per line and never carries PostgreSQL's DETAIL (row data).
+- Defect 10: a seller may not order its own products (422, in the SQL
+  function, so no path bypasses it).
+- Defects 1 and 2 (fixed in migrations/0005_outcomes.sql): a cancel above
+  the stock ceiling succeeds; concurrent creates and cancels over the same
+  products never answer 500 and conserve stock.
+
+Every refusal is checked for its problem+json status, errors[].field, and
+for having changed nothing (row counts, stock). Users, sellers and
+products are made with SQL, tokens minted with the server's secret
+(test_orders.OrderCase).
+"""
+
+import json
+
+import harness
+from harness import fmt_resp, parallel
+from test_orders import JWT_SECRET, OrderCase, describe, token_for, unique
+
+JSON = {"Content-Type": "application/json"}
+
+
+class HardeningCase(OrderCase):
+
+    def raw(self, method, path, uid, text):
+        """A request whose body is sent exactly as written (numbers JSON
+        libraries would refuse to produce)."""
+        return self.call(method, path, uid, text, headers=JSON)
+
+    def product_row(self, pid):
+        return self.db_one("SELECT title, description, price, stock, category_id, status, updated_at"
+                           " FROM products WHERE id = %s", (pid,))
+
+    def product_count(self):
+        return self.db_one("SELECT count(*) FROM products")[0]
+
+    def order_status(self, oid):
+        return self.db_one("SELECT status FROM orders WHERE id = %s", (oid,))[0]
+
+
+# ---------------------------------------------------------------------------
+# Defect 6: PATCH to "new"
+# ---------------------------------------------------------------------------
+
+class PatchStatusTests(HardeningCase):
+
+    def setUp(self):
+        super().setUp()
+        self.seller_user, sid = self.new_seller()
+        self.pid = self.new_product(sid, stock=10)
+        self.buyer = self.new_user()
+
+    def patch(self, oid, status):
+        return self.call("PATCH", "/api/v1/orders/%d" % oid, self.seller_user, {"status": status})
+
+    def test_back_to_new_is_a_wrong_transition_409(self):
+        o = self.place_ok(self.buyer, [(self.pid, 2)])
+        r = self.patch(o["id"], "new")
+        b = self.assertProblem(r, 409, "PATCH new -> new")
+        self.assertEqual(b.get("current_status"), "new", fmt_resp(r))
+        self.assertEqual(self.order_status(o["id"]), "new")
+        self.assertJson(self.patch(o["id"], "confirmed"), 200, "confirm")
+        r = self.patch(o["id"], "new")
+        b = self.assertProblem(r, 409, "PATCH confirmed -> new")
+        self.assertEqual(b.get("current_status"), "confirmed", fmt_resp(r))
+        self.assertEqual(self.order_status(o["id"]), "confirmed")
+        self.assertEqual(self.stock_db(self.pid), 8, "stock untouched by the refusals")
+
+    def test_unknown_status_stays_422(self):
+        o = self.place_ok(self.buyer, [(self.pid, 1)])
+        for bad in ("NEW", "bogus", "", "cancel"):
+            self.assertInvalid(self.patch(o["id"], bad), "status", what="PATCH status %r" % bad)
+        self.assertEqual(self.order_status(o["id"]), "new")
+        self.assertEqual(self.stock_db(self.pid), 9)
+
+
+# ---------------------------------------------------------------------------
+# Defect 10: self-orders
+# ---------------------------------------------------------------------------
+
+class SelfOrderTests(HardeningCase):
+
+    def test_a_seller_cannot_order_its_own_product_422(self):
+        seller_user, sid = self.new_seller()
+        own = self.new_product(sid, stock=10)
+        own2 = self.new_product(sid, stock=10)
+        before = self.counts()
+        r = self.place(seller_user, [(own, 1)])
+        self.assertInvalid(r, "items[0].product_id", what="one own product")
+        # The field names the item as the client sent it, not as sorted.
+        hi, lo = max(own, own2), min(own, own2)
+        r = self.place(seller_user, {"items": [{"product_id": hi, "quantity": 1},
+                                               {"product_id": lo, "quantity": 2}]})
+        b = self.assertInvalid(r, what="two own products")
+        self.assertIn(b["errors"][0]["field"], ("items[0].product_id", "items[1].product_id"), fmt_resp(r))
+        self.assertEqual(self.counts(), before, "no order row")
+        self.assertEqual((self.stock_db(own), self.stock_db(own2)), (10, 10), "stock unchanged")
+
+    def test_refusal_is_replayed_with_its_key_and_takes_nothing(self):
+        seller_user, sid = self.new_seller()
+        own = self.new_product(sid, stock=5)
+        before = self.counts()
+        key = unique("self")
+        first = self.place(seller_user, [(own, 1)], key=key)
+        self.assertInvalid(first, "items[0].product_id", what="first")
+        again = self.place(seller_user, [(own, 1)], key=key)
+        self.assertInvalid(again, "items[0].product_id", what="replay")
+        self.assertEqual(again.raw, first.raw)
+        self.assertEqual(self.counts(), before)
+        self.assertEqual(self.stock_db(own), 5)
+
+    def test_the_seller_may_still_buy_from_others_and_others_from_it(self):
+        seller_user, sid = self.new_seller()
+        _, other_sid = self.new_seller("Другой")
+        own = self.new_product(sid, stock=5)
+        theirs = self.new_product(other_sid, stock=5)
+        self.place_ok(seller_user, [(theirs, 1)], "a seller buys from another seller")
+        self.place_ok(self.new_user(), [(own, 1)], "a buyer buys from the seller")
+        self.assertEqual((self.stock_db(own), self.stock_db(theirs)), (4, 4))
