@@ -1,8 +1,8 @@
 /* Orders (api.md "Orders", S6, B6). The transactions themselves are SQL
- * functions (migrations/0002_orders_logic.sql, 0005_outcomes.sql): one
- * round trip each, row locks in id order, conditional stock updates, and
- * the order's JSON rendered in the same transaction so an idempotent replay
- * is exact. They return a domain outcome; this file validates, calls them
+ * functions (migrations/0002_orders_logic.sql, 0005_outcomes.sql,
+ * 0007_hardening.sql): one round trip each, row locks in id order,
+ * conditional stock updates, and the order's JSON rendered in the same
+ * transaction so an idempotent replay is exact. They return a domain outcome; this file validates, calls them
  * and maps the outcome to an answer. */
 #include <sodium.h>
 #include <stdio.h>
@@ -186,6 +186,22 @@ static int cmp_item(const void *a, const void *b)
     return (x->product_id > y->product_id) - (x->product_id < y->product_id);
 }
 
+/* items[0..n) as the JSON array marketd_place_order reads, NUL-terminated
+ * (b->len counts the NUL). */
+static void items_json(jbuf_t *b, const item_t *items, size_t n)
+{
+    jbuf_putc(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        jbuf_puts(b, i ? ",{\"product_id\":" : "{\"product_id\":");
+        json_int(b, items[i].product_id);
+        jbuf_puts(b, ",\"quantity\":");
+        json_int(b, items[i].quantity);
+        jbuf_putc(b, '}');
+    }
+    jbuf_putc(b, ']');
+    jbuf_putc(b, '\0');
+}
+
 /* Idempotency-Key: 1..255 printable ASCII characters. */
 static int idem_key_valid(const char *s, size_t n)
 {
@@ -245,23 +261,20 @@ static void orders_create(rctx_t *r)
         return;
 
     /* Canonical form (sorted by product): the same order written in another
-     * item order is the same request for Idempotency-Key purposes. */
-    qsort(items, n, sizeof(items[0]), cmp_item);
+     * item order is the same request for Idempotency-Key purposes. The
+     * database gets the items in request order, so that a refusal naming
+     * items[i] names the item the client sent at i. */
+    item_t sorted[MAX_ITEMS];
+    memcpy(sorted, items, n * sizeof(items[0]));
+    qsort(sorted, n, sizeof(sorted[0]), cmp_item);
     jbuf_t *b = reply_buffer(r);
-    jbuf_putc(b, '[');
-    for (size_t i = 0; i < n; i++) {
-        jbuf_puts(b, i ? ",{\"product_id\":" : "{\"product_id\":");
-        json_int(b, items[i].product_id);
-        jbuf_puts(b, ",\"quantity\":");
-        json_int(b, items[i].quantity);
-        jbuf_putc(b, '}');
-    }
-    jbuf_putc(b, ']');
-    jbuf_putc(b, '\0');
+    items_json(b, sorted, n);
     unsigned char digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(digest, (const unsigned char *)b->data, b->len - 1);
     char hash[2 * crypto_hash_sha256_BYTES + 1];
     sodium_bin2hex(hash, sizeof(hash), digest, sizeof(digest));
+    jbuf_reset(b);
+    items_json(b, items, n);
     char u[24];
     api_id_text(r->user_id, u);
     r->data = r; /* a placed order answers 201 */
