@@ -125,3 +125,110 @@ class SelfOrderTests(HardeningCase):
         self.place_ok(seller_user, [(theirs, 1)], "a seller buys from another seller")
         self.place_ok(self.new_user(), [(own, 1)], "a buyer buys from the seller")
         self.assertEqual((self.stock_db(own), self.stock_db(theirs)), (4, 4))
+
+
+# ---------------------------------------------------------------------------
+# Defect 5: numbers outside the 64-bit (or double) range
+# ---------------------------------------------------------------------------
+
+# Out of range for every integer field, as JSON texts. The last two are
+# floats: parsed fine, but not an integer.
+OUT_OF_RANGE = ["9223372036854775808", "-9223372036854775809", "1e400", "-1e400",
+                "123456789012345678901234567890", "1e300", "1.5e19"]
+
+
+class OverflowNumberTests(HardeningCase):
+
+    def setUp(self):
+        super().setUp()
+        self.seller_user, self.sid = self.new_seller()
+        self.pids = [self.new_product(self.sid, stock=10) for _ in range(3)]
+        self.buyer = self.new_user()
+
+    def assertNothingChanged(self, before, what):
+        self.assertEqual(self.counts(), before, "%s: orders created" % what)
+        for p in self.pids:
+            self.assertEqual(self.stock_db(p), 10, "%s: stock of %d changed" % (what, p))
+
+    def test_order_items_quantity_and_product_id_422_named(self):
+        p0, p1, p2 = self.pids
+        before = self.counts()
+        for n in OUT_OF_RANGE:
+            text = ('{"items":[{"product_id":%d,"quantity":1},{"product_id":%d,"quantity":1},'
+                    '{"product_id":%d,"quantity":%s}]}' % (p0, p1, p2, n))
+            self.assertInvalid(self.raw("POST", "/api/v1/orders", self.buyer, text), "items[2].quantity",
+                               what="quantity %s" % n)
+            text = '{"items":[{"product_id":%s,"quantity":1},{"product_id":%d,"quantity":1}]}' % (n, p1)
+            self.assertInvalid(self.raw("POST", "/api/v1/orders", self.buyer, text), "items[0].product_id",
+                               what="product_id %s" % n)
+        self.assertNothingChanged(before, "POST /orders")
+
+    def test_every_out_of_range_number_is_named(self):
+        p0, p1, _ = self.pids
+        before = self.counts()
+        text = ('{"items":[{"product_id":%d,"quantity":1e400},{"product_id":99999999999999999999,'
+                '"quantity":-9223372036854775809}]}' % p0)
+        b = self.assertInvalid(self.raw("POST", "/api/v1/orders", self.buyer, text),
+                               "items[0].quantity", "items[1].product_id", "items[1].quantity")
+        self.assertEqual(len(b["errors"]), 3, b)
+        self.assertNothingChanged(before, "POST /orders")
+
+    def test_products_create_and_patch_422_named(self):
+        cat = self.dataset.ids["phones"]
+        count = self.product_count()
+        for field in ("price", "stock", "category_id"):
+            for n in OUT_OF_RANGE:
+                body = {"title": "Ok", "description": "", "price": "PRICE", "stock": "STOCK",
+                        "category_id": "CAT"}
+                text = json.dumps(body).replace('"PRICE"', n if field == "price" else "100") \
+                    .replace('"STOCK"', n if field == "stock" else "1") \
+                    .replace('"CAT"', n if field == "category_id" else str(cat))
+                r = self.raw("POST", "/api/v1/products", self.seller_user, text)
+                self.assertInvalid(r, field, what="POST /products %s=%s" % (field, n))
+        self.assertEqual(self.product_count(), count, "no product created")
+        pid = self.pids[0]
+        row = self.product_row(pid)
+        for field in ("price", "stock", "category_id"):
+            for n in OUT_OF_RANGE:
+                r = self.raw("PATCH", "/api/v1/products/%d" % pid, self.seller_user, '{"%s": %s}' % (field, n))
+                self.assertInvalid(r, field, what="PATCH /products %s=%s" % (field, n))
+        self.assertEqual(self.product_row(pid), row, "the product is unchanged")
+
+    def test_text_fields_and_unknown_fields_and_sellers(self):
+        pid = self.pids[0]
+        row = self.product_row(pid)
+        r = self.raw("PATCH", "/api/v1/products/%d" % pid, self.seller_user, '{"title": 1e400}')
+        self.assertInvalid(r, "title", what="a title that is an out-of-range number")
+        r = self.raw("PATCH", "/api/v1/products/%d" % pid, self.seller_user, '{"nonsense": 1e400}')
+        self.assertInvalid(r, "nonsense", what="an unknown field")
+        self.assertEqual(self.product_row(pid), row)
+        seller = self.db_one("SELECT name, city_id, district_id FROM sellers WHERE id = %s", (self.sid,))
+        r = self.raw("PATCH", "/api/v1/sellers/%d" % self.sid, self.seller_user,
+                     '{"city_id": 9223372036854775808, "district_id": -1e400}')
+        self.assertInvalid(r, "city_id", "district_id", what="PATCH /sellers")
+        self.assertEqual(self.db_one("SELECT name, city_id, district_id FROM sellers WHERE id = %s",
+                                     (self.sid,)), seller)
+
+    def test_malformed_bodies_stay_400(self):
+        before = self.counts()
+        for text in ('{"items": [{"product_id": 1e400, "quantity": 1}]',      # unterminated
+                     '{"items": [{"product_id": 1e400 "quantity": 1}]}',      # missing comma
+                     '{"items": [{"product_id": 01e400, "quantity": 1}]}',    # not a JSON number
+                     '{"items": [{"product_id": 1e400, "quantity": 1}]} x',   # trailing garbage
+                     '[1e400]',                                               # not an object
+                     '{"a": 1e400, "a": 2}'):                                 # duplicate key
+            r = self.raw("POST", "/api/v1/orders", self.buyer, text)
+            self.assertProblem(r, 400, "malformed body %r" % text)
+        self.assertNothingChanged(before, "malformed bodies")
+
+    def test_in_range_extremes_still_work(self):
+        p0 = self.pids[0]
+        before = self.counts()
+        r = self.raw("POST", "/api/v1/orders", self.buyer,
+                     '{"items":[{"product_id":9223372036854775807,"quantity":1}]}')
+        self.assertInvalid(r, "items", what="the largest id is an unknown product, not out of range")
+        r = self.raw("POST", "/api/v1/orders", self.buyer,
+                     '{"items":[{"product_id":%d,"quantity":1e-400}]}' % p0)
+        self.assertInvalid(r, "items[0].quantity", what="an underflowing float is not an integer")
+        self.assertNothingChanged(before, "extremes")
+        self.place_ok(self.buyer, [(p0, 1)])
