@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/fields.h"
 #include "api/render.h"
 #include "core/error.h"
 #include "core/timefmt.h"
@@ -432,7 +433,7 @@ static void orders_patch(rctx_t *r)
     if (order_target(r, id, u) != 0)
         return;
     const char *want = NULL, *s = NULL;
-    int rc = body_string(r->body, "status", "status", 1, 20, &s, &r->verr);
+    int rc = field_text(r->body, "status", "status", 1, 20, FIELD_LINE, &s, &r->verr);
     body_require(rc, "status", &r->verr);
     if (rc > 0) {
         /* Every known status goes to the database, "new" included: it is

@@ -232,3 +232,163 @@ class OverflowNumberTests(HardeningCase):
         self.assertInvalid(r, "items[0].quantity", what="an underflowing float is not an integer")
         self.assertNothingChanged(before, "extremes")
         self.place_ok(self.buyer, [(p0, 1)])
+
+
+# ---------------------------------------------------------------------------
+# Defect 9: control characters in text, and a log that cannot be forged
+# ---------------------------------------------------------------------------
+
+# Every C0 control character and DEL; a description may hold \n and \t.
+C0 = [chr(c) for c in range(0x20)] + ["\x7f"]
+MULTILINE_OK = ["\n", "\t"]
+TS_MS_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+
+
+class ControlCharacterTests(HardeningCase):
+
+    def setUp(self):
+        super().setUp()
+        self.seller_user, self.sid = self.new_seller()
+        self.pid = self.new_product(self.sid)
+
+    def product_body(self, **kw):
+        body = {"title": "Ok", "description": "", "price": 100, "stock": 1,
+                "category_id": self.dataset.ids["phones"]}
+        body.update(kw)
+        return body
+
+    def test_single_line_fields_refuse_c0_and_del(self):
+        count = self.product_count()
+        row = self.product_row(self.pid)
+        seller = self.db_one("SELECT name, description FROM sellers WHERE id = %s", (self.sid,))
+        users = self.db_one("SELECT count(*) FROM users")[0]
+        for ch in C0:
+            what = "U+%04X" % ord(ch)
+            title = "a" + ch + "b"
+            r = self.call("POST", "/api/v1/products", self.seller_user, self.product_body(title=title))
+            self.assertInvalid(r, "title", what="POST /products title with " + what)
+            r = self.call("PATCH", "/api/v1/products/%d" % self.pid, self.seller_user, {"title": title})
+            self.assertInvalid(r, "title", what="PATCH /products title with " + what)
+            r = self.call("PATCH", "/api/v1/sellers/%d" % self.sid, self.seller_user, {"name": title})
+            self.assertInvalid(r, "name", what="PATCH /sellers name with " + what)
+            r = self.call("POST", "/api/v1/auth/register", None,
+                          {"email": unique("c0") + ch + "@example.test", "password": "password123", "name": "Ok"})
+            self.assertInvalid(r, "email", what="register email with " + what)
+            r = self.call("POST", "/api/v1/auth/register", None,
+                          {"email": unique("c0") + "@example.test", "password": "password123", "name": title})
+            self.assertInvalid(r, "name", what="register name with " + what)
+        self.assertEqual(self.product_count(), count, "no product created")
+        self.assertEqual(self.product_row(self.pid), row, "product unchanged")
+        self.assertEqual(self.db_one("SELECT name, description FROM sellers WHERE id = %s", (self.sid,)), seller)
+        self.assertEqual(self.db_one("SELECT count(*) FROM users")[0], users, "no user registered")
+
+    def test_reference_names_refuse_c0(self):
+        admin = self.db_one("INSERT INTO users (email, password_hash, name, is_admin) VALUES (%s, 'x', 'Админ', true)"
+                            " RETURNING id", (unique("admin") + "@example.test",))[0]
+        cities = self.db_one("SELECT count(*) FROM cities")[0]
+        for ch in ("\x00", "\x01", "\x1b", "\n", "\x7f"):
+            r = self.call("POST", "/api/v1/cities", admin, {"name": "Город" + ch, "slug": unique("c").lower()})
+            self.assertInvalid(r, "name", what="city name with U+%04X" % ord(ch))
+        self.assertEqual(self.db_one("SELECT count(*) FROM cities")[0], cities)
+
+    def test_descriptions_take_newline_and_tab_only(self):
+        count = self.product_count()
+        row = self.product_row(self.pid)
+        for ch in C0:
+            if ch in MULTILINE_OK:
+                continue
+            what = "description with U+%04X" % ord(ch)
+            r = self.call("POST", "/api/v1/products", self.seller_user, self.product_body(description="a" + ch))
+            self.assertInvalid(r, "description", what="POST /products " + what)
+            r = self.call("PATCH", "/api/v1/products/%d" % self.pid, self.seller_user, {"description": ch})
+            self.assertInvalid(r, "description", what="PATCH /products " + what)
+            r = self.call("PATCH", "/api/v1/sellers/%d" % self.sid, self.seller_user, {"description": ch})
+            self.assertInvalid(r, "description", what="PATCH /sellers " + what)
+        self.assertEqual(self.product_count(), count)
+        self.assertEqual(self.product_row(self.pid), row)
+        text = "Первая строка\n\tвторая строка"
+        p = self.assertJson(self.call("POST", "/api/v1/products", self.seller_user,
+                                      self.product_body(description=text)), 201, "multi-line description")
+        self.assertEqual(p["description"], text)
+        self.assertJson(self.call("PATCH", "/api/v1/sellers/%d" % self.sid, self.seller_user,
+                                  {"description": text}), 200, "multi-line seller description")
+
+
+class LogTests(HardeningCase):
+    """The diagnostic log (stderr): one JSON object per line, and no row
+    data from PostgreSQL. LOG_LEVEL=debug logs every database error."""
+
+    server_env = {"JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "debug"}
+
+    def log_lines(self):
+        text = self.server.log_since(self._log_mark)
+        return [l for l in text.split("\n") if l]
+
+    def assertJsonLines(self, lines):
+        out = []
+        for line in lines:
+            try:
+                doc = json.loads(line)
+            except ValueError as e:
+                self.fail("a log line that is not JSON (%s): %r" % (e, line))
+            self.assertIsInstance(doc, dict, line)
+            self.assertRegex(doc.get("@timestamp", ""), TS_MS_RE, line)
+            self.assertIn(doc.get("log.level"), ("debug", "info", "warn", "error"), line)
+            self.assertIsInstance(doc.get("message"), str, line)
+            out.append(doc)
+        return out
+
+    def test_every_line_is_json_including_start_up(self):
+        # The class's server has logged its start-up; a fresh one logs start
+        # and stop, read whole.
+        s = self.new_server(env={"JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "debug"})
+        s.start()
+        self.assertStatus(harness.request(s.port, "GET", "/healthz"), 200)
+        s.stop()
+        lines = [l for l in s.log_text().split("\n") if l]
+        self.assertTrue(lines, "nothing logged at debug level")
+        self.assertJsonLines(lines)
+
+    def test_control_characters_never_reach_the_log_raw(self):
+        seller_user, sid = self.new_seller()
+        count = self.product_count()
+        r = self.call("POST", "/api/v1/products", seller_user,
+                      {"title": "x\x1b[2J\nforged line\x01", "description": "", "price": 1, "stock": 1,
+                       "category_id": self.dataset.ids["phones"]})
+        self.assertInvalid(r, "title")
+        self.assertEqual(self.product_count(), count)
+        raw = self.server.log_since(self._log_mark)
+        for ch in C0:
+            if ch != "\n":
+                self.assertNotIn(ch, raw, "a raw U+%04X in the log" % ord(ch))
+        self.assertNotIn("forged line", [l.strip() for l in raw.split("\n")])
+        self.assertJsonLines(self.log_lines())
+
+    def test_constraint_violation_logs_no_row_data_and_is_not_500(self):
+        """A CHECK the server does not validate itself (added here, as a
+        future constraint or a trigger would be): the INSERT fails with
+        SQLSTATE 23514, whose DETAIL quotes the whole row."""
+        seller_user, sid = self.new_seller()
+        secret = unique("row-secret")
+        self.db("ALTER TABLE products ADD CONSTRAINT hardening_test_check"
+                " CHECK (title NOT LIKE 'row-secret%%') NOT VALID")
+        try:
+            count = self.product_count()
+            r = self.call("POST", "/api/v1/products", seller_user,
+                          {"title": secret, "description": "описание-" + secret, "price": 4242, "stock": 1,
+                           "category_id": self.dataset.ids["phones"]})
+            b = self.assertProblem(r, 409, "a broken constraint is a conflict, not a 500")
+            self.assertIn("hardening_test_check", b["detail"], "the detail names the constraint\n%s" % fmt_resp(r))
+            self.assertNotIn(secret, json.dumps(b, ensure_ascii=False))
+            self.assertEqual(self.product_count(), count, "no product created")
+        finally:
+            self.db("ALTER TABLE products DROP CONSTRAINT hardening_test_check")
+        raw = self.server.log_since(self._log_mark)
+        self.assertNotIn(secret, raw, "row data in the log")
+        self.assertNotIn("Failing row", raw)
+        self.assertNotIn("4242", raw)
+        docs = self.assertJsonLines(self.log_lines())
+        db = [d for d in docs if d.get("db.response.status_code") == "23514"]
+        self.assertTrue(db, "no log line with the SQLSTATE:\n%s" % raw)
+        self.assertEqual(db[0].get("db.constraint.name"), "hardening_test_check", db[0])
+        self.assertTrue(db[0].get("db.statement.name"), db[0])
