@@ -392,3 +392,129 @@ class LogTests(HardeningCase):
         self.assertTrue(db, "no log line with the SQLSTATE:\n%s" % raw)
         self.assertEqual(db[0].get("db.constraint.name"), "hardening_test_check", db[0])
         self.assertTrue(db[0].get("db.statement.name"), db[0])
+
+
+# ---------------------------------------------------------------------------
+# Defect 1: a cancel above the stock ceiling; constraint violations
+# ---------------------------------------------------------------------------
+
+class StockCeilingTests(HardeningCase):
+
+    def setUp(self):
+        super().setUp()
+        self.seller_user, self.sid = self.new_seller()
+        self.pid = self.new_product(self.sid, stock=10)
+        self.buyer = self.new_user()
+
+    def raise_to_ceiling(self):
+        r = self.call("PATCH", "/api/v1/products/%d" % self.pid, self.seller_user, {"stock": 1000000})
+        self.assertEqual(self.assertJson(r, 200, "seller raises stock")["stock"], 1000000)
+
+    def test_buyer_cancel_returns_stock_above_the_ceiling(self):
+        o = self.place_ok(self.buyer, [(self.pid, 5)])
+        self.raise_to_ceiling()
+        r = self.call("POST", "/api/v1/orders/%d/cancel" % o["id"], self.buyer)
+        self.assertEqual(self.assertJson(r, 200, "buyer cancels")["status"], "cancelled")
+        self.assertEqual(self.stock_db(self.pid), 1000005)
+        self.assertEqual(self.stock_api(self.pid), 1000005)
+
+    def test_seller_cancel_returns_stock_above_the_ceiling(self):
+        o = self.place_ok(self.buyer, [(self.pid, 5)])
+        self.assertJson(self.call("PATCH", "/api/v1/orders/%d" % o["id"], self.seller_user,
+                                  {"status": "confirmed"}), 200, "confirm")
+        self.raise_to_ceiling()
+        r = self.call("PATCH", "/api/v1/orders/%d" % o["id"], self.seller_user, {"status": "cancelled"})
+        self.assertEqual(self.assertJson(r, 200, "seller cancels")["status"], "cancelled")
+        self.assertEqual(self.stock_db(self.pid), 1000005)
+
+    def test_the_api_bound_still_holds_for_writes(self):
+        r = self.call("PATCH", "/api/v1/products/%d" % self.pid, self.seller_user, {"stock": 1000001})
+        self.assertInvalid(r, "stock")
+        self.assertEqual(self.stock_db(self.pid), 10)
+
+    def test_a_constraint_violation_is_409_and_changes_nothing(self):
+        """The situation before 0005: a CHECK capping stock at 10^6 (put
+        back here for this test) makes the cancel's UPDATE fail with SQLSTATE
+        23514. That answer is a 409 naming the constraint, never a 500, and
+        the whole transaction is gone: the order is still new, stock as it
+        was."""
+        o = self.place_ok(self.buyer, [(self.pid, 5)])
+        self.raise_to_ceiling()
+        self.db("ALTER TABLE products ADD CONSTRAINT hardening_ceiling_check CHECK (stock <= 1000000) NOT VALID")
+        try:
+            r = self.call("POST", "/api/v1/orders/%d/cancel" % o["id"], self.buyer)
+            b = self.assertProblem(r, 409, "cancel against a ceiling constraint")
+            self.assertIn("hardening_ceiling_check", b["detail"], fmt_resp(r))
+            self.assertEqual(self.order_status(o["id"]), "new")
+            self.assertEqual(self.stock_db(self.pid), 1000000)
+        finally:
+            self.db("ALTER TABLE products DROP CONSTRAINT hardening_ceiling_check")
+        r = self.call("POST", "/api/v1/orders/%d/cancel" % o["id"], self.buyer)
+        self.assertJson(r, 200, "the same cancel without the constraint")
+        self.assertEqual(self.stock_db(self.pid), 1000005)
+
+
+# ---------------------------------------------------------------------------
+# Defect 2: concurrent creates and cancels over the same products
+# ---------------------------------------------------------------------------
+
+class ConcurrentStockTests(HardeningCase):
+
+    server_env = {"JWT_SECRET": JWT_SECRET, "WORKERS": "2"}
+    STOCK = 1000
+
+    def new_users(self, n):
+        rows = self.db("INSERT INTO users (email, password_hash, name)"
+                       " SELECT %s || '-' || g || '@example.test', 'x', 'Покупатель ' || g"
+                       " FROM generate_series(1, %s) g RETURNING id", (unique("many"), n))
+        return [r[0] for r in rows]
+
+    def assertConserved(self, pids, what):
+        """stock + what live (not cancelled) orders hold == the start."""
+        for p in pids:
+            held = self.db_one("SELECT coalesce(sum(i.quantity), 0) FROM order_items i"
+                               " JOIN orders o ON o.id = i.order_id AND o.created_at = i.created_at"
+                               " WHERE i.product_id = %s AND o.status <> 'cancelled'", (p,))[0]
+            stock = self.stock_db(p)
+            self.assertGreaterEqual(stock, 0, "%s: negative stock of %d" % (what, p))
+            self.assertEqual(stock + held, self.STOCK,
+                             "%s: product %d: stock %d + held %d != %d" % (what, p, stock, held, self.STOCK))
+
+    def test_creates_and_cancels_interleaved_no_500_stock_conserved(self):
+        seller_user, sid = self.new_seller()
+        pids = [self.new_product(sid, stock=self.STOCK) for _ in range(3)]
+        users = self.new_users(60)
+        orders_of = [[(pids[(i + k) % 3], 1 + (i + k) % 3) for k in range(1 + i % 3)] for i in range(60)]
+        for items in orders_of[1::2]:
+            items.reverse()  # the same products named in the opposite order
+        # A first wave of orders to cancel while the second wave is placed.
+        first = []
+        for u, items in zip(users[:30], orders_of[:30]):
+            first.append((u, self.place_ok(u, items)["id"]))
+        self.assertConserved(pids, "after the first wave")
+
+        def cancel(u, oid, i):
+            if i % 3 == 0:  # the seller cancels some, the buyer the others
+                return self.call("PATCH", "/api/v1/orders/%d" % oid, seller_user, {"status": "cancelled"},
+                                 timeout=60)
+            return self.call("POST", "/api/v1/orders/%d/cancel" % oid, u, timeout=60)
+
+        jobs = [lambda u=u, oid=oid, i=i: cancel(u, oid, i) for i, (u, oid) in enumerate(first)]
+        jobs += [lambda u=u, items=items: self.place(u, items, timeout=60)
+                 for u, items in zip(users[30:], orders_of[30:])]
+        results = parallel(jobs)
+        statuses = [getattr(r, "status", None) for r in results]
+        bad = [r for r in results if getattr(r, "status", None) not in (200, 201)]
+        self.assertEqual(bad, [], "answers other than 200/201:\n%s" % describe(bad[:5]))
+        self.assertEqual(statuses[:30], [200] * 30, "every cancel succeeds")
+        self.assertEqual(statuses[30:], [201] * 30, "every order fits the stock")
+        self.assertEqual(self.db_one("SELECT count(*) FROM orders WHERE seller_id = %s AND status = 'cancelled'",
+                                     (sid,))[0], 30)
+        self.assertConserved(pids, "after creates and cancels")
+        # And cancelling the second wave returns everything.
+        second = [(u, r.body["id"]) for u, r in zip(users[30:], results[30:])]
+        results = parallel([lambda u=u, oid=oid: self.call("POST", "/api/v1/orders/%d/cancel" % oid, u,
+                                                           timeout=60) for u, oid in second])
+        bad = [r for r in results if getattr(r, "status", None) != 200]
+        self.assertEqual(bad, [], "cancels of the second wave:\n%s" % describe(bad[:5]))
+        self.assertEqual([self.stock_db(p) for p in pids], [self.STOCK] * 3, "all stock back")
