@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "api/fields.h"
 #include "api/render.h"
 #include "api/throttle.h"
 #include "core/error.h"
@@ -85,7 +86,8 @@ static account_job_t *read_account(rctx_t *r, int with_name)
     /* Registration enforces the rules; a login only needs two strings: a
      * value that breaks a rule simply cannot match, so it gets the same 401
      * as any wrong password (api.md) instead of a 422 that would tell. */
-    int rc = body_string(obj, "email", "email", with_name ? 3 : 1, with_name ? 254 : 1024, &email, v);
+    int rc = with_name ? field_text(obj, "email", "email", 3, 254, FIELD_LINE, &email, v)
+                       : body_string(obj, "email", "email", 1, 1024, &email, v);
     body_require(rc, "email", v);
     if (with_name && rc > 0 && !email_valid(email))
         verr_add(v, "email", "must be an email address");
@@ -93,7 +95,7 @@ static account_job_t *read_account(rctx_t *r, int with_name)
         body_string(obj, "password", "password", with_name ? 8 : 1, with_name ? 128 : 1024, &password, v),
         "password", v);
     if (with_name)
-        body_require(body_string(obj, "name", "name", 1, 200, &name, v), "name", v);
+        body_require(field_text(obj, "name", "name", 1, FIELD_NAME_MAX, FIELD_LINE, &name, v), "name", v);
     if (reply_if_invalid(r))
         return NULL;
     account_job_t *j = h2o_mem_alloc_pool(&r->req->pool, sizeof(*j));

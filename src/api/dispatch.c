@@ -222,17 +222,29 @@ static int db_submit(rctx_t *r, const db_stmt_t *st, const char **params, db_res
 static void reply_db_failure(rctx_t *r, int err, PGresult *res)
 {
     if (err == MKD_EDB && res != NULL) {
+        /* Names only, never PostgreSQL's messages: its DETAIL quotes row
+         * data, its primary message may quote a value (db_log_error). */
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+        if (state == NULL)
+            state = "unknown";
         /* A constraint the request broke (class 23) is the client's
-         * conflict, not our failure. */
-        if (state != NULL && strncmp(state, "23", 2) == 0) {
-            reply_error(r, MKD_ECONFLICT, "the request conflicts with existing data");
+         * conflict, not our failure; but one that C did not check first,
+         * so it is worth a warning. */
+        if (strncmp(state, "23", 2) == 0) {
+            char rid[64];
+            snprintf(rid, sizeof(rid), "%.*s", (int)r->request_id.len, r->request_id.ptr);
+            log_fields(LOG_WARN,
+                       (const char *const[]){
+                           "request_id", rid, "http.route", r->route != NULL ? r->route->pattern : NULL,
+                           "db.response.status_code", state, "db.constraint.name", constraint, NULL},
+                       "request refused by a database constraint");
+            reply_error(r, MKD_ECONFLICT, "the request conflicts with existing data (constraint %s)",
+                        constraint != NULL ? constraint : "unnamed");
             return;
         }
-        /* The primary message only: PostgreSQL's DETAIL may quote row data. */
-        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        reply_error(r, MKD_EDB, "SQLSTATE %s: %s", state != NULL ? state : "?",
-                    msg != NULL ? msg : "no message");
+        reply_error(r, MKD_EDB, "database error: SQLSTATE %s%s%s", state,
+                    constraint != NULL ? ", constraint " : "", constraint != NULL ? constraint : "");
         return;
     }
     switch (err) {

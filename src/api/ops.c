@@ -129,8 +129,7 @@ static void on_partitions(void *arg, PGresult *res, int err)
 {
     (void)arg;
     if (err != 0) {
-        log_warn("partition upkeep failed (%s): %s", mkd_strerror(err),
-                 res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result");
+        db_log_error(LOG_WARN, NULL, res, "partition upkeep failed (%s)", mkd_strerror(err));
         return;
     }
     int created = atoi(PQgetvalue(res, 0, 1));
@@ -159,8 +158,8 @@ static void on_refresh_popular(void *arg, PGresult *res, int err)
     (void)arg;
     if (err != 0) {
         if (!popular_job_failing)
-            log_warn("popular sellers refresh failed (%s): %s; retrying every 10 s", mkd_strerror(err),
-                     res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result");
+            db_log_error(LOG_WARN, NULL, res, "popular sellers refresh failed (%s), retrying every 10 s",
+                         mkd_strerror(err));
         popular_job_failing = 1;
         return;
     }

@@ -1,8 +1,8 @@
 /* Orders (api.md "Orders", S6, B6). The transactions themselves are SQL
- * functions (migrations/0002_orders_logic.sql, 0005_outcomes.sql): one
- * round trip each, row locks in id order, conditional stock updates, and
- * the order's JSON rendered in the same transaction so an idempotent replay
- * is exact. They return a domain outcome; this file validates, calls them
+ * functions (migrations/0002_orders_logic.sql, 0005_outcomes.sql,
+ * 0007_hardening.sql): one round trip each, row locks in id order,
+ * conditional stock updates, and the order's JSON rendered in the same
+ * transaction so an idempotent replay is exact. They return a domain outcome; this file validates, calls them
  * and maps the outcome to an answer. */
 #include <sodium.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/fields.h"
 #include "api/render.h"
 #include "core/error.h"
 #include "core/timefmt.h"
@@ -189,6 +190,22 @@ static int cmp_item(const void *a, const void *b)
     return (x->product_id > y->product_id) - (x->product_id < y->product_id);
 }
 
+/* items[0..n) as the JSON array marketd_place_order reads, NUL-terminated
+ * (b->len counts the NUL). */
+static void items_json(jbuf_t *b, const item_t *items, size_t n)
+{
+    jbuf_putc(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        jbuf_puts(b, i ? ",{\"product_id\":" : "{\"product_id\":");
+        json_int(b, items[i].product_id);
+        jbuf_puts(b, ",\"quantity\":");
+        json_int(b, items[i].quantity);
+        jbuf_putc(b, '}');
+    }
+    jbuf_putc(b, ']');
+    jbuf_putc(b, '\0');
+}
+
 /* Idempotency-Key: 1..255 printable ASCII characters. */
 static int idem_key_valid(const char *s, size_t n)
 {
@@ -248,23 +265,20 @@ static void orders_create(rctx_t *r)
         return;
 
     /* Canonical form (sorted by product): the same order written in another
-     * item order is the same request for Idempotency-Key purposes. */
-    qsort(items, n, sizeof(items[0]), cmp_item);
+     * item order is the same request for Idempotency-Key purposes. The
+     * database gets the items in request order, so that a refusal naming
+     * items[i] names the item the client sent at i. */
+    item_t sorted[MAX_ITEMS];
+    memcpy(sorted, items, n * sizeof(items[0]));
+    qsort(sorted, n, sizeof(sorted[0]), cmp_item);
     jbuf_t *b = reply_buffer(r);
-    jbuf_putc(b, '[');
-    for (size_t i = 0; i < n; i++) {
-        jbuf_puts(b, i ? ",{\"product_id\":" : "{\"product_id\":");
-        json_int(b, items[i].product_id);
-        jbuf_puts(b, ",\"quantity\":");
-        json_int(b, items[i].quantity);
-        jbuf_putc(b, '}');
-    }
-    jbuf_putc(b, ']');
-    jbuf_putc(b, '\0');
+    items_json(b, sorted, n);
     unsigned char digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(digest, (const unsigned char *)b->data, b->len - 1);
     char hash[2 * crypto_hash_sha256_BYTES + 1];
     sodium_bin2hex(hash, sizeof(hash), digest, sizeof(digest));
+    jbuf_reset(b);
+    items_json(b, items, n);
     char u[24];
     api_id_text(r->user_id, u);
     r->data = r; /* a placed order answers 201 */
@@ -422,14 +436,17 @@ static void orders_patch(rctx_t *r)
     if (order_target(r, id, u) != 0)
         return;
     const char *want = NULL, *s = NULL;
-    int rc = body_string(r->body, "status", "status", 1, 20, &s, &r->verr);
+    int rc = field_text(r->body, "status", "status", 1, 20, FIELD_LINE, &s, &r->verr);
     body_require(rc, "status", &r->verr);
     if (rc > 0) {
-        for (int i = 1; statuses[i] != NULL && want == NULL; i++) /* not "new" */
+        /* Every known status goes to the database, "new" included: it is
+         * a status no order can move to, i.e. a wrong transition (409,
+         * with the current status), not an invalid value (422). */
+        for (int i = 0; statuses[i] != NULL && want == NULL; i++)
             if (strcmp(s, statuses[i]) == 0)
                 want = statuses[i];
         if (want == NULL)
-            verr_add(&r->verr, "status", "must be one of confirmed, shipped, delivered, cancelled");
+            verr_add(&r->verr, "status", "must be one of new, confirmed, shipped, delivered, cancelled");
     }
     static const char *const allowed[] = {"status", NULL};
     body_only(r->body, allowed, &r->verr);

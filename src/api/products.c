@@ -378,11 +378,11 @@ static int read_product(rctx_t *r, int create, const char *out[6], char num[3][2
     const char *s = NULL;
 
     memset(out, 0, 6 * sizeof(out[0]));
-    rc = body_string(obj, "title", "title", 1, FIELD_NAME_MAX, &out[0], v);
+    rc = field_text(obj, "title", "title", 1, FIELD_NAME_MAX, FIELD_LINE, &out[0], v);
     if (create)
         body_require(rc, "title", v);
     n += rc > 0;
-    n += body_string(obj, "description", "description", 0, FIELD_TEXT_MAX, &out[1], v) > 0;
+    n += field_text(obj, "description", "description", 0, FIELD_TEXT_MAX, FIELD_LINES, &out[1], v) > 0;
     rc = body_int(obj, "price", "price", 1, FIELD_PRICE_MAX, &price, v);
     if (create)
         body_require(rc, "price", v);
@@ -399,7 +399,7 @@ static int read_product(rctx_t *r, int create, const char *out[6], char num[3][2
     if (rc > 0)
         api_id_text(category, num[2]), out[4] = num[2], n++;
     if (!create) {
-        rc = body_string(obj, "status", "status", 1, 20, &s, v);
+        rc = field_text(obj, "status", "status", 1, 20, FIELD_LINE, &s, v);
         if (rc > 0 && strcmp(s, "active") != 0 && strcmp(s, "archived") != 0)
             verr_add(v, "status", "must be active or archived");
         else if (rc > 0)

@@ -161,10 +161,10 @@ static void on_written(rctx_t *r, PGresult *res)
 static void read_seller(json_t *obj, int create, const char **name, const char **description, int64_t *city,
                         int *has_city, int64_t *district, int *has_district, verr_t *v)
 {
-    int rc = body_string(obj, "name", "name", 1, FIELD_NAME_MAX, name, v);
+    int rc = field_text(obj, "name", "name", 1, FIELD_NAME_MAX, FIELD_LINE, name, v);
     if (create)
         body_require(rc, "name", v);
-    body_string(obj, "description", "description", 0, FIELD_TEXT_MAX, description, v);
+    field_text(obj, "description", "description", 0, FIELD_TEXT_MAX, FIELD_LINES, description, v);
     rc = body_id(obj, "city_id", "city_id", 0, city, NULL, v);
     if (create)
         body_require(rc, "city_id", v);

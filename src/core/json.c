@@ -99,7 +99,7 @@ void json_str(jbuf_t *b, const char *str, size_t n)
     size_t i = 0;
     while (i < n) {
         unsigned char c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x7f) {
             *o++ = (char)c;
             i++;
             continue;

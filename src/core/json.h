@@ -32,8 +32,9 @@ static inline void jbuf_putc(jbuf_t *b, char c)
     b->data[b->len++] = c;
 }
 
-/* A JSON string literal of s[0..n): escapes quotes, backslashes and control
- * characters; an invalid UTF-8 sequence becomes U+FFFD. */
+/* A JSON string literal of s[0..n): escapes quotes, backslashes, control
+ * characters and DEL (so a log line shows no raw terminal control); an
+ * invalid UTF-8 sequence becomes U+FFFD. */
 void json_str(jbuf_t *b, const char *s, size_t n);
 void json_cstr(jbuf_t *b, const char *s);
 /* 1 if s[0..n) is valid UTF-8 without NUL bytes (safe to send to the

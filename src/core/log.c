@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "core/json.h"
 
 static int log_level = LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -21,22 +24,61 @@ int log_parse_level(const char *s)
     return -1;
 }
 
+int log_enabled(int level)
+{
+    return level >= log_level;
+}
+
+static void log_line(int level, const char *const *fields, const char *fmt, va_list ap)
+{
+    if (level < log_level || level < LOG_DEBUG || level > LOG_ERROR)
+        return;
+    char msg[1024];
+    int m = vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t mlen = m < 0 ? 0 : ((size_t)m >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)m);
+
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    char ts[40];
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(now.tv_nsec / 1000000));
+
+    jbuf_t b;
+    jbuf_init(&b, 256 + mlen);
+    jbuf_puts(&b, "{\"@timestamp\":\"");
+    jbuf_puts(&b, ts);
+    jbuf_puts(&b, "\",\"log.level\":\"");
+    jbuf_puts(&b, level_names[level]);
+    jbuf_puts(&b, "\",\"message\":");
+    json_str(&b, msg, mlen);
+    for (const char *const *f = fields; f != NULL && f[0] != NULL; f += 2) {
+        if (f[1] == NULL)
+            continue;
+        jbuf_putc(&b, ',');
+        json_key(&b, f[0]);
+        json_cstr(&b, f[1]);
+    }
+    jbuf_puts(&b, "}\n");
+    /* One write per line so lines from several threads never interleave. */
+    ssize_t w = write(STDERR_FILENO, b.data, b.len);
+    (void)w;
+    jbuf_free(&b);
+}
+
 void log_msg(int level, const char *fmt, ...)
 {
-    if (level < log_level)
-        return;
-    char line[1024];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%SZ ", &tm);
-    n += (size_t)snprintf(line + n, sizeof(line) - n, "%s ", level_names[level]);
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+    log_line(level, NULL, fmt, ap);
     va_end(ap);
-    n = m < 0 ? n : (n + (size_t)m >= sizeof(line) - 1 ? sizeof(line) - 2 : n + (size_t)m);
-    line[n++] = '\n';
-    /* One write per line so lines from several threads never interleave. */
-    fwrite(line, 1, n, stderr);
+}
+
+void log_fields(int level, const char *const *fields, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, fields, fmt, ap);
+    va_end(ap);
 }

@@ -1,5 +1,6 @@
 #include "db/pool.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,6 +369,34 @@ broken:
     return -1;
 }
 
+void db_log_error(int level, const db_stmt_t *stmt, const PGresult *res, const char *what, ...)
+{
+    if (!log_enabled(level))
+        return;
+    char msg[256];
+    va_list ap;
+    va_start(ap, what);
+    vsnprintf(msg, sizeof(msg), what, ap);
+    va_end(ap);
+#define DIAG(code) (res != NULL ? PQresultErrorField(res, code) : NULL)
+    const char *state = DIAG(PG_DIAG_SQLSTATE);
+    const char *const fields[] = {"db.system",
+                                  "postgresql",
+                                  "db.statement.name",
+                                  stmt != NULL ? stmt->name : NULL,
+                                  "db.response.status_code",
+                                  state,
+                                  "db.constraint.name",
+                                  DIAG(PG_DIAG_CONSTRAINT_NAME),
+                                  "db.collection.name",
+                                  DIAG(PG_DIAG_TABLE_NAME),
+                                  "db.column.name",
+                                  DIAG(PG_DIAG_COLUMN_NAME),
+                                  NULL};
+#undef DIAG
+    log_fields(level, fields, "%s: SQLSTATE %s", msg, state != NULL ? state : "unknown");
+}
+
 static int result_err(PGresult *res)
 {
     switch (PQresultStatus(res)) {
@@ -431,8 +460,7 @@ static void conn_process(db_conn_t *c)
         c->last_used_us = now_us();
         int err;
         if (q->prepare_error != NULL) {
-            log_error("db %s: prepare failed: %s", c->pool->opt.label,
-                      PQresultErrorMessage(q->prepare_error));
+            db_log_error(LOG_ERROR, q->stmt, q->prepare_error, "db %s: prepare failed", c->pool->opt.label);
             if (res != NULL)
                 PQclear(res);
             res = q->prepare_error;
@@ -443,7 +471,7 @@ static void conn_process(db_conn_t *c)
         } else {
             err = result_err(res);
             if (err == MKD_EDB)
-                log_debug("db %s: %s", c->pool->opt.label, PQresultErrorMessage(res));
+                db_log_error(LOG_DEBUG, q->stmt, res, "db %s: statement failed", c->pool->opt.label);
         }
         query_finish(q, res, err);
         if (res != NULL)

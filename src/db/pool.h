@@ -46,6 +46,18 @@ typedef struct db_stmt {
 
 #define DB_MAX_STATEMENTS 4096
 
+/*
+ * Logs a failed result without row data: what failed (`what`, a printf
+ * format), the statement's name, SQLSTATE (db.response.status_code) and
+ * the names PostgreSQL reports (constraint, table, column). Never the
+ * primary message, its DETAIL ("Failing row contains (…)", "Key (…)=(…)")
+ * nor the parameters: any of them may quote a row's values, and a
+ * literal of the wrong type is quoted in the primary message itself.
+ * `stmt` and `res` may be NULL.
+ */
+void db_log_error(int level, const db_stmt_t *stmt, const PGresult *res, const char *what, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Registers `sql` (owned by the caller, must outlive the process's pools).
  * Thread-safe. Returns NULL when DB_MAX_STATEMENTS is reached. */
 const db_stmt_t *db_stmt_register(const char *sql, int nparams);

@@ -13,11 +13,20 @@
 /*
  * Parses `body` as a JSON object. Returns the object (caller json_decref's),
  * or NULL with *err = MKD_EBADREQ (not JSON / not an object / duplicate
- * keys / nesting deeper than 16) or MKD_EMEDIATYPE (`content_type` is not
+ * keys / nesting deeper than 16; a number too large to hold is not an
+ * error, see body_out_of_range) or MKD_EMEDIATYPE (`content_type` is not
  * application/json). `detail` receives a message.
  */
 json_t *body_parse(const char *content_type, size_t ct_len, const char *body, size_t len, int *err,
                    char *detail, size_t detail_len);
+
+/* A number outside the range jansson holds (an integer outside int64, a
+ * real beyond double) does not fail body_parse: it reads as a marker value
+ * for which this returns 1, and which every reader refuses under its
+ * field's name (api.md: a value out of range → 422, not 400). A handler
+ * reading a value without the readers sees a string and refuses it as the
+ * wrong type. */
+int body_out_of_range(const json_t *j);
 
 /* Readers: MKD_PRESENT (valid, stored), MKD_ABSENT (or null when null_ok),
  * MKD_EINVAL (recorded in v under `field`). Strings must be valid UTF-8

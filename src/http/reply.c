@@ -229,8 +229,10 @@ static void problem(rctx_t *r, int err, const char *members, const char *fmt, va
     int i = error_index(err), status = i < 0 ? 500 : error_table[i].status;
     if (status == 500) {
         vsnprintf(detail, sizeof(detail), fmt, ap);
-        log_error("request %.*s: %s: %s", (int)r->request_id.len, r->request_id.ptr, mkd_strerror(err),
-                  detail);
+        char rid[64];
+        snprintf(rid, sizeof(rid), "%.*s", (int)r->request_id.len, r->request_id.ptr);
+        log_fields(LOG_ERROR, (const char *const[]){"request_id", rid, NULL}, "request %s: %s: %s", rid,
+                   mkd_strerror(err), detail);
         /* What went wrong inside stays in the log. */
         snprintf(detail, sizeof(detail), "internal error (request id %.*s)", (int)r->request_id.len,
                  r->request_id.ptr);

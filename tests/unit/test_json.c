@@ -60,7 +60,7 @@ static void test_str_plain(void **state)
     expect_str("abc", "\"abc\"");
     expect_str("Hello, world! 123 /path?x=1&y=<2>", "\"Hello, world! 123 /path?x=1&y=<2>\"");
     expect_str("'single'", "\"'single'\"");
-    expect_str("\x7f", "\"\x7f\""); /* DEL needs no escape in JSON */
+    expect_str("\x7f", "\"\\u007f\""); /* DEL: escaped, though JSON does not require it */
     expect_str(" ~", "\" ~\"");
 }
 

@@ -357,11 +357,6 @@ static char *fake_PQresultErrorField(const PGresult *r, int field)
     return (char *)r->sqlstate;
 }
 
-static char *fake_PQresultErrorMessage(const PGresult *r)
-{
-    return r == NULL ? (char *)"" : (char *)r->msg;
-}
-
 static void fake_PQfinish(PGconn *f)
 {
     if (f == NULL)
@@ -399,7 +394,6 @@ static void fake_PQfinish(PGconn *f)
 #define PQclear              fake_PQclear
 #define PQresultStatus       fake_PQresultStatus
 #define PQresultErrorField   fake_PQresultErrorField
-#define PQresultErrorMessage fake_PQresultErrorMessage
 #define PQfinish             fake_PQfinish
 
 #include "db/pool.c"

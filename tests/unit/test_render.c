@@ -263,7 +263,7 @@ static void test_render_text_escapes(void **state)
     expect_col(COL_TEXT, "", "\"\"");
     expect_col(COL_TEXT, "plain", "\"plain\"");
     expect_col(COL_TEXT, "q\"b\\s/", "\"q\\\"b\\\\s/\"");
-    expect_col(COL_TEXT, "\n\r\t\b\f\x1f\x7f", "\"\\n\\r\\t\\u0008\\u000c\\u001f\x7f\"");
+    expect_col(COL_TEXT, "\n\r\t\b\f\x1f\x7f", "\"\\n\\r\\t\\u0008\\u000c\\u001f\\u007f\"");
     expect_col(COL_TEXT, "Ёлка 😀", "\"Ёлка 😀\"");
     /* Invalid UTF-8 becomes U+FFFD. */
     expect_col(COL_TEXT,
