@@ -29,6 +29,16 @@ int log_enabled(int level)
     return level >= log_level;
 }
 
+void log_timestamp(char *out, size_t n)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + k, n - k, ".%03dZ", (int)(now.tv_nsec / 1000000));
+}
+
 static void log_line(int level, const char *const *fields, const char *fmt, va_list ap)
 {
     if (level < log_level || level < LOG_DEBUG || level > LOG_ERROR)
@@ -37,13 +47,8 @@ static void log_line(int level, const char *const *fields, const char *fmt, va_l
     int m = vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t mlen = m < 0 ? 0 : ((size_t)m >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)m);
 
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    struct tm tm;
-    gmtime_r(&now.tv_sec, &tm);
-    char ts[40];
-    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(now.tv_nsec / 1000000));
+    char ts[LOG_TIMESTAMP_MAX];
+    log_timestamp(ts, sizeof(ts));
 
     jbuf_t b;
     jbuf_init(&b, 256 + mlen);

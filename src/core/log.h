@@ -14,7 +14,13 @@
  * data (PostgreSQL's DETAIL, statement parameters) — see db/pool.h
  * db_log_error.
  */
+#include <stddef.h>
+
 enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* "2026-11-26T05:21:48.123Z" (UTC, milliseconds): both logs' @timestamp. */
+#define LOG_TIMESTAMP_MAX 32
+void log_timestamp(char *out, size_t n);
 
 /* Set once at start-up, before threads start. */
 void log_set_level(int level);

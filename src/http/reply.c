@@ -91,17 +91,6 @@ const char *rctx_header(rctx_t *r, const char *name, size_t *len)
     return r->req->headers.entries[h].value.base;
 }
 
-/* "2026-11-26T05:21:48.123Z" */
-static void timestamp_ms(char *out, size_t n)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    struct tm tm;
-    gmtime_r(&now.tv_sec, &tm);
-    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + k, n - k, ".%03dZ", (int)(now.tv_nsec / 1000000));
-}
-
 /* One JSON line per request on stdout (ACCESS_LOG=1), with the field
  * names of OpenTelemetry's semantic conventions / ECS, so that a log
  * pipeline (Loki, Elasticsearch, Vector) needs no mapping: trace.id joins
@@ -111,8 +100,8 @@ static void access_log(rctx_t *r, int status, size_t bytes, uint64_t dur_us)
     h2o_req_t *req = r->req;
     jbuf_t *line = &r->w->logbuf;
     jbuf_reset(line);
-    char ts[40];
-    timestamp_ms(ts, sizeof(ts));
+    char ts[LOG_TIMESTAMP_MAX];
+    log_timestamp(ts, sizeof(ts));
     jbuf_puts(line, "{\"@timestamp\":\"");
     jbuf_puts(line, ts);
     jbuf_puts(line, "\",\"log.level\":\"info\",\"event.dataset\":\"marketd.access\",\"trace.id\":\"");
