@@ -14,14 +14,15 @@ FROM debian:${DEBIAN_RELEASE} AS build
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      build-essential pkg-config \
+      build-essential pkg-config python3 python3-yaml \
       libpq-dev libh2o-evloop-dev libsodium-dev libjansson-dev libssl-dev libhiredis-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what `make build` reads (.dockerignore keeps the rest out), least
 # changing first for the layer cache.
 COPY Makefile ./
-COPY scripts/embed-migrations.sh scripts/embed-seed-data.sh scripts/
+COPY scripts/embed-migrations.sh scripts/embed-seed-data.sh scripts/embed-openapi.py scripts/
+COPY api/openapi.yaml api/
 COPY migrations/ migrations/
 COPY src/ src/
 # migrations/*.sql are compiled into the binary (build/gen/migrations_embed.c).

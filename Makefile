@@ -17,7 +17,7 @@ SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 
 SRC_ALL := $(sort $(shell find src -name '*.c'))
 SRC_LIB := $(filter-out src/main.c,$(SRC_ALL))
-GEN_C   := build/gen/migrations_embed.c build/gen/seed_data_embed.c
+GEN_C   := build/gen/migrations_embed.c build/gen/seed_data_embed.c build/gen/openapi_embed.c
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 SEED_DATA  := $(sort $(wildcard src/cli/seed-data/*.tsv src/cli/seed-data/*.txt))
 
@@ -45,6 +45,11 @@ build/gen/migrations_embed.c: scripts/embed-migrations.sh $(MIGRATIONS)
 build/gen/seed_data_embed.c: scripts/embed-seed-data.sh $(SEED_DATA) src/cli/seed-data
 	@mkdir -p $(dir $@)
 	bash scripts/embed-seed-data.sh src/cli/seed-data > $@.tmp && mv $@.tmp $@
+
+# The contract the binary serves (/openapi.yaml, /openapi.json).
+build/gen/openapi_embed.c: scripts/embed-openapi.py api/openapi.yaml
+	@mkdir -p $(dir $@)
+	python3 scripts/embed-openapi.py api/openapi.yaml > $@.tmp && mv $@.tmp $@
 
 build/release/obj/%.o: %.c
 	@mkdir -p $(dir $@)

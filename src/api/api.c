@@ -6,7 +6,7 @@
 
 /* Every resource of api.md; adding one is a module + OpenAPI + a test. */
 static const api_module_t *const modules[] = {
-    &api_ops, &api_auth, &api_reference, &api_sellers, &api_products, &api_images, &api_orders,
+    &api_ops, &api_auth, &api_reference, &api_sellers, &api_products, &api_images, &api_orders, &api_apidoc,
 };
 #define NMODULES ((int)(sizeof(modules) / sizeof(modules[0])))
 

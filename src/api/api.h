@@ -17,6 +17,7 @@ extern const api_module_t api_sellers;
 extern const api_module_t api_products;
 extern const api_module_t api_images;
 extern const api_module_t api_orders;
+extern const api_module_t api_apidoc;
 
 /* Builds the route table and registers every module's statements. Once,
  * before the workers start. */

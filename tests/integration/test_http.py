@@ -3,9 +3,12 @@
 
 import http.client
 import json
+import os
 import re
 import threading
 import time
+
+import yaml
 
 from harness import (Dataset, ServerTestCase, fmt_resp, raw_connect, raw_headers, raw_read, raw_status,
                      request, wait_until)
@@ -131,6 +134,21 @@ class HttpTests(ServerTestCase):
             self.assertEqual(r.headers.get("X-Request-Id"), rid, "GET %s\n%s" % (path, fmt_resp(r)))
 
     # -- operations ---------------------------------------------------------------
+
+    def test_openapi_served_is_the_repository_file(self):
+        spec_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "api", "openapi.yaml")
+        with open(spec_path, "rb") as f:
+            raw = f.read()
+        r = self.get("/openapi.yaml")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.headers.get("Content-Type"), "application/yaml")
+        self.assertEqual(r.body if isinstance(r.body, bytes) else r.body.encode(), raw,
+                         "/openapi.yaml is not api/openapi.yaml (rebuild embeds it)")
+        j = self.get("/openapi.json")
+        self.assertStatus(j, 200)
+        self.assertEqual(j.body, json.loads(json.dumps(yaml.safe_load(raw), default=str)),
+                         "/openapi.json is not the YAML document as JSON")
+        self.assertTrue(j.body["openapi"].startswith("3."))
 
     def test_healthz(self):
         self.assertStatus(self.get("/healthz"), 200)
