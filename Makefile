@@ -111,6 +111,12 @@ bench-overload: deps
 	$(MAKE) build
 	bash bench/overload.sh
 
+# docs/traceability.md: which tests check which requirement and api.md rule
+# (scripts/traceability.py; `make test` fails when it is stale).
+.PHONY: traceability
+traceability:
+	python3 scripts/traceability.py
+
 # Every C file of the tree: formatted by `make fmt`, checked by `make test`.
 FMT_FILES = $(sort $(SRC_ALL) $(shell find src tests -name '*.h') $(UNIT_SRC) $(FUZZ_SRC) $(wildcard tests/redis/*.c))
 fmt:

@@ -1380,6 +1380,7 @@ class CacheRaceTests(CacheCase):
 # 5. Stampede: one database query per hot key (B4)
 # ---------------------------------------------------------------------------
 
+# Cache stampede protection (B4): one miss on a hot key, one database query.
 class CacheStampedeMixin:
     N = 200
 

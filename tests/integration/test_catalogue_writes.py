@@ -257,6 +257,9 @@ class ReferenceWriteTests(CatalogueWriteCase):
         self.assertInvalid(r, "parent_id", what="parent_id as a string")
         self.assertEqual(self.counts(), before)
 
+    # 422 naming each bad field, 400 for a body that is not JSON or not an
+    # object, 415 for one that is not application/json, and nothing created
+    # (conv-bad-body, conv-base-path, conv-errors).
     def test_validation(self):
         before = self.counts()
         cases = [
@@ -410,6 +413,7 @@ class SellerWriteTests(CatalogueWriteCase):
 
 class ProductWriteTests(CatalogueWriteCase):
 
+    # The product as api.md has it: price in kopecks with currency RUB (conv-money).
     def test_create_matches_get(self):
         ids = self.dataset.ids
         uid, s = self.new_seller(city=ids["kzn"], district=ids["vakh"], name="Продавец книг")

@@ -64,7 +64,7 @@ def connection_refused(port):
 
 class ConfigTests(ServerTestCase):
     """Bad configuration stops start-up with a non-zero exit and a message
-    naming the variable."""
+    naming the variable (api-config)."""
 
     start_server = False
 
@@ -139,6 +139,7 @@ class ConfigTests(ServerTestCase):
 class ShutdownTests(ServerTestCase):
     start_server = False
 
+    # B7: SIGTERM stops accepting, finishes the request in flight, then exits.
     def test_sigterm_drains_in_flight_request(self):
         # A statement timeout (marketd's DB_STATEMENT_TIMEOUT_MS) must not end
         # the request before the lock is released.

@@ -221,6 +221,8 @@ class OrderCase(ServerTestCase):
 
 class OrderCreateTests(OrderCase):
 
+    # assertOrder: integer ids, money in kopecks with currency RUB, RFC 3339
+    # timestamps (conv-ids, conv-money, conv-timestamps).
     def test_create_shape_and_stock_taken(self):
         suid, sid = self.new_seller()
         a = self.new_product(sid, price=129900, stock=10, title="Чайник электрический")
@@ -649,6 +651,7 @@ class OrderConcurrencyTests(OrderCase):
                        " FROM generate_series(1, %s) g RETURNING id", (unique("many"), n))
         return [r[0] for r in rows]
 
+    # B6: concurrent orders never drive stock below zero.
     def test_no_oversell_50_buyers_stock_7(self):
         _, sid = self.new_seller()
         p = self.new_product(sid, price=4900, stock=7)

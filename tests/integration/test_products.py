@@ -242,6 +242,7 @@ class ProductListTests(ProductAssertions, ServerTestCase):
             b = self.assertList(r, "limit=%d" % limit)
             self.assertIds(b["items"], self.expected("newest")[:limit], "limit=%d" % limit)
 
+    # A hard cap on rows returned (S12, conv-lists).
     def test_limit_clamped_to_100(self):
         self.assertGreater(len(self.dataset.active_products()), 101)
         for limit in (101, 1000, 2147483648):

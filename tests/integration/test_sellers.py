@@ -184,6 +184,7 @@ class SellerLimitClampTests(SellerAssertions, ServerTestCase):
 
     MANY = 105
 
+    # A hard cap on rows returned (S12, conv-lists).
     def test_limit_clamped_to_100(self):
         conn = db_connect()
         try:

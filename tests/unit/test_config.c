@@ -1,6 +1,7 @@
 /*
  * src/core/config.c: configuration from a fake environment. Defaults, good
- * values, and every bad value rejected with a message naming the variable.
+ * values, and every bad value rejected with a message naming the variable
+ * (api-config: api.md "Configuration (environment)").
  * Failed loads must free what they allocated (LeakSanitizer checks).
  * DATABASE_URL and JWT_SECRET are required; every test starts from an
  * environment with just those two (setup_env).

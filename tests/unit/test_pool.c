@@ -4,7 +4,9 @@
  * with every libpq call it makes renamed to a fake: a scripted PGconn whose
  * socket is one end of a socketpair (so h2o's evloop watches a real fd) and
  * whose other end plays the server — the test decides when commands are
- * answered, with what, and when the connection drops.
+ * answered, with what, and when the connection drops. The pool is S3's
+ * (base connections plus overflow ones that close when idle); its bounded
+ * wait is B5's (pool exhausted: an error after DB_POOL_TIMEOUT_MS, no hang).
  *
  * Time: both clocks involved — pool.c's now_us() and the evloop's own
  * (h2o_now, which drives every h2o_timeout: the wait timeout, the 100 ms
@@ -786,6 +788,7 @@ static void test_dispatch_spreads_then_fills_up_to_pipeline_depth(void **state)
     assert_stats(0, 2, 0, 0, 1);
 }
 
+/* S3: overflow connections only beyond the base ones. */
 static void test_overflow_opened_only_when_all_ready_are_full(void **state)
 {
     db_pool_options_t o = options();
@@ -852,6 +855,7 @@ static void test_overflow_attempts_one_at_a_time(void **state)
     assert_stats(0, 3, 0, 0, 1);
 }
 
+/* S3: overflow connections close again when idle. */
 static void test_idle_overflow_closed_after_idle_ms(void **state)
 {
     db_pool_options_t o = options();
@@ -922,6 +926,7 @@ static void test_waiters_fifo_and_bounded(void **state)
     assert_i64_eq(recs[4].calls, 0);
 }
 
+/* B5: an exhausted pool answers after a bounded wait, never hangs. */
 static void test_waiter_times_out_with_ebusy_once(void **state)
 {
     db_pool_options_t o = options();
