@@ -31,7 +31,7 @@ FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(SRC_LIB) $(GEN_C))
 UNIT_BIN := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all build asan unit fuzz run stop status test bench deps fmt fmt-check lint clean
+.PHONY: all build asan unit fuzz run restart stop status test bench deps fmt fmt-check lint clean
 all: build
 build: build/release/marketd
 asan: build/asan/marketd
@@ -88,6 +88,12 @@ deps:
 # MONITORING=1 make run also starts Prometheus (and the exporters) on :9090.
 run: deps
 	$(MAKE) build
+	bash scripts/stack.sh start
+	@if [ "$(MONITORING)" = 1 ]; then bash scripts/monitoring.sh start; fi
+# Everything stopped (the backend drains) and started again from the current build.
+restart: deps
+	$(MAKE) build
+	bash scripts/stack.sh stop
 	bash scripts/stack.sh start
 	@if [ "$(MONITORING)" = 1 ]; then bash scripts/monitoring.sh start; fi
 stop:

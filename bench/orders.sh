@@ -30,7 +30,7 @@
 # Results: bench/results/orders-<UTC>.md and bench/results/orders-latest.md
 # (medians of ORDERS_ROUNDS rounds and same-round ratios).
 #
-# Uses the cluster of bench/run.sh (.data/bench-pg, 127.0.0.1:55433, seeded
+# Uses the cluster of bench/run.sh (.data/bench-pg, 127.0.0.1:15433, seeded
 # by `make bench` / BENCH_PREPARE_ONLY=1 bench/run.sh) and its lock file
 # .data/bench.lock: waits for it (up to ORDERS_LOCK_WAIT s) instead of
 # failing. marketd listens on 127.0.0.1:18091 only. Every wait is bounded;
@@ -55,7 +55,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 . "$ROOT/bench/lib.sh"
 
 HOST=127.0.0.1
-PG_PORT=55433
+PG_PORT=15433
 API_PORT=18091
 DB_NAME=marketd_bench
 DB_URL="postgresql://postgres@$HOST:$PG_PORT/$DB_NAME"

@@ -27,7 +27,7 @@
 # city (half), 8 % popular sellers (half without, half with city_id).
 #
 # Set-up as bench/run.sh (and with its ports, database and lock): PostgreSQL
-# in .data/bench-pg on 127.0.0.1:55433 seeded once with `marketd seed
+# in .data/bench-pg on 127.0.0.1:15433 seeded once with `marketd seed
 # --scale bench` (bench/run.sh does it when the marker is missing), marketd
 # on 127.0.0.1:18081 (WORKERS=2 DB_POOL_SIZE=8 DB_MAX_OVERFLOW=0
 # ACCESS_LOG=0), redis-server on 127.0.0.1:18083. Everything started here
@@ -59,7 +59,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 o_log() { printf '[overload %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 HOST=127.0.0.1
-PG_PORT=55433
+PG_PORT=15433
 API_PORT=18081
 REDIS_PORT=18083
 DB_NAME=marketd_bench

@@ -21,8 +21,8 @@
 # bench/results/latest.md (medians of BENCH_ROUNDS rounds, and ratios).
 #
 # One-time setup: a dedicated PostgreSQL 15 cluster in .data/bench-pg
-# (127.0.0.1:55433) seeded with `marketd seed --scale bench` (1M products,
-# 10M orders); later runs reuse it. Only ports 55433 (PostgreSQL),
+# (127.0.0.1:15433) seeded with `marketd seed --scale bench` (1M products,
+# 10M orders); later runs reuse it. Only ports 15433 (PostgreSQL),
 # 18081 (marketd), 18082 (nginx) and 18083 (Redis) are used, all on
 # 127.0.0.1. Every wait is bounded and every process started here is stopped
 # on exit.
@@ -60,7 +60,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 
 # --- configuration -----------------------------------------------------------
 HOST=127.0.0.1
-PG_PORT=55433
+PG_PORT=15433
 API_PORT=18081
 NGINX_PORT=18082
 REDIS_PORT=18083

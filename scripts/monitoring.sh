@@ -17,7 +17,7 @@
 #
 # Usage: scripts/monitoring.sh start|stop|status
 # Env:   PROMETHEUS_BIN (default /usr/bin/prometheus),
-#        MONITORING_REDIS_ADDR (default 127.0.0.1:56379, the stack's Redis)
+#        MONITORING_REDIS_ADDR (default 127.0.0.1:16379, the stack's Redis)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -26,9 +26,9 @@ HOST=127.0.0.1
 PROM_PORT=9090
 PG_EXPORTER_PORT=9187
 REDIS_EXPORTER_PORT=9121
-PG_PORT=55432 # scripts/stack.sh
+PG_PORT=15432 # scripts/stack.sh
 DB_NAME=marketd
-REDIS_ADDR=${MONITORING_REDIS_ADDR:-127.0.0.1:56379} # scripts/stack.sh
+REDIS_ADDR=${MONITORING_REDIS_ADDR:-127.0.0.1:16379} # scripts/stack.sh
 
 DATA=$ROOT/.data
 LOGS=$DATA/logs

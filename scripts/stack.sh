@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local stack behind `make run` / `make stop` / `make status`:
-#   PostgreSQL 15  127.0.0.1:55432  cluster in .data/pg, logs .data/logs/postgresql.log
-#   Redis          127.0.0.1:56379  .data/redis, logs .data/logs/redis.log (the cache)
+#   PostgreSQL 15  127.0.0.1:15432  cluster in .data/pg, logs .data/logs/postgresql.log
+#   Redis          127.0.0.1:16379  .data/redis, logs .data/logs/redis.log (the cache)
 #   marketd        127.0.0.1:8081   build/release/marketd serve, .data/logs/marketd.log
 #   nginx          127.0.0.1:8080   proxy to marketd + /media/ from .data/media
 # All state lives in .data/ (git-ignored) and survives `stop`; delete .data/
@@ -19,9 +19,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 . "$ROOT/tests/lib/pg.sh"
 
 HOST=127.0.0.1
-PG_PORT=55432
+# Below the kernel's ephemeral range (32768-60999 here): a fixed port in it
+# can be taken for a moment by any outgoing connection.
+PG_PORT=15432
 API_PORT=8081
-REDIS_PORT=56379
+REDIS_PORT=16379
 WEB_PORT=8080
 DB_NAME=marketd
 DB_URL="postgresql://postgres@$HOST:$PG_PORT/$DB_NAME"
@@ -31,6 +33,9 @@ DATA=$ROOT/.data
 LOGS=$DATA/logs
 MEDIA=$DATA/media
 BACKEND_PIDFILE=$DATA/marketd.pid
+# The sha256 of the binary the running backend was started from: `make run`
+# after a rebuild restarts the backend when it differs.
+BACKEND_SHAFILE=$DATA/marketd.sha256
 BACKEND_LOG=$LOGS/marketd.log
 JWT_FILE=$DATA/jwt_secret
 NGINX_PREFIX=$DATA/nginx
@@ -269,6 +274,14 @@ start_backend() {
 	) &
 	pid=$!
 	printf '%s\n' "$pid" >"$BACKEND_PIDFILE"
+	binary_sha >"$BACKEND_SHAFILE"
+}
+
+binary_sha() { sha256sum "$MARKETD_BIN" | cut -d' ' -f1; }
+
+# The running backend was started from another binary than the current build.
+backend_outdated() {
+	[ "$(cat "$BACKEND_SHAFILE" 2>/dev/null)" != "$(binary_sha)" ]
 }
 
 wait_backend_ready() {
@@ -371,8 +384,19 @@ cmd_start() {
 	be_pid=$(backend_pid)
 	ng_pid=$(nginx_pid)
 	rd_pid=$(redis_pid)
+	if [ -n "$be_pid" ] && backend_outdated; then
+		# A rebuilt binary: drain the old backend, migrate, start the new one.
+		say "the backend binary changed since it started: restarting it"
+		stop_backend
+		be_pid=""
+	fi
+	if [ -n "$ng_pid" ]; then
+		# nginx picks up a changed template or EDGE_* settings by a reload.
+		write_nginx_conf
+		nginx_cmd -s reload </dev/null >>"$NGINX_PREFIX/logs/error.log" 2>&1 || say "nginx: reload failed (see its error.log)"
+	fi
 	if [ -n "$pg_pid" ] && [ -n "$be_pid" ] && [ -n "$ng_pid" ] && [ -n "$rd_pid" ] && backend_ready; then
-		say "already running at $BASE_URL"
+		say "already running at $BASE_URL (the backend runs the current build)"
 		exit 0
 	fi
 
