@@ -4,20 +4,17 @@
  * conditional stock updates, and the order's JSON rendered in the same
  * transaction so an idempotent replay is exact. They return a domain outcome; this file validates, calls them
  * and maps the outcome to an answer. */
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
 #include "api/fields.h"
+#include "api/order_request.h"
 #include "api/render.h"
 #include "core/error.h"
 #include "core/timefmt.h"
 #include "http/body.h"
-
-#define MAX_ITEMS    50
-#define MAX_QUANTITY 1000
 
 enum { F_STATUS = 1, F_FROM = 2, F_TO = 4, F_CURSOR = 8, NMASKS = 16 };
 
@@ -180,50 +177,13 @@ static void on_function_answer(rctx_t *r, PGresult *res)
 
 /* ---- POST /orders ----------------------------------------------------------- */
 
-typedef struct item {
-    int64_t product_id, quantity;
-} item_t;
-
-static int cmp_item(const void *a, const void *b)
-{
-    const item_t *x = a, *y = b;
-    return (x->product_id > y->product_id) - (x->product_id < y->product_id);
-}
-
-/* items[0..n) as the JSON array marketd_place_order reads, NUL-terminated
- * (b->len counts the NUL). */
-static void items_json(jbuf_t *b, const item_t *items, size_t n)
-{
-    jbuf_putc(b, '[');
-    for (size_t i = 0; i < n; i++) {
-        jbuf_puts(b, i ? ",{\"product_id\":" : "{\"product_id\":");
-        json_int(b, items[i].product_id);
-        jbuf_puts(b, ",\"quantity\":");
-        json_int(b, items[i].quantity);
-        jbuf_putc(b, '}');
-    }
-    jbuf_putc(b, ']');
-    jbuf_putc(b, '\0');
-}
-
-/* Idempotency-Key: 1..255 printable ASCII characters. */
-static int idem_key_valid(const char *s, size_t n)
-{
-    if (n < 1 || n > 255)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < 0x20 || s[i] > 0x7e)
-            return 0;
-    return 1;
-}
-
 static void orders_create(rctx_t *r)
 {
     const char *key = NULL;
     size_t klen;
     const char *kv = rctx_header(r, "idempotency-key", &klen);
     if (kv != NULL) {
-        if (!idem_key_valid(kv, klen)) {
+        if (!idempotency_key_valid(kv, klen)) {
             reply_error(r, MKD_EBADREQ, "Idempotency-Key must be 1 to 255 printable ASCII characters");
             return;
         }
@@ -233,52 +193,17 @@ static void orders_create(rctx_t *r)
         key = k;
     }
 
-    json_t *obj = r->body;
-    verr_t *v = &r->verr;
-    json_t *arr = json_object_get(obj, "items");
-    item_t items[MAX_ITEMS];
-    size_t n = 0;
-    if (arr == NULL) {
-        verr_add(v, "items", "is required");
-    } else if (!json_is_array(arr) || json_array_size(arr) < 1 || json_array_size(arr) > MAX_ITEMS) {
-        verr_add(v, "items", "must be an array of 1 to %d items", MAX_ITEMS);
-    } else {
-        n = json_array_size(arr);
-        for (size_t i = 0; i < n; i++) {
-            json_t *it = json_array_get(arr, i);
-            char fp[48], fq[48];
-            snprintf(fp, sizeof(fp), "items[%zu].product_id", i);
-            snprintf(fq, sizeof(fq), "items[%zu].quantity", i);
-            if (!json_is_object(it)) {
-                snprintf(fp, sizeof(fp), "items[%zu]", i);
-                verr_add(v, fp, "must be an object");
-                continue;
-            }
-            body_require(body_id(it, "product_id", fp, 0, &items[i].product_id, NULL, v), fp, v);
-            body_require(body_int(it, "quantity", fq, 1, MAX_QUANTITY, &items[i].quantity, v), fq, v);
-            for (size_t k = 0; k < i && v->count == 0; k++)
-                if (items[k].product_id == items[i].product_id)
-                    verr_add(v, fp, "duplicates items[%zu]", k);
-        }
-    }
+    order_item_t items[ORDER_MAX_ITEMS];
+    size_t n = order_items_read(r->body, items, &r->verr);
     if (reply_if_invalid(r))
         return;
-
-    /* Canonical form (sorted by product): the same order written in another
-     * item order is the same request for Idempotency-Key purposes. The
-     * database gets the items in request order, so that a refusal naming
-     * items[i] names the item the client sent at i. */
-    item_t sorted[MAX_ITEMS];
-    memcpy(sorted, items, n * sizeof(items[0]));
-    qsort(sorted, n, sizeof(sorted[0]), cmp_item);
+    /* The fingerprint is of the items sorted by product; the database gets
+     * them in request order, so that a refusal naming items[i] names the
+     * item the client sent at i. */
+    char hash[ORDER_HASH_HEX + 1];
+    order_request_hash(items, n, hash);
     jbuf_t *b = reply_buffer(r);
-    items_json(b, sorted, n);
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256(digest, (const unsigned char *)b->data, b->len - 1);
-    char hash[2 * crypto_hash_sha256_BYTES + 1];
-    sodium_bin2hex(hash, sizeof(hash), digest, sizeof(digest));
-    jbuf_reset(b);
-    items_json(b, items, n);
+    order_items_json(b, items, n);
     char u[24];
     api_id_text(r->user_id, u);
     r->data = r; /* a placed order answers 201 */
