@@ -1,4 +1,7 @@
 -- 0007: hardening (issue 10).
+-- marketd: compatible-with-previous
+-- (Same signature and outcomes as 0005's function: the binary of 0006 runs
+-- on it unchanged; it only refuses one more kind of order.)
 --
 -- Self-orders (defect 10). A seller could order its own products: nothing
 -- refused an order whose products belong to the buyer's own seller profile

@@ -2,7 +2,8 @@
  * marketd: one binary, several modes (after redis-server).
  *
  *   marketd serve                      the HTTP API (configuration: environment, api.md)
- *   marketd migrate                    apply schema migrations to DATABASE_URL
+ *   marketd migrate [status | new NAME] apply / list schema migrations, or start a new one
+ *   marketd user create | set-admin    accounts and administrators without SQL
  *   marketd seed --scale demo|bench    load deterministic demo/benchmark data
  *   marketd routes                     the route table as JSON (for the OpenAPI drift check)
  *   marketd version
@@ -15,7 +16,9 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "cli/migrate.h"
 #include "cli/seed.h"
+#include "cli/user.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "db/migrate.h"
@@ -30,7 +33,12 @@ static const char *env_get(const char *name)
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: marketd serve | migrate | seed --scale demo|bench [--force] | routes | version\n"
+    fprintf(f, "usage: marketd serve\n"
+               "       marketd migrate [status | new NAME [--dir DIR]]\n"
+               "       marketd user create --email EMAIL [--name NAME] [--admin]   (password: stdin or "
+               "MARKETD_PASSWORD)\n"
+               "       marketd user set-admin --email EMAIL [--revoke]\n"
+               "       marketd seed --scale demo|bench [--force] | routes | version\n"
                "configuration comes from the environment; see README.md\n");
     return f == stderr ? 2 : 0;
 }
@@ -65,14 +73,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve();
-    if (strcmp(cmd, "migrate") == 0) {
-        const char *url = getenv("DATABASE_URL");
-        if (url == NULL || *url == '\0') {
-            fprintf(stderr, "marketd: bad configuration: DATABASE_URL: required but not set\n");
-            return 2;
-        }
-        return migrate_run(url) == 0 ? 0 : 1;
-    }
+    if (strcmp(cmd, "migrate") == 0)
+        return cli_migrate_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "user") == 0)
+        return cli_user_main(argc - 1, argv + 1);
     if (strcmp(cmd, "seed") == 0)
         return seed_main(argc - 1, argv + 1) == 0 ? 0 : 1;
     if (strcmp(cmd, "routes") == 0) {

@@ -9,6 +9,7 @@
 #include "api/fields.h"
 #include "api/render.h"
 #include "api/throttle.h"
+#include "core/email.h"
 #include "core/error.h"
 #include "core/jwt.h"
 #include "core/offload.h"
@@ -59,22 +60,6 @@ typedef struct account_job {
     PGresult *user;                            /* login: the user row, or NULL */
     unsigned char account[THROTTLE_KEY_BYTES]; /* login: the throttled account (api/throttle.h) */
 } account_job_t;
-
-/* Light, deliberate email check: something@something.tld, no spaces, no
- * control characters. Deliverability is the mail system's job. */
-static int email_valid(const char *s)
-{
-    const char *at = strchr(s, '@');
-    if (at == NULL || at == s || strchr(at + 1, '@') != NULL || strchr(at, '.') == NULL)
-        return 0;
-    const char *dot = strrchr(at, '.');
-    if (dot == at + 1 || dot[1] == '\0')
-        return 0;
-    for (const char *p = s; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f)
-            return 0;
-    return 1;
-}
 
 /* Reads and validates {"email","password"[,"name"]} into a job; answers and
  * returns NULL on bad input. */

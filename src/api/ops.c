@@ -10,8 +10,13 @@
 #include "core/log.h"
 #include "db/migrate.h"
 
-static const db_stmt_t *st_schema_version, *st_ensure_partitions, *st_refresh_popular,
+static const db_stmt_t *st_schema_version, *st_ensure_partitions, *st_partitions_ahead, *st_refresh_popular,
     *st_cleanup_idempotency;
+
+/* Months of order partitions ahead (see the partition upkeep below): the
+ * last measurement, -1 before the first; written by worker 0, read by
+ * whichever worker renders /metrics. */
+static _Atomic int partitions_ahead = -1;
 
 static void healthz(rctx_t *r)
 {
@@ -22,17 +27,34 @@ static void healthz(rctx_t *r)
 
 /* ---- /readyz ------------------------------------------------------------------------ */
 
+/*
+ * Ready when the primary answers and its schema is one this binary can run
+ * on: its own version, or a newer one whose every later migration declared
+ * itself compatible with the previous binary (`-- marketd: compatible-with-
+ * previous`, recorded in schema_migrations.compatible when applied, since
+ * this binary has never seen those files). That keeps old instances serving
+ * while a rolling deploy's expand migration is already applied (docs/
+ * deploy.md "Migrations: expand and contract"). An older schema is never
+ * ready: this binary's statements may need what is not there yet.
+ * Columns: the database's version, whether every version above the
+ * binary's is compatible (true when there is none).
+ */
 static void on_schema_version(void *arg, PGresult *res, int err)
 {
     rctx_t *r = arg;
     int have = err == 0 && PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : -1;
+    int later_ok = err == 0 && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
     int want = migrate_latest_version();
-    int primary_up = err == 0;
-    int current = have == want;
+    /* A statement error (e.g. schema_migrations not migrated yet) still
+     * means the primary answered. */
+    int primary_up = err == 0 || err == MKD_EDB;
+    int compatible = have == want || (have > want && later_ok);
+    int ready = primary_up && compatible;
     /* The cache alone being down degrades (answers come from the database);
-     * only the primary or a schema mismatch makes the instance unready. */
+     * only the primary or a schema this binary cannot run on makes the
+     * instance unready. */
     const char *cache = cache_state(api_worker(r->w)->cache);
-    const char *status = !(primary_up && current) ? "down" : (strcmp(cache, "down") == 0 ? "degraded" : "ok");
+    const char *status = !ready ? "down" : (strcmp(cache, "down") == 0 ? "degraded" : "ok");
     jbuf_t *b = reply_buffer(r);
     jbuf_puts(b, "{\"status\":");
     json_cstr(b, status);
@@ -44,17 +66,22 @@ static void on_schema_version(void *arg, PGresult *res, int err)
     json_int(b, have);
     jbuf_puts(b, ",\"binary\":");
     json_int(b, want);
+    jbuf_puts(b, ",\"compatible\":");
+    jbuf_puts(b, compatible ? "true" : "false");
     jbuf_puts(b, "}}");
-    if (!(primary_up && current))
+    if (!ready)
         reply_header(r, "retry-after", "1", 1);
-    reply_json(r, primary_up && current ? 200 : 503, b);
+    reply_json(r, ready ? 200 : 503, b);
 }
 
 static void readyz(rctx_t *r)
 {
+    char binary[16];
+    snprintf(binary, sizeof(binary), "%d", migrate_latest_version());
+    const char *params[] = {binary};
     /* Readiness reports a database failure as a body, not as a problem:
      * it goes to the pool directly instead of through api_query. */
-    int rc = db_pool_query(api_worker(r->w)->primary, st_schema_version, NULL, on_schema_version, r);
+    int rc = db_pool_query(api_worker(r->w)->primary, st_schema_version, params, on_schema_version, r);
     if (rc != 0)
         on_schema_version(r, NULL, rc);
 }
@@ -109,6 +136,17 @@ static void metrics(rctx_t *r)
              "db_pool_wait_seconds_count %llu\n",
              (unsigned long long)hist.count, (double)hist.sum_us / 1e6, (unsigned long long)hist.count);
     jbuf_puts(b, line);
+    int ahead = partitions_ahead;
+    if (ahead >= 0) {
+        snprintf(
+            line, sizeof(line),
+            "# HELP marketd_order_partitions_ahead_months Whole months of order partitions that exist after "
+            "the current one (3 after a successful upkeep run; alert below 2).\n"
+            "# TYPE marketd_order_partitions_ahead_months gauge\n"
+            "marketd_order_partitions_ahead_months %d\n",
+            ahead);
+        jbuf_puts(b, line);
+    }
     api_render_admission_metrics(b, s);
     metrics_render_process(b);
     reply_body(r, 200, "text/plain; version=0.0.4", b->data, b->len);
@@ -120,21 +158,72 @@ static void metrics(rctx_t *r)
  * creates them too; this job keeps a long-running instance ahead without a
  * cron. marketd_ensure_partitions ATTACHes (SHARE UPDATE EXCLUSIVE), and
  * lock_timeout makes it give up rather than queue behind traffic; it simply
- * tries again on the next run. Worker 0 of each instance runs it. */
+ * tries again on the next run. Worker 0 of each instance runs it.
+ *
+ * The same run applies ORDER_RETENTION_MONTHS: marketd_drop_old_partitions
+ * (migrations/0007) detaches and drops the months entirely older than that
+ * (never anything younger than 31 days), under the same lock_timeout.
+ * Then, whether that worked or not, it measures the whole months of
+ * partitions that exist ahead for the gauge
+ * marketd_order_partitions_ahead_months: if upkeep keeps failing, the
+ * gauge falls and an alert (deploy/prometheus/alerts.yml) fires while there
+ * are still weeks to act. */
 #define PARTITION_JOB_FIRST_US (10ull * 1000000)
 #define PARTITION_JOB_EVERY_US (3600ull * 1000000)
 static uint64_t partition_job_due_us;
 
-static void on_partitions(void *arg, PGresult *res, int err)
+static void on_partitions_ahead(void *arg, PGresult *res, int err)
 {
     (void)arg;
     if (err != 0) {
-        db_log_error(LOG_WARN, NULL, res, "partition upkeep failed (%s)", mkd_strerror(err));
+        db_log_error(LOG_WARN, NULL, res, "partition upkeep: measuring the months ahead failed (%s)",
+                     mkd_strerror(err));
         return;
     }
-    int created = atoi(PQgetvalue(res, 0, 1));
-    if (created > 0)
-        log_info("partition upkeep: created %d partition(s)", created);
+    partitions_ahead = atoi(PQgetvalue(res, 0, 0));
+}
+
+/* Logs each name of a text[] in its text form ({a,b}); partition names are
+ * plain identifiers, never quoted in it. */
+static void log_dropped(const char *array)
+{
+    const char *p = array;
+    if (*p == '{')
+        p++;
+    while (*p != '\0' && *p != '}') {
+        size_t n = strcspn(p, ",}");
+        if (n > 0)
+            log_info("partition upkeep: dropped %.*s (older than ORDER_RETENTION_MONTHS=%d)", (int)n, p,
+                     api_config()->order_retention_months);
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+}
+
+static void on_partitions(void *arg, PGresult *res, int err)
+{
+    db_pool_t *primary = arg;
+    if (err != 0) {
+        log_warn("partition upkeep failed (%s): %s", mkd_strerror(err),
+                 res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result");
+    } else {
+        int created = atoi(PQgetvalue(res, 0, 1));
+        if (created > 0)
+            log_info("partition upkeep: created %d partition(s)", created);
+        log_dropped(PQgetvalue(res, 0, 2));
+    }
+    if (db_pool_query(primary, st_partitions_ahead, NULL, on_partitions_ahead, NULL) != 0)
+        log_warn("partition upkeep: database unavailable, the months ahead stay unmeasured");
+}
+
+static void partition_job(db_pool_t *primary)
+{
+    char keep[16];
+    snprintf(keep, sizeof(keep), "%d", api_config()->order_retention_months);
+    const char *params[] = {keep};
+    if (db_pool_query(primary, st_ensure_partitions, params, on_partitions, primary) != 0)
+        log_warn("partition upkeep: database unavailable, will retry");
 }
 
 /* ---- popular sellers (S9) -------------------------------------------------------------- */
@@ -249,9 +338,8 @@ static void ops_tick(worker_t *w)
     if (w->index != 0 || w->draining)
         return;
     db_pool_t *primary = api_worker(w)->primary;
-    if (job_due(&partition_job_due_us, now, PARTITION_JOB_FIRST_US, PARTITION_JOB_EVERY_US) &&
-        db_pool_query(primary, st_ensure_partitions, NULL, on_partitions, NULL) != 0)
-        log_warn("partition upkeep: database unavailable, will retry");
+    if (job_due(&partition_job_due_us, now, PARTITION_JOB_FIRST_US, PARTITION_JOB_EVERY_US))
+        partition_job(primary);
     /* Only with a working connection: during an outage the refresh would
      * make the pool try to connect every 10 s for nothing (reads are exact
      * without it); it runs on the first tick after the database is back. */
@@ -266,9 +354,16 @@ static void ops_tick(worker_t *w)
 
 static void ops_init(void)
 {
-    st_schema_version = db_stmt_register("SELECT coalesce(max(version), 0) FROM schema_migrations", 0);
+    st_schema_version = db_stmt_register("SELECT coalesce(max(version), 0), coalesce(bool_and(compatible)"
+                                         " FILTER (WHERE version > $1::int), true) FROM schema_migrations",
+                                         1);
+    /* One statement, so in one transaction under the lock_timeout: the
+     * target list runs left to right (create ahead, then drop behind). */
     st_ensure_partitions =
-        db_stmt_register("SELECT set_config('lock_timeout', '2s', true), marketd_ensure_partitions(0, 3)", 0);
+        db_stmt_register("SELECT set_config('lock_timeout', '2s', true),"
+                         " marketd_ensure_partitions(0, 3), marketd_drop_old_partitions($1::int)",
+                         1);
+    st_partitions_ahead = db_stmt_register("SELECT marketd_order_partitions_ahead()", 0);
     st_refresh_popular = db_stmt_register("SELECT set_config('lock_timeout', '2s', true), f.action, "
                                           "f.folded, f.expired FROM marketd_refresh_popular() f",
                                           0);

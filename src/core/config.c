@@ -59,6 +59,7 @@ static const option_t options[] = {
     {"HTTP_HEADER_TIMEOUT_MS", T_INT, OFF(http_header_timeout_ms), "15000", 100, 3600000},
     {"SHUTDOWN_TIMEOUT_MS", T_INT, OFF(shutdown_timeout_ms), "10000", 0, 3600000},
     {"IDEMPOTENCY_CLEANUP_EVERY", T_DURATION, OFF(idempotency_cleanup_every), "1h", 1, 86400},
+    {"ORDER_RETENTION_MONTHS", T_INT, OFF(order_retention_months), "0", 0, 1200},
     /* Tests only (tests/integration/test_overload_stall.py): never set it in
      * production, where a stray SIGUSR1 would then freeze the server. */
     {"TEST_STALL_SIGNAL", T_BOOL, OFF(test_stall_signal), "0", 0, 1},

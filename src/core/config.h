@@ -46,6 +46,7 @@ typedef struct config {
     int http_header_timeout_ms;    /* request header/body/keep-alive idle timeout */
     int shutdown_timeout_ms;       /* longest SIGTERM drain */
     int idempotency_cleanup_every; /* seconds between deletions of expired Idempotency-Keys */
+    int order_retention_months;    /* order partitions older than this are dropped; 0 keeps all */
     int test_stall_signal;         /* tests only: SIGUSR1 blocks every worker's loop for 2 s (server.c) */
 } config_t;
 

@@ -318,7 +318,7 @@ function metrics(srcDir, files) {
   const names = new Set();
   for (const f of files) {
     // Recording-rule names (level:metric:operations) are not exported metrics.
-    for (const m of fs.readFileSync(f, "utf8").matchAll(/(?<![:\w])((?:http|db_pool|cache|process)_[a-z_]+)(?![:\w])/g)) names.add(m[1]);
+    for (const m of fs.readFileSync(f, "utf8").matchAll(/(?<![:\w])((?:http|db_pool|cache|process|marketd)_[a-z_]+)(?![:\w])/g)) names.add(m[1]);
   }
   expect(names.size > 0, "no marketd metric names found");
   for (const n of names) {
