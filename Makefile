@@ -106,6 +106,10 @@ test: deps
 bench: deps
 	$(MAKE) build
 	bash bench/run.sh
+# The whole suite three times in a row under stress-ng (issue 10).
+.PHONY: test-loaded
+test-loaded: deps
+	bash scripts/test-loaded.sh
 # A longer fuzzing run that keeps what it finds: inputs that add coverage
 # are merged into tests/fuzz/corpus/<target>/ (commit them).
 .PHONY: fuzz-long

@@ -19,6 +19,8 @@ PACKAGES=(
 	postgresql-15 postgresql-client-15 nginx-light redis-server
 	# integration tests and benchmarks
 	python3 python3-psycopg2 python3-yaml wrk curl
+	# make test-loaded: the suite under CPU load
+	stress-ng
 	# the API docs check: Swagger UI rendered in headless Chromium (Node.js
 	# and npm are the machine's own; npm packages are pinned by lock files)
 	chromium
