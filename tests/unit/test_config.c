@@ -165,10 +165,10 @@ static void test_workers_default_from_ncpu(void **state)
 }
 
 /*
- * Regression test for a bug found and since fixed (the text says what was wrong): WORKERS defaults to the core count,
- * but the table bounds it to 1..256, so on a machine with more than 256
- * cores an *unset* WORKERS stops start-up with "WORKERS: expected an
- * integer in 1..256, got "257"". The default should be clamped instead.
+ * Regression test for a bug found and since fixed (the text says what was wrong): WORKERS defaults to the
+ * core count, but the table bounds it to 1..256, so on a machine with more than 256 cores an *unset* WORKERS
+ * stops start-up with "WORKERS: expected an integer in 1..256, got "257"". The default should be clamped
+ * instead.
  */
 static void test_workers_default_many_cores(void **state)
 {

@@ -284,11 +284,10 @@ static void test_every_status_in_table(void **state)
 }
 
 /*
- * Regression test for a bug found and since fixed (the text says what was wrong): metrics.h promises that statuses
- * outside the table are "reported as its class, e.g. 418 → "4xx"", but
- * metrics.c renders them all as status="other" — and since 418 and 599
- * share one slot, the class cannot be recovered at render time. Either the
- * header or the code (one slot per class) has to change.
+ * Regression test for a bug found and since fixed (the text says what was wrong): metrics.h promises that
+ * statuses outside the table are "reported as its class, e.g. 418 → "4xx"", but metrics.c renders them all as
+ * status="other" — and since 418 and 599 share one slot, the class cannot be recovered at render time. Either
+ * the header or the code (one slot per class) has to change.
  */
 static void test_other_status_reported_as_class(void **state)
 {

@@ -560,10 +560,9 @@ static void test_limit_invalid(void **state)
  * Zero-padded numbers are numbers: the "huge → clamp" shortcut must look
  * past leading zeros (limit=0000000000000000000 is zero, so 422, not 100).
  *
- * Regression test for a bug found and since fixed (the text says what was wrong): past 19 characters a zero-padded
- * small value reaches parse_int64, whose 19-digit cap rejects it, so
- * limit=00000000000000000005 is "must be an integer" (422) instead of 5,
- * and a zero-padded large value is 422 instead of clamped.
+ * Regression test for a bug found and since fixed (the text says what was wrong): past 19 characters a
+ * zero-padded small value reaches parse_int64, whose 19-digit cap rejects it, so limit=00000000000000000005
+ * is "must be an integer" (422) instead of 5, and a zero-padded large value is 422 instead of clamped.
  */
 static void test_limit_zero_padded_value(void **state)
 {

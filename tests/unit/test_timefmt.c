@@ -426,12 +426,11 @@ static void test_rfc_respects_length(void **state)
 }
 
 /*
- * Regression test for a bug found and since fixed (the text says what was wrong): an offset can move an accepted
- * RFC 3339 time outside years 1..9999, e.g. "0001-01-01T00:00:00+01:00" is
- * 0000-12-31T23:00:00Z. ts_parse_rfc3339 accepts it, but the formatters
- * then write year 0 (or 10000), which ts_parse_* reject and PostgreSQL
- * rejects as out of range (a 500 where a 422 belongs, for `from`/`to`).
- * Found by tests/fuzz/fuzz_timefmt.c.
+ * Regression test for a bug found and since fixed (the text says what was wrong): an offset can move an
+ * accepted RFC 3339 time outside years 1..9999, e.g. "0001-01-01T00:00:00+01:00" is 0000-12-31T23:00:00Z.
+ * ts_parse_rfc3339 accepts it, but the formatters then write year 0 (or 10000), which ts_parse_* reject and
+ * PostgreSQL rejects as out of range (a 500 where a 422 belongs, for `from`/`to`). Found by
+ * tests/fuzz/fuzz_timefmt.c.
  */
 static void test_rfc_offset_stays_in_range(void **state)
 {
