@@ -253,9 +253,18 @@ class ReplicaTests(ServerTestCase):
     def test_no_stale_cache_entry_from_a_lagging_replica(self):
         p, uid = self.owned_product()
         path = "/api/v1/products/%d" % p["id"]
+        # A miss under an epoch without an LSN reads the primary and asks for
+        # an epoch carrying one; wait for it, or the test proves nothing.
+        def epoch_has_lsn():
+            harness.request(self.server2.port, "GET", path)
+            v = self.redis.call("GET", "{t}:epoch")
+            v = v.decode() if isinstance(v, bytes) else (v or "")
+            return re.match(r"^[0-9a-f]+-[0-9a-f]+-[0-9a-f]+$", v) is not None
+        self.assertTrue(wait_until(epoch_has_lsn, POLL_TIMEOUT), "the epoch never got an LSN")
         # Warm the entry on both instances.
         for s in (self.server, self.server2):
             self.assertEqual(harness.request(s.port, "GET", path).status, 200)
+            self.assertEqual(harness.request(s.port, "GET", path).headers.get("X-Cache"), "HIT")
         self.replica.set_delay("1h")
         new = "Реплика " + uuid.uuid4().hex[:8]
         self.patch_product(self.port, p["id"], uid, new)
