@@ -88,7 +88,15 @@ static void on_schema_version(void *arg, PGresult *res, int err)
     /* The cache alone being down degrades (answers come from the database);
      * only the primary or a schema mismatch makes the instance unready. */
     const char *cache = cache_state(api_worker(r->w)->cache);
-    const char *status = !(primary_up && current) ? "down" : (strcmp(cache, "down") == 0 ? "degraded" : "ok");
+    int replicas_up = 1;
+    for (int i = 0; i < db_replicas_count(); i++) {
+        db_replica_info_t in;
+        db_replica_info(i, &in);
+        replicas_up &= in.up;
+    }
+    const char *status = !(primary_up && current)                       ? "down"
+                         : (strcmp(cache, "down") == 0 || !replicas_up) ? "degraded"
+                                                                        : "ok";
     jbuf_t *b = reply_buffer(r);
     jbuf_puts(b, "{\"status\":");
     json_cstr(b, status);
