@@ -81,11 +81,56 @@ int api_outcome_or_reply(rctx_t *r, const PGresult *res, int c, const api_refusa
 
 /* ---- queries ---------------------------------------------------------------------- */
 
-/* Where a route's queries go. DB_READ routes may use read replicas once
- * they are configured (S4); until then every query goes to the primary. */
-static db_pool_t *pool_for(rctx_t *r)
+/* ---- read replicas (S4, B2, B3; docs/design.md "Read routing") ---------------------- */
+
+static const db_stmt_t *st_write_lsn;
+
+#define LSN_COOKIE     "mkd_lsn"
+#define LSN_COOKIE_LEN (sizeof(LSN_COOKIE) - 1)
+
+/* The WAL position this client's last write left in its cookie: its reads
+ * need a replica that has replayed it. 0 without one; DB_LSN_PRIMARY for
+ * "p" (a write whose LSN is unknown). A malformed value counts as none: it
+ * can only have come from the client itself. */
+static uint64_t cookie_lsn(rctx_t *r)
 {
-    return api_worker(r->w)->primary;
+    size_t n;
+    const char *v = rctx_header(r, "cookie", &n);
+    for (size_t i = 0; v != NULL && i + LSN_COOKIE_LEN < n; i++) {
+        if ((i > 0 && v[i - 1] != ' ' && v[i - 1] != ';') ||
+            memcmp(v + i, LSN_COOKIE "=", LSN_COOKIE_LEN + 1))
+            continue;
+        const char *p = v + i + LSN_COOKIE_LEN + 1, *end = v + n;
+        if (p < end && *p == 'p')
+            return DB_LSN_PRIMARY;
+        uint64_t x = 0;
+        int digits = 0;
+        for (; p < end && *p != ';' && *p != ' '; p++, digits++) {
+            int d = (*p >= '0' && *p <= '9') ? *p - '0' : (*p >= 'a' && *p <= 'f') ? *p - 'a' + 10 : -1;
+            if (d < 0 || digits >= 16)
+                return 0;
+            x = x * 16 + (uint64_t)d;
+        }
+        return x;
+    }
+    return 0;
+}
+
+/* The client's read-your-writes LSN, when replicas are in use. */
+static uint64_t read_need(rctx_t *r)
+{
+    return api_worker(r->w)->nreplicas > 0 ? cookie_lsn(r) : 0;
+}
+
+/* Where a query goes: writes and DB_PRIMARY routes to the primary; DB_READ
+ * routes to a usable replica that has replayed `need`, else the primary. */
+static db_pool_t *pool_for(rctx_t *r, uint64_t need)
+{
+    api_worker_t *aw = api_worker(r->w);
+    if (aw->nreplicas == 0 || r->route == NULL || r->route->db != DB_READ)
+        return aw->primary;
+    int i = db_replicas_pick(aw->replicas, need, &aw->rr);
+    return i >= 0 ? aw->replicas[i] : aw->primary;
 }
 
 /* ---- admission: every query of a request passes here -------------------------------- */
@@ -99,9 +144,13 @@ typedef struct db_call {
     db_result_cb cb;
     void *arg;
     uint64_t start_us;
+    uint64_t need;   /* the WAL position a replica must have replayed */
+    db_pool_t *pool; /* where it was sent */
+    int retried;     /* a replica failed it; sent again to the primary */
 } db_call_t;
 
 static void call_start(db_call_t *c);
+static void on_call_done(void *arg, PGresult *res, int err);
 
 static admission_t *admission_of(rctx_t *r)
 {
@@ -139,9 +188,27 @@ static void on_expiry(h2o_timeout_entry_t *entry)
     arm_expiry(aw->w);
 }
 
+/* A read a replica could not answer — gone, or a query cancelled by a
+ * recovery conflict — is asked again of the primary, once (B5): reads are
+ * idempotent, and a replica going down is not the client's problem. */
+static int retry_on_primary(db_call_t *c, PGresult *res, int err)
+{
+    api_worker_t *aw = api_worker(c->r->w);
+    if (c->retried || c->pool == aw->primary)
+        return 0;
+    const char *state = err == MKD_EDB && res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (err != MKD_EUNAVAILABLE && !(state != NULL && strcmp(state, "40001") == 0))
+        return 0;
+    c->retried = 1;
+    c->pool = aw->primary;
+    return db_pool_query(aw->primary, c->st, (const char *const *)c->params, on_call_done, c) == 0;
+}
+
 static void on_call_done(void *arg, PGresult *res, int err)
 {
     db_call_t *c = arg;
+    if (err != 0 && retry_on_primary(c, res, err))
+        return;
     uint64_t now = server_now_us(), rtt = now - c->start_us, lag = server_loop_lag_us(c->r->w);
     /* The database's latency, not the loop's: a late loop says nothing
      * about how many queries PostgreSQL can usefully run. */
@@ -158,7 +225,8 @@ static void on_call_done(void *arg, PGresult *res, int err)
 static void call_start(db_call_t *c)
 {
     c->start_us = server_now_us();
-    int rc = db_pool_query(pool_for(c->r), c->st, (const char *const *)c->params, on_call_done, c);
+    c->pool = pool_for(c->r, c->need);
+    int rc = db_pool_query(c->pool, c->st, (const char *const *)c->params, on_call_done, c);
     if (rc == 0)
         return;
     admission_item_t *next = admission_done(c->adm, ADMISSION_NO_SAMPLE, server_now_us());
@@ -187,11 +255,13 @@ static const char **pool_params(rctx_t *r, const db_stmt_t *st, const char *cons
 /* Like db_pool_query, through the worker's admission control: 0 (cb runs
  * later, exactly once) or a refusal (MKD_EBUSY / the pool's; cb never runs).
  * `params` must live as long as the request (pool_params). */
-static int db_submit(rctx_t *r, const db_stmt_t *st, const char **params, db_result_cb cb, void *arg)
+static int db_submit(rctx_t *r, const db_stmt_t *st, const char **params, uint64_t need, db_result_cb cb,
+                     void *arg)
 {
     db_call_t *c = h2o_mem_alloc_pool(&r->req->pool, sizeof(*c));
     memset(c, 0, sizeof(*c));
     c->r = r;
+    c->need = need;
     c->adm = admission_of(r);
     c->st = st;
     c->cb = cb;
@@ -202,7 +272,8 @@ static int db_submit(rctx_t *r, const db_stmt_t *st, const char **params, db_res
     case ADMIT_RUN:
         c->start_us = server_now_us();
         {
-            int rc = db_pool_query(pool_for(r), st, (const char *const *)c->params, on_call_done, c);
+            c->pool = pool_for(r, need);
+            int rc = db_pool_query(c->pool, st, (const char *const *)c->params, on_call_done, c);
             if (rc != 0) {
                 admission_item_t *next = admission_done(c->adm, ADMISSION_NO_SAMPLE, server_now_us());
                 if (next != NULL)
@@ -278,7 +349,7 @@ void api_query(rctx_t *r, const db_stmt_t *st, const char *const *params, api_re
     query_call_t *q = h2o_mem_alloc_pool(&r->req->pool, sizeof(*q));
     q->r = r;
     q->on_result = on_result;
-    int rc = db_submit(r, st, pool_params(r, st, params), on_query, q);
+    int rc = db_submit(r, st, pool_params(r, st, params), read_need(r), on_query, q);
     if (rc != 0)
         reply_db_failure(r, rc, NULL);
 }
@@ -299,6 +370,7 @@ typedef struct read_state {
     flight_mode_t flight_mode; /* FLIGHT_SHARE: a miss (store the fill); FLIGHT_GATHER: a bypass */
     char flight_id[FLIGHT_ID_MAX];
     uint64_t fill_start_us;
+    uint64_t need; /* replicas: the WAL position the query must see */
     flight_waiter_t waiter;
 } read_state_t;
 
@@ -377,7 +449,7 @@ static void on_read_result(void *arg, PGresult *res, int err)
 
 static void run_query(read_state_t *rs)
 {
-    int rc = db_submit(rs->r, rs->stmt, rs->params, on_read_result, rs);
+    int rc = db_submit(rs->r, rs->stmt, rs->params, rs->need, on_read_result, rs);
     if (rc != 0) {
         lead_failed(rs, rc);
         reply_db_failure(rs->r, rc, NULL);
@@ -414,6 +486,10 @@ static void join_flight(read_state_t *rs, flight_mode_t mode)
                                 mode == FLIGHT_SHARE ? 'F' : 'B', rs->key);
     for (int i = 0; mode == FLIGHT_SHARE && i < rs->versions.n && n < sizeof(rs->flight_id); i++)
         n += (size_t)snprintf(rs->flight_id + n, sizeof(rs->flight_id) - n, "|%s", rs->versions.v[i]);
+    /* A reader that must see its own write shares only with readers that
+     * need as much: a query sent for less might run on an older replica. */
+    if (rs->need != 0 && n < sizeof(rs->flight_id))
+        snprintf(rs->flight_id + n, sizeof(rs->flight_id) - n, "|L%llx", (unsigned long long)rs->need);
     rs->waiter.receiver = &api_worker(r->w)->flights;
     rs->waiter.wake = on_flight_done;
     rs->waiter.arg = rs;
@@ -459,6 +535,18 @@ static void on_cached(void *arg, cache_result_t result, const char *body, size_t
     case CACHE_MISS:
         /* Counted as a miss by the leader only: the others get its fill. */
         rs->versions = *ver;
+        if (api_worker(r->w)->nreplicas > 0) {
+            /* B3: the fill is stored under these versions, so it must read
+             * a node that has replayed every write they stand for
+             * (docs/cache.md "Replicas"). */
+            uint64_t lsn;
+            if (cache_versions_lsn(ver, &lsn) != 0) {
+                rs->need = DB_LSN_PRIMARY;
+                cache_epoch_lsn_wanted();
+            } else if (lsn > rs->need) {
+                rs->need = lsn;
+            }
+        }
         join_flight(rs, FLIGHT_SHARE);
         return;
     }
@@ -474,6 +562,7 @@ void api_read(rctx_t *r, const api_read_t *plan)
     rs->missing =
         plan->missing != NULL ? h2o_strdup(&r->req->pool, plan->missing, SIZE_MAX).base : "not found";
     rs->params = pool_params(r, plan->stmt, plan->params);
+    rs->need = read_need(r);
     if (r->route->cache == NULL) {
         run_query(rs);
         return;
@@ -513,6 +602,7 @@ typedef struct written {
     const char *content_type;
     char *body;
     size_t len;
+    cache_tags_t tags;
     cache_inval_op_t inval;
 } written_t;
 
@@ -522,10 +612,48 @@ static void on_invalidated(void *arg)
     reply_body(wr->r, wr->status, wr->content_type, wr->body, wr->len);
 }
 
+/* Read-your-writes (B2) without anything the client must echo: the write's
+ * answer sets a cookie with a WAL position at or after its commit, which a
+ * browser sends with its next reads to any instance (docs/design.md). It
+ * lives long enough that once it is gone every usable replica (lag <=
+ * DB_REPLICA_MAX_LAG_MS, polled every 0.5 s) has replayed the write. */
+static void set_lsn_cookie(rctx_t *r, uint64_t lsn)
+{
+    char v[128];
+    int max_age = 2 * ((cfg->db_replica_max_lag_ms + 999) / 1000) + 3;
+    int n = lsn != 0 ? snprintf(v, sizeof(v), LSN_COOKIE "=%llx; Max-Age=%d; Path=/; HttpOnly; SameSite=Lax",
+                                (unsigned long long)lsn, max_age)
+                     : snprintf(v, sizeof(v), LSN_COOKIE "=p; Max-Age=%d; Path=/; HttpOnly; SameSite=Lax",
+                                max_age);
+    reply_header(r, "set-cookie", v, (size_t)n);
+}
+
+static void invalidate_and_reply(written_t *wr, uint64_t lsn)
+{
+    if (wr->tags.n == 0) {
+        on_invalidated(wr);
+        return;
+    }
+    cache_invalidate(api_worker(wr->r->w)->cache, &wr->inval, &wr->tags, lsn, on_invalidated, wr);
+}
+
+/* pg_current_wal_insert_lsn() asked after the commit was acknowledged: at or
+ * after the commit record's end, on whichever connection it runs. */
+static void on_write_lsn(void *arg, PGresult *res, int err)
+{
+    written_t *wr = arg;
+    uint64_t lsn = 0;
+    if (err != 0 || PQntuples(res) != 1 || db_lsn_parse(PQgetvalue(res, 0, 0), &lsn) != 0)
+        lsn = 0; /* unknown: the cookie says "primary" and the cache's epoch changes */
+    set_lsn_cookie(wr->r, lsn);
+    invalidate_and_reply(wr, lsn);
+}
+
 void api_reply_written(rctx_t *r, const cache_tags_t *tags, int status, const char *content_type,
                        const char *body, size_t len)
 {
-    if (tags == NULL || tags->n == 0) {
+    api_worker_t *aw = api_worker(r->w);
+    if ((tags == NULL || tags->n == 0) && aw->nreplicas == 0) {
         reply_body(r, status, content_type, body, len);
         return;
     }
@@ -536,7 +664,17 @@ void api_reply_written(rctx_t *r, const cache_tags_t *tags, int status, const ch
     wr->len = len;
     wr->body = h2o_mem_alloc_pool(&r->req->pool, len + 1);
     memcpy(wr->body, body, len);
-    cache_invalidate(api_worker(r->w)->cache, &wr->inval, tags, on_invalidated, wr);
+    wr->tags.n = 0;
+    if (tags != NULL)
+        wr->tags = *tags;
+    if (aw->nreplicas == 0) {
+        invalidate_and_reply(wr, 0);
+        return;
+    }
+    /* Straight to the pool, not through admission: the write has committed
+     * and must be answered. */
+    if (db_pool_query(aw->primary, st_write_lsn, NULL, on_write_lsn, wr) != 0)
+        on_write_lsn(wr, NULL, MKD_EUNAVAILABLE);
 }
 
 /* ---- the route's policies ------------------------------------------------------------ */
@@ -637,6 +775,7 @@ static cache_options_t cache_options(const config_t *c)
         .timeout_ms = c->cache_timeout_ms,
         .wait_replicas = c->cache_wait_replicas,
         .test_store_gate = c->cache_test_store_gate,
+        .lsn_versions = db_replicas_count() > 0,
     };
 }
 
@@ -647,6 +786,19 @@ static cache_options_t cache_options(const config_t *c)
 void api_dispatch_init(const config_t *c)
 {
     cfg = c;
+    char err[128];
+    int n = db_replicas_init(c->db_read_replica_url, c->db_replica_max_lag_ms, err, sizeof(err));
+    if (n < 0) {
+        log_error("%s; reads use the primary", err);
+    } else if (n > 0) {
+        for (int i = 0; i < n; i++)
+            log_info(
+                "db %s: read replica %s (pool %d per instance, max lag %d ms; started in the background, "
+                "used once it answers)",
+                db_replica_label(i), db_replica_display(i), c->db_replica_pool_size,
+                c->db_replica_max_lag_ms);
+    }
+    st_write_lsn = db_stmt_register("SELECT pg_current_wal_insert_lsn()::text", 0);
     cache_global_init(c->redis_url != NULL || c->redis_cluster_nodes != NULL);
     cache_options_t co = cache_options(c);
     cache_start(&co, CACHE_START_PATIENCE_MS);
@@ -657,6 +809,7 @@ void api_dispatch_init(const config_t *c)
 void api_dispatch_dispose(void)
 {
     flight_dispose_all();
+    db_replicas_dispose();
 }
 
 int api_worker_init(worker_t *w)
@@ -682,6 +835,19 @@ int api_worker_init(worker_t *w)
     if (po.base < 1)
         po.base = 1;
     aw->primary = db_pool_create(w->ctx.loop, &po);
+    /* Each replica's pool: DB_REPLICA_POOL_SIZE (default DB_POOL_SIZE) and
+     * DB_MAX_OVERFLOW per instance, divided among the workers like the
+     * primary's. A replica that is down only costs its reconnect backoff. */
+    aw->nreplicas = db_replicas_count();
+    for (int i = 0; i < aw->nreplicas; i++) {
+        db_pool_options_t ro = po;
+        ro.conninfo = db_replica_conninfo(i);
+        ro.label = db_replica_label(i);
+        ro.base = (cfg->db_replica_pool_size + n - 1 - w->index) / n;
+        if (ro.base < 1)
+            ro.base = 1;
+        aw->replicas[i] = db_pool_create(w->ctx.loop, &ro);
+    }
     cache_options_t co = cache_options(cfg);
     aw->cache = cache_worker_create(w->loop, &co);
     h2o_multithread_register_receiver(w->ctx.queue, &aw->flights, flight_on_messages);
@@ -731,6 +897,8 @@ void api_worker_dispose(worker_t *w)
     api_worker_t *aw = api_worker(w);
     if (aw == NULL)
         return;
+    for (int i = 0; i < aw->nreplicas; i++)
+        db_pool_destroy(aw->replicas[i]);
     db_pool_destroy(aw->primary);
     cache_worker_destroy(aw->cache);
     if (h2o_timeout_is_linked(&aw->expiry))
@@ -746,6 +914,11 @@ void api_dispatch_tick(worker_t *w)
 {
     api_worker_t *aw = api_worker(w);
     uint64_t now = server_now_us();
+    if (w->index == 0 && aw->nreplicas > 0) {
+        db_replicas_poll(aw->primary, aw->replicas, now);
+        uint64_t sent_at, lsn = db_primary_lsn(&sent_at);
+        cache_epoch_lsn_offer(aw->cache, lsn, sent_at);
+    }
     for (int i = 0; i < aw->nadmission; i++) {
         admission_tick(&aw->admission[i], now);
         refuse_expired(&aw->admission[i]);

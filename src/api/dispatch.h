@@ -20,6 +20,7 @@
 #include "api/admission.h"
 #include "cache/cache.h"
 #include "db/pool.h"
+#include "db/replicas.h"
 #include "http/reply.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -48,6 +49,11 @@ enum { ADMIT_READS, ADMIT_WRITES, ADMIT_NCLASSES }; /* for /metrics: by the rout
 
 typedef struct api_worker {
     db_pool_t *primary;
+    /* One pool per DB_READ_REPLICA_URL entry (db/replicas.h): DB_READ
+     * routes' queries go to one of them when it has replayed far enough. */
+    db_pool_t *replicas[DB_REPLICAS_MAX];
+    int nreplicas;
+    unsigned rr;           /* round robin among equally loaded replicas */
     cache_worker_t *cache; /* NULL: no cache */
     h2o_multithread_receiver_t flights;
     /* Database work in flight and waiting, per route (api/admission.h):

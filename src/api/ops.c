@@ -25,6 +25,62 @@ static void healthz(rctx_t *r)
     reply_json(r, 200, b);
 }
 
+/* The pools of replica i summed over the workers. */
+static void replica_pool_stats(server_t *s, int i, db_pool_stats_t *sum)
+{
+    memset(sum, 0, sizeof(*sum));
+    for (int w = 0; w < s->nworkers; w++) {
+        api_worker_t *aw = api_worker(&s->workers[w]);
+        if (aw == NULL || i >= aw->nreplicas)
+            continue;
+        db_pool_stats_t st;
+        db_pool_get_stats(aw->replicas[i], &st);
+        sum->connecting += st.connecting, sum->idle += st.idle, sum->busy += st.busy;
+        sum->waiting += st.waiting, sum->max += st.max, sum->served += st.served;
+    }
+}
+
+/* A replica that is down or lagging degrades nothing but speed (its reads
+ * go elsewhere): it never makes the instance unready. */
+static void render_replicas(jbuf_t *b, server_t *s)
+{
+    jbuf_puts(b, "[");
+    for (int i = 0; i < db_replicas_count(); i++) {
+        db_replica_info_t in;
+        db_replica_info(i, &in);
+        db_pool_stats_t st;
+        replica_pool_stats(s, i, &st);
+        char lsn[24];
+        db_lsn_format(in.replay_lsn, lsn);
+        jbuf_puts(b, i > 0 ? ",{\"name\":" : "{\"name\":");
+        json_cstr(b, db_replica_label(i));
+        jbuf_puts(b, ",\"url\":");
+        json_cstr(b, db_replica_display(i));
+        jbuf_puts(b, ",\"up\":");
+        jbuf_puts(b, in.up ? "true" : "false");
+        jbuf_puts(b, ",\"state\":");
+        json_cstr(b, in.promoted ? "promoted" : !in.reachable ? "down" : in.up ? "up" : "lagging");
+        jbuf_puts(b, ",\"lag_ms\":");
+        if (in.lag_ms >= 0)
+            json_int(b, in.lag_ms);
+        else
+            jbuf_puts(b, "null");
+        jbuf_puts(b, ",\"replay_lsn\":");
+        if (in.replay_lsn != 0)
+            json_cstr(b, lsn);
+        else
+            jbuf_puts(b, "null");
+        jbuf_puts(b, ",\"in_pool\":{\"busy\":");
+        json_int(b, st.busy);
+        jbuf_puts(b, ",\"idle\":");
+        json_int(b, st.idle);
+        jbuf_puts(b, ",\"connecting\":");
+        json_int(b, st.connecting);
+        jbuf_puts(b, "}}");
+    }
+    jbuf_puts(b, "]");
+}
+
 /* ---- /readyz ------------------------------------------------------------------------ */
 
 /*
@@ -54,13 +110,21 @@ static void on_schema_version(void *arg, PGresult *res, int err)
      * only the primary or a schema this binary cannot run on makes the
      * instance unready. */
     const char *cache = cache_state(api_worker(r->w)->cache);
-    const char *status = !ready ? "down" : (strcmp(cache, "down") == 0 ? "degraded" : "ok");
+    int replicas_up = 1;
+    for (int i = 0; i < db_replicas_count(); i++) {
+        db_replica_info_t in;
+        db_replica_info(i, &in);
+        replicas_up &= in.up;
+    }
+    const char *status = !ready ? "down" : (strcmp(cache, "down") == 0 || !replicas_up) ? "degraded" : "ok";
     jbuf_t *b = reply_buffer(r);
     jbuf_puts(b, "{\"status\":");
     json_cstr(b, status);
     jbuf_puts(b, ",\"primary\":");
     json_cstr(b, primary_up ? "up" : "down");
-    jbuf_puts(b, ",\"replicas\":[],\"cache\":");
+    jbuf_puts(b, ",\"replicas\":");
+    render_replicas(b, r->w->server);
+    jbuf_puts(b, ",\"cache\":");
     json_cstr(b, cache);
     jbuf_puts(b, ",\"schema\":{\"database\":");
     json_int(b, have);
@@ -87,6 +151,57 @@ static void readyz(rctx_t *r)
 }
 
 /* ---- /metrics ------------------------------------------------------------------------ */
+
+/* Per replica: pool connections by state (the same family as the primary's,
+ * with pool="replicaN"), whether it is used, its lag; and per pool the
+ * queries it answered, which says which node serves the reads. */
+static void render_replica_metrics(jbuf_t *b, server_t *s, uint64_t primary_served)
+{
+    char line[512];
+    for (int i = 0; i < db_replicas_count(); i++) {
+        db_pool_stats_t st;
+        replica_pool_stats(s, i, &st);
+        const char *l = db_replica_label(i);
+        snprintf(line, sizeof(line),
+                 "db_pool_connections{pool=\"%s\",state=\"busy\"} %d\n"
+                 "db_pool_connections{pool=\"%s\",state=\"idle\"} %d\n"
+                 "db_pool_connections{pool=\"%s\",state=\"connecting\"} %d\n"
+                 "db_pool_max{pool=\"%s\"} %d\ndb_pool_waiting{pool=\"%s\"} %d\n",
+                 l, st.busy, l, st.idle, l, st.connecting, l, st.max, l, st.waiting);
+        jbuf_puts(b, line);
+    }
+    jbuf_puts(b, "# HELP db_pool_queries_total Queries a pool answered successfully.\n"
+                 "# TYPE db_pool_queries_total counter\n");
+    snprintf(line, sizeof(line), "db_pool_queries_total{pool=\"primary\"} %llu\n",
+             (unsigned long long)primary_served);
+    jbuf_puts(b, line);
+    for (int i = 0; i < db_replicas_count(); i++) {
+        db_pool_stats_t st;
+        replica_pool_stats(s, i, &st);
+        snprintf(line, sizeof(line), "db_pool_queries_total{pool=\"%s\"} %llu\n", db_replica_label(i),
+                 (unsigned long long)st.served);
+        jbuf_puts(b, line);
+    }
+    if (db_replicas_count() == 0)
+        return;
+    jbuf_puts(b, "# HELP db_replica_up 1 when a read replica is used for reads (reachable, in recovery, "
+                 "lag within DB_REPLICA_MAX_LAG_MS).\n# TYPE db_replica_up gauge\n");
+    for (int i = 0; i < db_replicas_count(); i++) {
+        db_replica_info_t in;
+        db_replica_info(i, &in);
+        snprintf(line, sizeof(line), "db_replica_up{replica=\"%s\"} %d\n", db_replica_label(i), in.up);
+        jbuf_puts(b, line);
+    }
+    jbuf_puts(b, "# HELP db_replica_lag_seconds How far a replica's replay is behind the primary (-1: "
+                 "unknown).\n# TYPE db_replica_lag_seconds gauge\n");
+    for (int i = 0; i < db_replicas_count(); i++) {
+        db_replica_info_t in;
+        db_replica_info(i, &in);
+        snprintf(line, sizeof(line), "db_replica_lag_seconds{replica=\"%s\"} %.3f\n", db_replica_label(i),
+                 in.lag_ms >= 0 ? (double)in.lag_ms / 1000.0 : -1.0);
+        jbuf_puts(b, line);
+    }
+}
 
 static void metrics(rctx_t *r)
 {
@@ -122,6 +237,16 @@ static void metrics(rctx_t *r)
              "db_pool_waiting{pool=\"primary\"} %d\n",
              sum.busy, sum.idle, sum.connecting, sum.max, sum.waiting);
     jbuf_puts(b, line);
+    uint64_t primary_served = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        api_worker_t *aw = api_worker(&s->workers[i]);
+        if (aw != NULL && aw->primary != NULL) {
+            db_pool_stats_t st;
+            db_pool_get_stats(aw->primary, &st);
+            primary_served += st.served;
+        }
+    }
+    render_replica_metrics(b, s, primary_served);
     jbuf_puts(b, "# HELP db_pool_wait_seconds Time a query waited for a pool connection.\n"
                  "# TYPE db_pool_wait_seconds histogram\n");
     uint64_t cum = 0;

@@ -39,13 +39,15 @@ struct cache_worker {
      * exists, to put a write between a fill's database read and its store
      * on purpose. */
     const char *store_gate;
+    int lsn_versions;
     h2o_timeout_t store_delay;
     h2o_timeout_t retry_timeout; /* 100 ms: retries of an invalidation */
 };
 
 static int cache_enabled;
-static int must_flush; /* atomic, see "invalidation" below */
-static int flushing;   /* atomic: one epoch bump at a time, process-wide */
+static int must_flush;            /* atomic, see "invalidation" below */
+static int flushing;              /* atomic: one epoch bump at a time, process-wide */
+static uint64_t epoch_lsn_wanted; /* atomic: µs since which an epoch with an LSN is wanted; 0 none */
 
 static int flush_pending(void)
 {
@@ -155,6 +157,7 @@ cache_worker_t *cache_worker_create(h2o_loop_t *loop, const cache_options_t *opt
     cw->timeout_ms = opt->timeout_ms;
     cw->wait_replicas = opt->wait_replicas;
     cw->store_gate = opt->test_store_gate;
+    cw->lsn_versions = opt->lsn_versions;
     h2o_timeout_init(loop, &cw->retry_timeout, 100);
     if (cw->store_gate != NULL)
         h2o_timeout_init(loop, &cw->store_delay, STORE_GATE_POLL_MS);
@@ -449,6 +452,42 @@ void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const ca
     }
 }
 
+/* A version's LSN: "<µs>-<random>-<lsn>" (hex); -1 when it has none. */
+static int version_lsn(const char *v, uint64_t *lsn)
+{
+    const char *a = strchr(v, '-');
+    const char *b = a != NULL ? strchr(a + 1, '-') : NULL;
+    if (b == NULL || b[1] == '\0' || strlen(b + 1) > 16)
+        return -1;
+    uint64_t x = 0;
+    for (const char *p = b + 1; *p != '\0'; p++) {
+        int d = (*p >= '0' && *p <= '9') ? *p - '0' : (*p >= 'a' && *p <= 'f') ? *p - 'a' + 10 : -1;
+        if (d < 0)
+            return -1;
+        x = x * 16 + (uint64_t)d;
+    }
+    *lsn = x;
+    return 0;
+}
+
+int cache_versions_lsn(const cache_versions_t *v, uint64_t *lsn)
+{
+    uint64_t max = 0, x;
+    if (v->n < 1 || version_lsn(v->v[0], &max) != 0)
+        return -1;
+    for (int i = 1; i < v->n; i++)
+        if (version_lsn(v->v[i], &x) == 0 && x > max)
+            max = x;
+    *lsn = max;
+    return 0;
+}
+
+void cache_epoch_lsn_wanted(void)
+{
+    uint64_t zero = 0;
+    __atomic_compare_exchange_n(&epoch_lsn_wanted, &zero, now_us(), 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
 /* ---- storing ------------------------------------------------------------------- */
 
 static void store(cache_worker_t *cw, const char *key, size_t keylen, const char *value, size_t len,
@@ -529,14 +568,20 @@ static void flush_needed(void)
 
 #define INVALIDATE_PATIENCE_US 1500000
 
-static int send_mset(cache_inval_op_t *op);
+static int send_versions(cache_inval_op_t *op);
 static void on_inval_retry(h2o_timeout_entry_t *entry);
 
 static void inval_finish(cache_inval_op_t *op, int ok)
 {
     if (op->is_epoch) {
         __atomic_store_n(&flushing, 0, __ATOMIC_RELEASE);
-        if (ok) {
+        if (ok && op->lsn > 0) {
+            uint64_t w = op->wanted_at;
+            __atomic_compare_exchange_n(&epoch_lsn_wanted, &w, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+            log_info("cache: new epoch carrying primary LSN %llx; fills may read replicas again",
+                     (unsigned long long)op->lsn);
+        }
+        if (ok && flush_pending()) {
             __atomic_store_n(&must_flush, 0, __ATOMIC_RELEASE);
             log_info("cache: new epoch set; cache in use again");
         }
@@ -560,7 +605,7 @@ static void inval_finish(cache_inval_op_t *op, int ok)
 static void on_inval_retry(h2o_timeout_entry_t *entry)
 {
     cache_inval_op_t *op = H2O_STRUCT_FROM_MEMBER(cache_inval_op_t, retry, entry);
-    if (send_mset(op) != 0)
+    if (send_versions(op) != 0)
         inval_finish(op, 0);
 }
 
@@ -593,14 +638,20 @@ static void on_written(void *arg, redisReply *reply, int err);
  * keys is always allowed, and a missing version is a miss for everyone. */
 static void send_del(cache_inval_op_t *op)
 {
-    const char *argv[1 + CACHE_TAGS_MAX];
-    size_t lens[1 + CACHE_TAGS_MAX];
+    const char *argv[2 + CACHE_TAGS_MAX];
+    size_t lens[2 + CACHE_TAGS_MAX];
     argv[0] = "DEL", lens[0] = 3;
+    int argc = 1;
     for (int i = 0; i < op->keys.n; i++)
-        argv[1 + i] = op->keys.tag[i], lens[1 + i] = strlen(op->keys.tag[i]);
+        argv[argc] = op->keys.tag[i], lens[argc++] = strlen(op->keys.tag[i]);
+    /* With replicas, a deleted tag key would be re-created by a reader
+     * without an LSN, i.e. covered by the epoch's — which this write may
+     * be newer than: the epoch goes too (docs/cache.md "Replicas"). */
+    if (op->cw->lsn_versions && !op->is_epoch)
+        argv[argc] = EPOCH_KEY, lens[argc++] = strlen(EPOCH_KEY);
     op->tried_del = 1;
     const char *k = op->keys.tag[0];
-    if (redis_command(op->cw->redis, k, strlen(k), 1 + op->keys.n, argv, lens, on_written, op) != 0)
+    if (redis_command(op->cw->redis, k, strlen(k), argc, argv, lens, on_written, op) != 0)
         inval_finish(op, 0);
 }
 
@@ -638,7 +689,48 @@ static int send_mset(cache_inval_op_t *op)
     return redis_command(op->cw->redis, k, strlen(k), argc, argv, lens, on_written, op);
 }
 
-void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags,
+/* Each key gets "<new version>-<max(lsn, the LSN of its current version)>":
+ * atomic in Redis, so two writers finishing out of order cannot lower a
+ * tag's LSN. LSNs are lower-case hex without leading zeros: longer is
+ * larger, equal lengths compare as strings. */
+static const char lsn_script[] = "local l = ARGV[2]\n"
+                                 "for _, k in ipairs(KEYS) do\n"
+                                 "  local m = l\n"
+                                 "  local o = redis.call('GET', k)\n"
+                                 "  if o then\n"
+                                 "    local ol = string.match(o, '^%x+%-%x+%-(%x+)$')\n"
+                                 "    if ol and (#ol > #m or (#ol == #m and ol > m)) then m = ol end\n"
+                                 "  end\n"
+                                 "  redis.call('SET', k, ARGV[1] .. '-' .. m)\n"
+                                 "end\n"
+                                 "return 1\n";
+
+static int send_eval(cache_inval_op_t *op)
+{
+    const char *argv[5 + CACHE_TAGS_MAX];
+    size_t lens[5 + CACHE_TAGS_MAX];
+    char ver[CACHE_VERSION_MAX], lsn[24], nkeys[8];
+    new_version(ver);
+    snprintf(lsn, sizeof(lsn), "%llx", (unsigned long long)op->lsn);
+    snprintf(nkeys, sizeof(nkeys), "%d", op->keys.n);
+    int argc = 0;
+    argv[argc] = "EVAL", lens[argc++] = 4;
+    argv[argc] = lsn_script, lens[argc++] = sizeof(lsn_script) - 1;
+    argv[argc] = nkeys, lens[argc++] = strlen(nkeys);
+    for (int i = 0; i < op->keys.n; i++)
+        argv[argc] = op->keys.tag[i], lens[argc++] = strlen(op->keys.tag[i]);
+    argv[argc] = ver, lens[argc++] = strlen(ver);
+    argv[argc] = lsn, lens[argc++] = strlen(lsn);
+    const char *k = op->keys.tag[0];
+    return redis_command(op->cw->redis, k, strlen(k), argc, argv, lens, on_written, op);
+}
+
+static int send_versions(cache_inval_op_t *op)
+{
+    return op->lsn > 0 ? send_eval(op) : send_mset(op);
+}
+
+void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags, uint64_t lsn,
                       void (*done)(void *arg), void *arg)
 {
     memset(op, 0, sizeof(*op));
@@ -652,10 +744,39 @@ void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags
         return;
     }
     op->deadline_us = now_us() + INVALIDATE_PATIENCE_US;
-    for (int i = 0; i < tags->n; i++)
-        snprintf(op->keys.tag[i], CACHE_TAG_MAX, "%s%.*s", TAG_PREFIX, CACHE_TAG_MAX - 5, tags->tag[i]);
-    op->keys.n = tags->n;
-    if (send_mset(op) != 0)
+    if (cw->lsn_versions && lsn == 0) {
+        /* Replicas, but the write's LSN is unknown (the primary went away
+         * after the commit): a new epoch without an LSN sends every fill to
+         * the primary until an epoch with a later LSN is set. */
+        snprintf(op->keys.tag[0], CACHE_TAG_MAX, "%s", EPOCH_KEY);
+        op->keys.n = 1;
+        cache_epoch_lsn_wanted();
+    } else {
+        for (int i = 0; i < tags->n; i++)
+            snprintf(op->keys.tag[i], CACHE_TAG_MAX, "%s%.*s", TAG_PREFIX, CACHE_TAG_MAX - 5, tags->tag[i]);
+        op->keys.n = tags->n;
+        op->lsn = cw->lsn_versions ? lsn : 0;
+    }
+    if (send_versions(op) != 0)
+        inval_finish(op, 0);
+}
+
+void cache_epoch_lsn_offer(cache_worker_t *cw, uint64_t lsn, uint64_t sent_at_us)
+{
+    uint64_t wanted = __atomic_load_n(&epoch_lsn_wanted, __ATOMIC_ACQUIRE);
+    if (cw == NULL || !cw->lsn_versions || wanted == 0 || lsn == 0 || sent_at_us <= wanted ||
+        !redis_is_up(cw->redis) || __atomic_exchange_n(&flushing, 1, __ATOMIC_ACQ_REL))
+        return;
+    cache_inval_op_t *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        abort();
+    op->cw = cw;
+    op->is_epoch = 1;
+    op->lsn = lsn;
+    op->wanted_at = wanted;
+    op->keys.n = 1;
+    snprintf(op->keys.tag[0], CACHE_TAG_MAX, "%s", EPOCH_KEY);
+    if (send_eval(op) != 0)
         inval_finish(op, 0);
 }
 

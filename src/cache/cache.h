@@ -26,7 +26,7 @@
 #include "h2o.h"
 
 #define CACHE_KEY_MAX     256
-#define CACHE_VERSION_MAX 40
+#define CACHE_VERSION_MAX 48
 
 typedef struct cache_worker cache_worker_t;
 
@@ -37,6 +37,7 @@ typedef struct cache_options {
     int timeout_ms;              /* longest wait for Redis */
     int wait_replicas;           /* replicas that must confirm an invalidation (WAIT) */
     const char *test_store_gate; /* tests only: stores wait while this file exists (docs/cache.md) */
+    int lsn_versions;            /* read replicas in use: versions carry commit LSNs (below) */
 } cache_options_t;
 
 /* Process-wide: whether a Redis is configured at all. */
@@ -108,6 +109,8 @@ typedef struct cache_inval_op {
     void *arg;
     int is_epoch;
     int tried_del;
+    uint64_t lsn;       /* > 0: versions carry it (lsn_versions) */
+    uint64_t wanted_at; /* an epoch with an LSN: the wish it answers */
     uint64_t deadline_us;
     h2o_timeout_entry_t retry;
     cache_tags_t keys; /* "{t}:<tag>" */
@@ -119,9 +122,34 @@ typedef struct cache_inval_op {
  * exactly once (possibly before this returns). Never fails: when Redis
  * cannot confirm within its patience, this process bypasses the cache until
  * it has bumped the epoch (cache_tick) — so the caller may always answer.
+ *
+ * With lsn_versions (read replicas, docs/cache.md "Replicas"): `lsn` is a
+ * primary WAL position at or after the write's commit; each new version
+ * carries the larger of it and the LSN its predecessor carried (one Lua
+ * script, so concurrent writers cannot lower it). lsn 0 (unknown) also
+ * changes the epoch, to a version without an LSN.
  */
-void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags,
+void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags_t *tags, uint64_t lsn,
                       void (*done)(void *arg), void *arg);
+
+/*
+ * Read replicas: the WAL position a fill stored under `v` must have read
+ * (the largest LSN its versions carry) into *lsn; 0 when it may read any
+ * replica. -1 when the epoch (v[0]) carries no LSN: the fill must read the
+ * primary, and the caller should call cache_epoch_lsn_wanted. Versions
+ * without an LSN (created by a reader for a missing tag key) are covered by
+ * the epoch's. Pure.
+ */
+int cache_versions_lsn(const cache_versions_t *v, uint64_t *lsn);
+
+/* Asks for a new epoch carrying a primary LSN read after now (process-wide). */
+void cache_epoch_lsn_wanted(void);
+
+/* From one worker's tick: `lsn` is the primary's WAL position from a query
+ * sent at `sent_at_us`. Sets a new epoch carrying it when one is wanted and
+ * the query was sent after the wish (so the LSN covers every commit the
+ * epoch without LSN may hide). */
+void cache_epoch_lsn_offer(cache_worker_t *cw, uint64_t lsn, uint64_t sent_at_us);
 
 /* Housekeeping from the worker's 100 ms tick: retries a pending epoch bump. */
 void cache_tick(cache_worker_t *cw);

@@ -28,6 +28,9 @@ static const option_t options[] = {
     {"DATABASE_URL", T_STR, OFF(database_url), NULL, 1, 0},
     {"DB_READ_REPLICA_URL", T_STR, OFF(db_read_replica_url), NULL, 0, 0},
     {"DB_POOL_SIZE", T_INT, OFF(db_pool_size), "50", 1, 10000},
+    /* Unset (0): each replica's pool is as large as the primary's. */
+    {"DB_REPLICA_POOL_SIZE", T_INT, OFF(db_replica_pool_size), NULL, 1, 10000},
+    {"DB_REPLICA_MAX_LAG_MS", T_INT, OFF(db_replica_max_lag_ms), "1000", 0, 3600000},
     {"DB_MAX_OVERFLOW", T_INT, OFF(db_max_overflow), "100", 0, 10000},
     {"DB_POOL_TIMEOUT_MS", T_INT, OFF(db_pool_timeout_ms), "2000", 1, 600000},
     {"DB_POOL_IDLE_MS", T_INT, OFF(db_pool_idle_ms), "30000", 100, 86400000},
@@ -238,6 +241,17 @@ int config_load(config_t *cfg, config_getenv_fn get, int ncpu, char *err, size_t
                  cfg->login_backoff_max_s, cfg->login_failures_ttl_s);
         goto fail;
     }
+    if (cfg->db_read_replica_url != NULL) {
+        int n = 0;
+        for (const char *p = cfg->db_read_replica_url; *p != '\0'; p += strcspn(p, ","), p += *p == ',')
+            n += strspn(p, " ,") < strcspn(p, ",");
+        if (n > 16) {
+            snprintf(err, errlen, "DB_READ_REPLICA_URL: at most 16 replicas, got %d", n);
+            goto fail;
+        }
+    }
+    if (cfg->db_replica_pool_size == 0)
+        cfg->db_replica_pool_size = cfg->db_pool_size;
     if (cfg->cors_origins != NULL && check_origins(cfg->cors_origins, err, errlen) != 0)
         goto fail;
     if (cfg->redis_url != NULL && cfg->redis_cluster_nodes != NULL) {

@@ -15,6 +15,8 @@ typedef struct config {
     char *database_url;
     char *db_read_replica_url; /* comma-separated list, or NULL */
     int db_pool_size;          /* base connections per instance (S3) */
+    int db_replica_pool_size;  /* base connections per instance and replica */
+    int db_replica_max_lag_ms; /* a replica further behind is skipped */
     int db_max_overflow;       /* extra connections, closed when idle */
     int db_pool_timeout_ms;    /* longest wait for a connection before 503 */
     int db_pool_idle_ms;       /* an overflow connection idle this long closes */

@@ -116,6 +116,7 @@ struct db_pool {
     uint64_t last_fail_us;   /* when it failed */
     /* stats, read by other threads with relaxed atomics */
     int st_connecting, st_idle, st_busy, st_waiting, st_up;
+    uint64_t st_served;
     db_wait_hist_t wait_hist;
     metrics_loop_clock_t clock; /* the loop's lateness, from the tick */
 };
@@ -229,6 +230,8 @@ static db_query_t *query_new(db_pool_t *pool, const db_stmt_t *stmt, const char 
 /* Runs the callback once and frees the query. */
 static void query_finish(db_query_t *q, PGresult *res, int err)
 {
+    if (err == 0)
+        __atomic_add_fetch(&q->pool->st_served, 1, __ATOMIC_RELAXED);
     q->cb(q->arg, res, err);
     if (q->prepare_error != NULL)
         PQclear(q->prepare_error);
@@ -906,6 +909,7 @@ void db_pool_get_stats(const db_pool_t *pool, db_pool_stats_t *st)
     st->waiting = STAT_GET(pool->st_waiting);
     st->up = STAT_GET(pool->st_up);
     st->max = pool->max_conns;
+    st->served = STAT_GET(pool->st_served);
 }
 
 void db_pool_add_wait_hist(const db_pool_t *pool, db_wait_hist_t *h)

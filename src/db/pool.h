@@ -104,6 +104,7 @@ typedef struct db_pool_stats {
     int max;                    /* base + overflow */
     int waiting;                /* queries in the wait queue */
     int up;                     /* 1 when at least one connection is ready */
+    uint64_t served;            /* queries answered successfully since start */
 } db_pool_stats_t;
 
 void db_pool_get_stats(const db_pool_t *pool, db_pool_stats_t *st);

@@ -14,6 +14,12 @@
 #   pg_tmp_stop <dir>
 #       Fast shutdown (bounded), then immediate, then SIGKILL. Keeps the data.
 #       Returns 0 once no server runs on <dir>.
+#   pg_tmp_replica <dir> <port> <primary_port> [name=value ...]
+#       A streaming replica of the server on 127.0.0.1:<primary_port>:
+#       pg_basebackup -R (trust auth for replication, as initdb sets it up
+#       for 127.0.0.1) into <dir>/data once, then pg_tmp_start on <port>.
+#       The primary needs wal_level=replica (PostgreSQL's default) and a free
+#       WAL sender (max_wal_senders, default 10).
 #   pg_tmp_running <dir>    0 if a server of <dir> is alive.
 #   pg_tmp_pid <dir>        prints the postmaster pid (empty if not running).
 #   pg_tmp_port <dir>       prints the port the running server listens on.
@@ -163,6 +169,28 @@ log_line_prefix = '%m [%p] %q%u@%d '
 		return 1
 	fi
 	return 0
+}
+
+pg_tmp_replica() {
+	if [ $# -lt 3 ]; then
+		pg__log "usage: pg_tmp_replica <dir> <port> <primary_port> [name=value ...]"
+		return 2
+	fi
+	local dir=$1 port=$2 primary=$3
+	shift 3
+	if [ ! -s "$dir/data/PG_VERSION" ]; then
+		mkdir -p "$dir" || return 1
+		if [ "$(id -u)" -eq 0 ]; then
+			chown postgres:postgres "$dir" || return 1
+		fi
+		if ! pg__as_owner "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres \
+			-D "$dir/data" -R -X stream --no-sync -c fast >>"${PG_TMP_LOG:-$dir/postgresql.log}" 2>&1; then
+			pg__log "pg_basebackup from 127.0.0.1:$primary into $dir/data failed"
+			tail -n 20 "${PG_TMP_LOG:-$dir/postgresql.log}" >&2
+			return 1
+		fi
+	fi
+	pg_tmp_start "$dir" "$port" hot_standby=on "$@"
 }
 
 pg_tmp_stop() {

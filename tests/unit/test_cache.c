@@ -650,7 +650,7 @@ static void test_null_worker_invalidate_completes_once(void **state)
     cache_tags_t t = {0};
     int calls = 0;
     tags_product_changed(&t, 42, 7);
-    cache_invalidate(NULL, &op, &t, on_done, &calls);
+    cache_invalidate(NULL, &op, &t, 0, on_done, &calls);
     assert_i64_eq(calls, 1);
 
     /* Many tags (an order of 50 products). */
@@ -658,13 +658,13 @@ static void test_null_worker_invalidate_completes_once(void **state)
     for (int i = 1; i <= 50; i++)
         tags_product_changed(&t, i, 1);
     calls = 0;
-    cache_invalidate(NULL, &op, &t, on_done, &calls);
+    cache_invalidate(NULL, &op, &t, 0, on_done, &calls);
     assert_i64_eq(calls, 1);
 
     /* No tags. */
     t.n = 0;
     calls = 0;
-    cache_invalidate(NULL, &op, &t, on_done, &calls);
+    cache_invalidate(NULL, &op, &t, 0, on_done, &calls);
     assert_i64_eq(calls, 1);
 }
 
