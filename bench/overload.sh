@@ -5,7 +5,7 @@
 # the scenarios below; each scenario is a fresh measured run of the load
 # generator (bench/overload/loadgen.c). Per 5-s window: req/s, client-
 # observed p50/p95/p99, non-2xx by status, timeouts and connection errors,
-# the cache hit ratio, db_pool_waiting and the event-loop lag (marketd's
+# the cache hit ratio, marketd_db_pool_waiting and the event-loop lag (marketd's
 # /metrics, scraped every second), PostgreSQL transactions/s
 # (pg_stat_database); the bars with PASS/FAIL. Results:
 # bench/results/overload-<UTC>.md (+ overload-latest.md), the JSON of every

@@ -398,7 +398,7 @@ redis_info() {
 # an argument, of the routes that start with it (e.g. /api/v1/).
 marketd_statuses() {
 	curl -fsS --max-time 10 "http://$HOST:$API_PORT/metrics" 2>/dev/null | awk -v pre="route=\"${1:-/api/v1/products}" '
-		/^http_requests_total\{/ && index($0, pre) {
+		/^marketd_http_requests_total\{/ && index($0, pre) {
 			st = $0; sub(/.*status="/, "", st); sub(/".*/, "", st); c[st] += $NF
 		}
 		END { for (s in c) print s, c[s] }'
@@ -415,12 +415,12 @@ status_delta() {
 		print (out == "" ? "-" : out) }'
 }
 
-# marketd's cache_requests_total: "hit miss bypass".
+# marketd's marketd_cache_requests_total: "hit miss bypass".
 cache_counts() {
 	curl -fsS --max-time 10 "http://$HOST:$API_PORT/metrics" 2>/dev/null | awk '
-		/^cache_requests_total\{result="hit"\}/ { h = $NF }
-		/^cache_requests_total\{result="miss"\}/ { m = $NF }
-		/^cache_requests_total\{result="bypass"\}/ { b = $NF }
+		/^marketd_cache_requests_total\{result="hit"\}/ { h = $NF }
+		/^marketd_cache_requests_total\{result="miss"\}/ { m = $NF }
+		/^marketd_cache_requests_total\{result="bypass"\}/ { b = $NF }
 		END { printf "%d %d %d\n", h, m, b }'
 }
 # cache_delta BEFORE AFTER: "hit:miss:bypass" over a run
@@ -896,7 +896,7 @@ run_journey() {
 # 11 PostgreSQL CPU µs/req, 12 DB connections, 13 p50 ms (pgbench: avg ms),
 # 14 % of the machine's CPU used by processes not ours during the run,
 # 15 marketd's non-200 product responses by status, from /metrics: "503:12,504:3",
-# 16 marketd's cache_requests_total delta "hit:miss:bypass", 17 Redis CPU µs/req,
+# 16 marketd's marketd_cache_requests_total delta "hit:miss:bypass", 17 Redis CPU µs/req,
 # 18 times marketd's Redis client gave up on Redis during the run).
 vals() { awk -F'\t' -v e="$1" -v n="$2" -v l="$3" -v c="$4" '$2 == e && $3 == n && $4 == l { print $c }' "$RESULTS"; }
 med() { # shellcheck disable=SC2046
@@ -1168,7 +1168,7 @@ write_report() { # file
 		echo "\*\* others' CPU: share of the machine's CPU (all $(nproc) cores, /proc/stat, steal included) used during the run by"
 		echo "processes this benchmark did not start — other work on the box. Above a few % the run is disturbed: compare rounds."
 		if [ "$CACHED" = 1 ]; then
-			echo "\*\*\* cache hit ratio: marketd's own \`cache_requests_total\` over the run (/metrics before and after): hit ÷ (hit + miss + bypass)."
+			echo "\*\*\* cache hit ratio: marketd's own \`marketd_cache_requests_total\` over the run (/metrics before and after): hit ÷ (hit + miss + bypass)."
 			echo "† Redis given up: times marketd's Redis client declared Redis down during the run (its log's \"redis …: down (…)\" lines; per round)."
 			echo "Until it has reconnected (with backoff), every cacheable request is a BYPASS served from PostgreSQL."
 		fi

@@ -21,10 +21,9 @@
 #include "cli/user.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "db/migrate.h"
 #include "http/server.h"
-
-#define MARKETD_VERSION "0.1.0"
 
 static const char *env_get(const char *name)
 {

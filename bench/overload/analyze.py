@@ -41,7 +41,7 @@ def parse_metrics(text):
     for line in text.splitlines():
         if not line or line[0] == "#":
             continue
-        if line.startswith("http_request_duration_seconds"):
+        if line.startswith("marketd_http_request_duration_seconds"):
             continue  # per-route server latency: large and not used here
         m = SERIES_RE.match(line)
         if not m:
@@ -363,11 +363,11 @@ def cmd_window(a):
     les = lag_buckets(sc)
     has_lag = bool(les) or any(m and any(k.startswith("marketd_event_loop_lag_seconds") for k in m)
                                for _, m, _ in sc.samples)
-    hit, miss, byp = (metric_sum("cache_requests_total", ['result="%s"' % x]) for x in ("hit", "miss", "bypass"))
+    hit, miss, byp = (metric_sum("marketd_cache_requests_total", ['result="%s"' % x]) for x in ("hit", "miss", "bypass"))
     xact = lambda m, pg: (pg["xact_commit"] + pg["xact_rollback"]) if pg and "xact_commit" in pg else None
     ncpu = os.cpu_count() or 1
-    poolq = metric_sum("db_pool_wait_seconds_count")
-    waiting = metric_sum("db_pool_waiting")
+    poolq = metric_sum("marketd_db_pool_wait_seconds_count")
+    waiting = metric_sum("marketd_db_pool_waiting")
 
     def server_side(a_s, b_s):
         span = b_s - a_s
@@ -575,7 +575,7 @@ def eval_checks(res, by_name, prev):
                              "%d of %d windows over — %s" % (len(bad), len(ws), desc)))
             q = [w["db_pool_queries_per_s"] for w in ws]
             if any(x is not None for x in q):
-                out[-1]["value"] += " (the backend's own count, db_pool_wait_seconds_count/s: median %s)" % f1(
+                out[-1]["value"] += " (the backend's own count, marketd_db_pool_wait_seconds_count/s: median %s)" % f1(
                     median(q))
     elif n == "e":
         recovery_bars(res.get("event_t", 15), informational=True)
@@ -830,11 +830,11 @@ METHOD = [
     "generator's timeout (the connection is then reset and the user reconnects for its next request). "
     "**conn errors**: connect refused/failed, connection closed or reset before the whole answer, unparsable "
     "answer. The bars' \"timeouts\" are timeouts + conn errors.",
-    "- **cache hit**: from marketd's /metrics, `cache_requests_total{result=\"hit\"}` ÷ (hit + miss + bypass), "
+    "- **cache hit**: from marketd's /metrics, `marketd_cache_requests_total{result=\"hit\"}` ÷ (hit + miss + bypass), "
     "counter deltas over the window. /metrics is scraped every second (1 s, not 5, so that the counters can be "
     "interpolated linearly at the window boundaries); a window whose boundaries fall in a gap of > 15 s "
     "shows –. The client-side X-Cache hit share per request kind is given below each table as a cross-check.",
-    "- **pool waiting**: `db_pool_waiting` (a gauge: queries waiting for a pool connection), the largest "
+    "- **pool waiting**: `marketd_db_pool_waiting` (a gauge: queries waiting for a pool connection), the largest "
     "sample in the window.",
     "- **loop lag p99**: `marketd_event_loop_lag_seconds` histogram, bucket deltas over the window: the upper "
     "bound of the bucket holding the 99th percentile (n/a while the server does not export the metric; a "
@@ -843,7 +843,7 @@ METHOD = [
     "(pg_stat_statements is not installed), deltas ÷ 5 s, read by psql every second from the database "
     "`postgres` (so the scrape itself is not counted). marketd runs every query in its own implicit "
     "transaction (pipeline mode, one Sync per query), so this is its queries per second. PostgreSQL publishes "
-    "these counters with up to ~1 s delay. The backend's own count, `db_pool_wait_seconds_count` (one "
+    "these counters with up to ~1 s delay. The backend's own count, `marketd_db_pool_wait_seconds_count` (one "
     "observation per query given a connection), is in the JSON as `db_pool_queries_per_s`.",
     "- **CPU %**: share of the whole machine (all cores = 100 %) over the window, from /proc sampled with "
     "each scrape: marketd, PostgreSQL (postmaster and its children), Redis, the load generator by pid; "

@@ -64,13 +64,13 @@ if (haspool) {
 }
 if (hashit && haspool) {
     plot datafile using 1:9 with lines lw 1.5 lc rgb "#9467bd" title "cache hit % (/metrics)", \
-         ''       using 1:10 axes x1y2 with steps lw 1.2 lc rgb "#8c564b" title "db_pool_waiting"
+         ''       using 1:10 axes x1y2 with steps lw 1.2 lc rgb "#8c564b" title "marketd_db_pool_waiting"
 } else {
     if (hashit) {
         plot datafile using 1:9 with lines lw 1.5 lc rgb "#9467bd" title "cache hit % (/metrics)"
     } else {
         if (haspool) {
-            plot datafile using 1:10 axes x1y2 with steps lw 1.2 lc rgb "#8c564b" title "db_pool_waiting"
+            plot datafile using 1:10 axes x1y2 with steps lw 1.2 lc rgb "#8c564b" title "marketd_db_pool_waiting"
         } else {
             set label 99 "no /metrics samples" at graph 0.5, graph 0.5 center
             plot NaN notitle

@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "db/migrate.h"
 
 static const db_stmt_t *st_schema_version, *st_ensure_partitions, *st_partitions_ahead, *st_refresh_popular,
@@ -163,42 +164,45 @@ static void render_replica_metrics(jbuf_t *b, server_t *s, uint64_t primary_serv
         replica_pool_stats(s, i, &st);
         const char *l = db_replica_label(i);
         snprintf(line, sizeof(line),
-                 "db_pool_connections{pool=\"%s\",state=\"busy\"} %d\n"
-                 "db_pool_connections{pool=\"%s\",state=\"idle\"} %d\n"
-                 "db_pool_connections{pool=\"%s\",state=\"connecting\"} %d\n"
-                 "db_pool_max{pool=\"%s\"} %d\ndb_pool_waiting{pool=\"%s\"} %d\n",
+                 "marketd_db_pool_connections{pool=\"%s\",state=\"busy\"} %d\n"
+                 "marketd_db_pool_connections{pool=\"%s\",state=\"idle\"} %d\n"
+                 "marketd_db_pool_connections{pool=\"%s\",state=\"connecting\"} %d\n"
+                 "marketd_db_pool_max{pool=\"%s\"} %d\nmarketd_db_pool_waiting{pool=\"%s\"} %d\n",
                  l, st.busy, l, st.idle, l, st.connecting, l, st.max, l, st.waiting);
         jbuf_puts(b, line);
     }
-    jbuf_puts(b, "# HELP db_pool_queries_total Queries a pool answered successfully.\n"
-                 "# TYPE db_pool_queries_total counter\n");
-    snprintf(line, sizeof(line), "db_pool_queries_total{pool=\"primary\"} %llu\n",
+    jbuf_puts(b, "# HELP marketd_db_pool_queries_total Queries a pool answered successfully.\n"
+                 "# TYPE marketd_db_pool_queries_total counter\n");
+    snprintf(line, sizeof(line), "marketd_db_pool_queries_total{pool=\"primary\"} %llu\n",
              (unsigned long long)primary_served);
     jbuf_puts(b, line);
     for (int i = 0; i < db_replicas_count(); i++) {
         db_pool_stats_t st;
         replica_pool_stats(s, i, &st);
-        snprintf(line, sizeof(line), "db_pool_queries_total{pool=\"%s\"} %llu\n", db_replica_label(i),
+        snprintf(line, sizeof(line), "marketd_db_pool_queries_total{pool=\"%s\"} %llu\n", db_replica_label(i),
                  (unsigned long long)st.served);
         jbuf_puts(b, line);
     }
     if (db_replicas_count() == 0)
         return;
-    jbuf_puts(b, "# HELP db_replica_up 1 when a read replica is used for reads (reachable, in recovery, "
-                 "lag within DB_REPLICA_MAX_LAG_MS).\n# TYPE db_replica_up gauge\n");
+    jbuf_puts(b,
+              "# HELP marketd_db_replica_up 1 when a read replica is used for reads (reachable, in recovery, "
+              "lag within DB_REPLICA_MAX_LAG_MS).\n# TYPE marketd_db_replica_up gauge\n");
     for (int i = 0; i < db_replicas_count(); i++) {
         db_replica_info_t in;
         db_replica_info(i, &in);
-        snprintf(line, sizeof(line), "db_replica_up{replica=\"%s\"} %d\n", db_replica_label(i), in.up);
+        snprintf(line, sizeof(line), "marketd_db_replica_up{replica=\"%s\"} %d\n", db_replica_label(i),
+                 in.up);
         jbuf_puts(b, line);
     }
-    jbuf_puts(b, "# HELP db_replica_lag_seconds How far a replica's replay is behind the primary (-1: "
-                 "unknown).\n# TYPE db_replica_lag_seconds gauge\n");
+    jbuf_puts(b,
+              "# HELP marketd_db_replica_lag_seconds How far a replica's replay is behind the primary (-1: "
+              "unknown).\n# TYPE marketd_db_replica_lag_seconds gauge\n");
     for (int i = 0; i < db_replicas_count(); i++) {
         db_replica_info_t in;
         db_replica_info(i, &in);
-        snprintf(line, sizeof(line), "db_replica_lag_seconds{replica=\"%s\"} %.3f\n", db_replica_label(i),
-                 in.lag_ms >= 0 ? (double)in.lag_ms / 1000.0 : -1.0);
+        snprintf(line, sizeof(line), "marketd_db_replica_lag_seconds{replica=\"%s\"} %.3f\n",
+                 db_replica_label(i), in.lag_ms >= 0 ? (double)in.lag_ms / 1000.0 : -1.0);
         jbuf_puts(b, line);
     }
 }
@@ -222,19 +226,19 @@ static void metrics(rctx_t *r)
         sum.waiting += st.waiting, sum.max += st.max;
         db_pool_add_wait_hist(aw->primary, &hist);
     }
-    char line[512];
+    char line[1024];
     snprintf(line, sizeof(line),
-             "# HELP db_pool_connections Database connections by pool and state.\n"
-             "# TYPE db_pool_connections gauge\n"
-             "db_pool_connections{pool=\"primary\",state=\"busy\"} %d\n"
-             "db_pool_connections{pool=\"primary\",state=\"idle\"} %d\n"
-             "db_pool_connections{pool=\"primary\",state=\"connecting\"} %d\n"
-             "# HELP db_pool_max Most connections a pool may open (base + overflow).\n"
-             "# TYPE db_pool_max gauge\n"
-             "db_pool_max{pool=\"primary\"} %d\n"
-             "# HELP db_pool_waiting Queries waiting for a connection.\n"
-             "# TYPE db_pool_waiting gauge\n"
-             "db_pool_waiting{pool=\"primary\"} %d\n",
+             "# HELP marketd_db_pool_connections Database connections by pool and state.\n"
+             "# TYPE marketd_db_pool_connections gauge\n"
+             "marketd_db_pool_connections{pool=\"primary\",state=\"busy\"} %d\n"
+             "marketd_db_pool_connections{pool=\"primary\",state=\"idle\"} %d\n"
+             "marketd_db_pool_connections{pool=\"primary\",state=\"connecting\"} %d\n"
+             "# HELP marketd_db_pool_max Most connections a pool may open (base + overflow).\n"
+             "# TYPE marketd_db_pool_max gauge\n"
+             "marketd_db_pool_max{pool=\"primary\"} %d\n"
+             "# HELP marketd_db_pool_waiting Queries waiting for a connection.\n"
+             "# TYPE marketd_db_pool_waiting gauge\n"
+             "marketd_db_pool_waiting{pool=\"primary\"} %d\n",
              sum.busy, sum.idle, sum.connecting, sum.max, sum.waiting);
     jbuf_puts(b, line);
     uint64_t primary_served = 0;
@@ -247,18 +251,18 @@ static void metrics(rctx_t *r)
         }
     }
     render_replica_metrics(b, s, primary_served);
-    jbuf_puts(b, "# HELP db_pool_wait_seconds Time a query waited for a pool connection.\n"
-                 "# TYPE db_pool_wait_seconds histogram\n");
+    jbuf_puts(b, "# HELP marketd_db_pool_wait_seconds Time a query waited for a pool connection.\n"
+                 "# TYPE marketd_db_pool_wait_seconds histogram\n");
     uint64_t cum = 0;
     for (int i = 0; i < DB_WAIT_NBUCKETS; i++) {
         cum += hist.buckets[i];
-        snprintf(line, sizeof(line), "db_pool_wait_seconds_bucket{le=\"%g\"} %llu\n",
+        snprintf(line, sizeof(line), "marketd_db_pool_wait_seconds_bucket{le=\"%g\"} %llu\n",
                  db_wait_bucket_bounds[i], (unsigned long long)cum);
         jbuf_puts(b, line);
     }
     snprintf(line, sizeof(line),
-             "db_pool_wait_seconds_bucket{le=\"+Inf\"} %llu\ndb_pool_wait_seconds_sum %.6f\n"
-             "db_pool_wait_seconds_count %llu\n",
+             "marketd_db_pool_wait_seconds_bucket{le=\"+Inf\"} %llu\nmarketd_db_pool_wait_seconds_sum %.6f\n"
+             "marketd_db_pool_wait_seconds_count %llu\n",
              (unsigned long long)hist.count, (double)hist.sum_us / 1e6, (unsigned long long)hist.count);
     jbuf_puts(b, line);
     int ahead = partitions_ahead;
@@ -273,6 +277,13 @@ static void metrics(rctx_t *r)
         jbuf_puts(b, line);
     }
     api_render_admission_metrics(b, s);
+    /* Constant 1: joins any series to the binary that produced it. */
+    snprintf(
+        line, sizeof(line),
+        "# HELP marketd_build_info The running binary: its release and the schema version it migrates to.\n"
+        "# TYPE marketd_build_info gauge\nmarketd_build_info{version=\"%s\",schema=\"%d\"} 1\n",
+        MARKETD_VERSION, migrate_latest_version());
+    jbuf_puts(b, line);
     metrics_render_process(b);
     reply_body(r, 200, "text/plain; version=0.0.4", b->data, b->len);
 }

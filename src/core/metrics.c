@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -96,8 +97,8 @@ static void render_loop_lag(jbuf_t *out, metrics_t *const *all, int n)
 void metrics_render_http(jbuf_t *out, metrics_t *const *all, int n)
 {
     char line[256];
-    jbuf_puts(out, "# HELP http_requests_total HTTP requests by method, route and status.\n"
-                   "# TYPE http_requests_total counter\n");
+    jbuf_puts(out, "# HELP marketd_http_requests_total HTTP requests by method, route and status.\n"
+                   "# TYPE marketd_http_requests_total counter\n");
     for (int r = 0; r < METRICS_MAX_ROUTES; r++) {
         if (route_names[r] == NULL)
             continue;
@@ -114,14 +115,14 @@ void metrics_render_http(jbuf_t *out, metrics_t *const *all, int n)
                 else
                     snprintf(st, sizeof(st), "other");
                 snprintf(line, sizeof(line),
-                         "http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %llu\n",
+                         "marketd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %llu\n",
                          method_names[mth], route_names[r], st, (unsigned long long)v);
                 jbuf_puts(out, line);
             }
         }
     }
-    jbuf_puts(out, "# HELP http_request_duration_seconds HTTP request latency by route.\n"
-                   "# TYPE http_request_duration_seconds histogram\n");
+    jbuf_puts(out, "# HELP marketd_http_request_duration_seconds HTTP request latency by route.\n"
+                   "# TYPE marketd_http_request_duration_seconds histogram\n");
     for (int r = 0; r < METRICS_MAX_ROUTES; r++) {
         if (route_names[r] == NULL)
             continue;
@@ -135,32 +136,67 @@ void metrics_render_http(jbuf_t *out, metrics_t *const *all, int n)
                 cum += LOAD(all[w]->latency[r][b]);
             if (b < METRICS_NBUCKETS - 1)
                 snprintf(line, sizeof(line),
-                         "http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                         "marketd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
                          route_names[r], bucket_bounds[b], (unsigned long long)cum);
             else
                 snprintf(line, sizeof(line),
-                         "http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                         "marketd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
                          route_names[r], (unsigned long long)cum);
             jbuf_puts(out, line);
         }
         snprintf(line, sizeof(line),
-                 "http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
-                 "http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+                 "marketd_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+                 "marketd_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
                  route_names[r], (double)sum / 1e6, route_names[r], (unsigned long long)count);
         jbuf_puts(out, line);
     }
     static const char *const cache_results[3] = {"hit", "miss", "bypass"};
-    jbuf_puts(out, "# HELP cache_requests_total Cacheable requests by cache result.\n"
-                   "# TYPE cache_requests_total counter\n");
+    jbuf_puts(out, "# HELP marketd_cache_requests_total Cacheable requests by cache result.\n"
+                   "# TYPE marketd_cache_requests_total counter\n");
     for (int i = 0; i < 3; i++) {
         uint64_t v = 0;
         for (int w = 0; w < n; w++)
             v += LOAD(all[w]->cache[i]);
-        snprintf(line, sizeof(line), "cache_requests_total{result=\"%s\"} %llu\n", cache_results[i],
+        snprintf(line, sizeof(line), "marketd_cache_requests_total{result=\"%s\"} %llu\n", cache_results[i],
                  (unsigned long long)v);
         jbuf_puts(out, line);
     }
     render_loop_lag(out, all, n);
+}
+
+/* The process's start in seconds since the Unix epoch: its start in clock
+ * ticks after boot (/proc/self/stat, field 22) plus the boot time
+ * (/proc/stat btime), read at each scrape (no shared state between the
+ * workers that render /metrics); 0 if /proc says nothing. */
+static double process_start_time(void)
+{
+    double start = 0;
+    unsigned long long ticks = 0, btime = 0;
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f != NULL) {
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        /* Fields after the command name, which may hold spaces: from the
+         * last ')' on, field 3 is the first. */
+        char *p = strrchr(buf, ')');
+        for (int field = 2; p != NULL && field < 22; field++)
+            p = strchr(p + 1, ' ');
+        if (p != NULL)
+            ticks = strtoull(p + 1, NULL, 10);
+    }
+    f = fopen("/proc/stat", "r");
+    if (f != NULL) {
+        while (fgets(buf, sizeof(buf), f) != NULL)
+            if (sscanf(buf, "btime %llu", &btime) == 1)
+                break;
+        fclose(f);
+    }
+    long hz = sysconf(_SC_CLK_TCK);
+    if (btime > 0 && hz > 0)
+        start = (double)btime + (double)ticks / (double)hz;
+    return start;
 }
 
 void metrics_render_process(jbuf_t *out)
@@ -189,11 +225,18 @@ void metrics_render_process(jbuf_t *out)
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
     snprintf(line, sizeof(line),
+             "# HELP process_cpu_seconds_total User and system CPU time spent, in seconds.\n"
              "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.3f\n"
+             "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
              "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n"
+             "# HELP process_open_fds Open file descriptors.\n"
              "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n"
-             "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
-             cpu, rss_pages * sysconf(_SC_PAGESIZE), fds, (unsigned long long)rl.rlim_cur);
+             "# HELP process_max_fds The limit of open file descriptors.\n"
+             "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n"
+             "# HELP process_start_time_seconds Start time of the process since the Unix epoch, in seconds.\n"
+             "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.2f\n",
+             cpu, rss_pages * sysconf(_SC_PAGESIZE), fds, (unsigned long long)rl.rlim_cur,
+             process_start_time());
     jbuf_puts(out, line);
 }
 

@@ -8,7 +8,7 @@ them in tearDownClass. What is tested:
 
 - CacheBasicTests: MISS/BYPASS then HIT on every cacheable GET kind, no
   X-Cache elsewhere, the same ETag for the same bytes on HIT and MISS, 304
-  on a HIT, cache_requests_total{result} in /metrics.
+  on a HIT, marketd_cache_requests_total{result} in /metrics.
 - CacheKeyTests: the normalised key (equivalent product queries share one
   entry, q folded to lower case, ASCII and Cyrillic), cursor pages BYPASS,
   unknown parameters cannot grow the key space, q's escaped characters
@@ -158,11 +158,11 @@ def flight_waiters(port):
 
 
 def cache_metrics(port):
-    """cache_requests_total by result, from /metrics."""
+    """marketd_cache_requests_total by result, from /metrics."""
     r = fetch(port, "GET", "/metrics")
     text = r.raw.decode("utf-8", "replace")
     out = {}
-    for m in re.finditer(r'^cache_requests_total\{result="(\w+)"\} (\d+)$', text, re.M):
+    for m in re.finditer(r'^marketd_cache_requests_total\{result="(\w+)"\} (\d+)$', text, re.M):
         out[m.group(1)] = int(m.group(2))
     return out
 
@@ -703,7 +703,7 @@ class CacheBasicTests(CacheCase, CacheBasicMixin):
         self.assertEqual(self.redis_keys("c1:products:*l=3&c=%d&*" % msk), set(), "the key must be cold")
         before = cache_metrics(self.port)
         for k in ("hit", "miss", "bypass"):
-            self.assertIn(k, before, "cache_requests_total{result=%r} missing from /metrics: %r" % (k, before))
+            self.assertIn(k, before, "marketd_cache_requests_total{result=%r} missing from /metrics: %r" % (k, before))
         r1 = self.GET(cold)
         self.assertEqual(xc(r1), "MISS", show(r1))
         self.wait_key("c1:products:*l=3&c=%d&*" % msk)
@@ -715,7 +715,7 @@ class CacheBasicTests(CacheCase, CacheBasicMixin):
         after = cache_metrics(self.port)
         delta = {k: after[k] - before[k] for k in before}
         self.assertEqual(delta, {"hit": 2, "miss": 1, "bypass": 1},
-                         "cache_requests_total deltas after 1 MISS, 2 HITs, 1 BYPASS (summed over the workers)\n"
+                         "marketd_cache_requests_total deltas after 1 MISS, 2 HITs, 1 BYPASS (summed over the workers)\n"
                          "before %r\nafter  %r" % (before, after))
 
 
@@ -1464,7 +1464,7 @@ class CacheStampedeMixin:
         self.assertEqual((got, len(run), delta), ({"MISS": 1, "HIT": self.N - 1}, 1,
                                                   {"hit": self.N - 1, "miss": 1, "bypass": 0}),
                          "%d concurrent GETs of a cold key (WORKERS=2, %s): X-Cache counts, product queries the "
-                         "server ran on the database, cache_requests_total deltas"
+                         "server ran on the database, marketd_cache_requests_total deltas"
                          % (self.N, "fill held in the database" if hold else "free-running"))
 
     def test_stampede_one_fill_while_the_fill_is_held(self):

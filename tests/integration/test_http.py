@@ -15,11 +15,11 @@ from harness import (Dataset, ServerTestCase, fmt_resp, raw_connect, raw_headers
 
 # Sample names; a histogram shows up as <name>_bucket/_sum/_count.
 REQUIRED_METRICS = (
-    "http_requests_total", "http_request_duration_seconds_bucket", "db_pool_connections",
-    "db_pool_max", "db_pool_wait_seconds_bucket", "process_resident_memory_bytes",
+    "marketd_http_requests_total", "marketd_http_request_duration_seconds_bucket", "marketd_db_pool_connections",
+    "marketd_db_pool_max", "marketd_db_pool_wait_seconds_bucket", "process_resident_memory_bytes",
     "process_open_fds", "process_cpu_seconds_total",
 )
-HISTOGRAMS = ("http_request_duration_seconds", "db_pool_wait_seconds")
+HISTOGRAMS = ("marketd_http_request_duration_seconds", "marketd_db_pool_wait_seconds")
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,)?')
@@ -182,14 +182,14 @@ class HttpTests(ServerTestCase):
             self.assertIn("# TYPE %s histogram" % h, text, "%s is not declared a histogram" % h)
             for suffix in ("_sum", "_count"):
                 self.assertIn(h + suffix, names, "histogram %s lacks %s%s" % (h, h, suffix))
-        reqs = [l for n, l, _ in samples if n == "http_requests_total"]
+        reqs = [l for n, l, _ in samples if n == "marketd_http_requests_total"]
         self.assertTrue(all({"method", "route", "status"} <= set(l) for l in reqs),
-                        "http_requests_total labels: %r" % reqs[:5])
-        buckets = [(l, v) for n, l, v in samples if n == "http_request_duration_seconds_bucket"]
+                        "marketd_http_requests_total labels: %r" % reqs[:5])
+        buckets = [(l, v) for n, l, v in samples if n == "marketd_http_request_duration_seconds_bucket"]
         self.assertTrue(any(l.get("le") == "+Inf" for l, _ in buckets), "no le=\"+Inf\" bucket")
         self.assertTrue(all("route" in l for l, _ in buckets), "duration histogram has no route label")
         for n, l, v in samples:
-            if n == "db_pool_max":
+            if n == "marketd_db_pool_max":
                 self.assertIn("pool", l)
                 self.assertGreater(v, 0)
             if n == "process_resident_memory_bytes":
@@ -197,12 +197,37 @@ class HttpTests(ServerTestCase):
             if n == "process_open_fds":
                 self.assertGreater(v, 2)
 
+    def test_metrics_follow_prometheus_conventions(self):
+        """Issue 9: every family is prefixed marketd_ (process_* are the
+        standard process collector's names), has one HELP and one TYPE
+        line, and marketd_build_info / process_start_time_seconds exist."""
+        text, samples = self.metrics()
+        helps = re.findall(r"^# HELP (\S+) \S", text, re.M)
+        types = re.findall(r"^# TYPE (\S+) ", text, re.M)
+        self.assertEqual(len(helps), len(set(helps)), "a HELP line repeated: %r" % helps)
+        self.assertEqual(sorted(helps), sorted(types), "families with a TYPE but no HELP (or the reverse)")
+        for family in types:
+            self.assertTrue(family.startswith(("marketd_", "process_")), "unprefixed family %s" % family)
+        suffixes = ("_bucket", "_sum", "_count")
+        for n, _, _ in samples:
+            base = next((n[:-len(x)] for x in suffixes if n.endswith(x) and n[:-len(x)] in types), n)
+            self.assertIn(base, types, "sample %s belongs to no declared family" % n)
+        info = [(l, v) for n, l, v in samples if n == "marketd_build_info"]
+        self.assertEqual(len(info), 1, info)
+        self.assertEqual(info[0][1], 1)
+        self.assertRegex(info[0][0].get("version", ""), r"^\d+\.\d+\.\d+")
+        self.assertTrue(info[0][0].get("schema", "").isdigit(), info)
+        start = [v for n, _, v in samples if n == "process_start_time_seconds"]
+        self.assertEqual(len(start), 1)
+        self.assertTrue(time.time() - 86400 < start[0] <= time.time() + 5,
+                        "process_start_time_seconds %r is not this process's start" % start)
+
     def test_metrics_requests_total_increases(self):
         def totals():
             _, samples = self.metrics()
-            all_ = sum(v for n, _, v in samples if n == "http_requests_total")
+            all_ = sum(v for n, _, v in samples if n == "marketd_http_requests_total")
             cities = sum(v for n, l, v in samples
-                         if n == "http_requests_total" and "cities" in l.get("route", "")
+                         if n == "marketd_http_requests_total" and "cities" in l.get("route", "")
                          and l.get("status") == "200" and l.get("method") == "GET")
             return all_, cities
 
@@ -213,9 +238,9 @@ class HttpTests(ServerTestCase):
         after = wait_until(lambda: (lambda t: t if t[1] >= before_cities + 5 else None)(totals()), 5)
         after_all, after_cities = after or totals()
         self.assertGreaterEqual(after_cities - before_cities, 5,
-                                "http_requests_total{method=GET,route~cities,status=200}: %s -> %s"
+                                "marketd_http_requests_total{method=GET,route~cities,status=200}: %s -> %s"
                                 % (before_cities, after_cities))
-        self.assertGreaterEqual(after_all - before_all, 5, "http_requests_total sum: %s -> %s"
+        self.assertGreaterEqual(after_all - before_all, 5, "marketd_http_requests_total sum: %s -> %s"
                                 % (before_all, after_all))
 
     # -- malformed and oversized input ------------------------------------------

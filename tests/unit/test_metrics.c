@@ -121,26 +121,31 @@ static void test_counts_summed_across_workers(void **state)
     metrics_t *all[] = {w1, w2};
     char *out = render(all, 2);
 
-    assert_series(out, "http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}", "5");
-    assert_series(out, "http_requests_total{method=\"HEAD\",route=\"/healthz\",status=\"200\"}", "1");
-    assert_series(out, "http_requests_total{method=\"GET\",route=\"/api/v1/products/{id}\",status=\"404\"}",
-                  "2");
-    assert_series(out, "http_requests_total{method=\"POST\",route=\"/api/v1/products/{id}\",status=\"422\"}",
-                  "1");
-    assert_series(out, "http_requests_total{method=\"PATCH\",route=\"/api/v1/products/{id}\",status=\"503\"}",
-                  "1");
-    assert_series(out, "http_requests_total{method=\"OTHER\",route=\"/api/v1/products/{id}\",status=\"405\"}",
-                  "1");
+    assert_series(out, "marketd_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}", "5");
+    assert_series(out, "marketd_http_requests_total{method=\"HEAD\",route=\"/healthz\",status=\"200\"}", "1");
+    assert_series(
+        out, "marketd_http_requests_total{method=\"GET\",route=\"/api/v1/products/{id}\",status=\"404\"}",
+        "2");
+    assert_series(
+        out, "marketd_http_requests_total{method=\"POST\",route=\"/api/v1/products/{id}\",status=\"422\"}",
+        "1");
+    assert_series(
+        out, "marketd_http_requests_total{method=\"PATCH\",route=\"/api/v1/products/{id}\",status=\"503\"}",
+        "1");
+    assert_series(
+        out, "marketd_http_requests_total{method=\"OTHER\",route=\"/api/v1/products/{id}\",status=\"405\"}",
+        "1");
     /* Zero counts are not printed. */
-    assert_no_series(out, "http_requests_total{method=\"POST\",route=\"/healthz\",status=\"200\"}");
-    assert_no_series(out, "http_requests_total{method=\"GET\",route=\"/healthz\",status=\"404\"}");
+    assert_no_series(out, "marketd_http_requests_total{method=\"POST\",route=\"/healthz\",status=\"200\"}");
+    assert_no_series(out, "marketd_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"404\"}");
 
     /* Rendering only one worker shows only its share. */
     free(out);
     out = render(all, 1);
-    assert_series(out, "http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}", "3");
-    assert_series(out, "http_requests_total{method=\"GET\",route=\"/api/v1/products/{id}\",status=\"404\"}",
-                  "1");
+    assert_series(out, "marketd_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}", "3");
+    assert_series(
+        out, "marketd_http_requests_total{method=\"GET\",route=\"/api/v1/products/{id}\",status=\"404\"}",
+        "1");
     free(out);
     free(w1);
     free(w2);
@@ -156,7 +161,7 @@ static void test_histogram(void **state)
     metrics_observe(w2, R_HEALTH, GET, 200, 2000000);  /* 2 s */
     metrics_t *all[] = {w1, w2};
     char *out = render(all, 2);
-#define B(le) "http_request_duration_seconds_bucket{route=\"/healthz\",le=\"" le "\"}"
+#define B(le) "marketd_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"" le "\"}"
     assert_series(out, B("0.001"), "3");
     assert_series(out, B("0.0025"), "5");
     assert_series(out, B("0.005"), "5");
@@ -172,8 +177,8 @@ static void test_histogram(void **state)
     assert_series(out, B("10"), "6");
     assert_series(out, B("+Inf"), "6");
 #undef B
-    assert_series(out, "http_request_duration_seconds_sum{route=\"/healthz\"}", "2.004500");
-    assert_series(out, "http_request_duration_seconds_count{route=\"/healthz\"}", "6");
+    assert_series(out, "marketd_http_request_duration_seconds_sum{route=\"/healthz\"}", "2.004500");
+    assert_series(out, "marketd_http_request_duration_seconds_count{route=\"/healthz\"}", "6");
     free(out);
     free(w1);
     free(w2);
@@ -206,15 +211,16 @@ static void test_bucket_bounds(void **state)
         metrics_t *all[] = {w};
         char *out = render(all, 1);
         char series[128];
-        snprintf(series, sizeof(series), "http_request_duration_seconds_bucket{route=\"/buckets\",le=\"%s\"}",
-                 cases[i].le);
+        snprintf(series, sizeof(series),
+                 "marketd_http_request_duration_seconds_bucket{route=\"/buckets\",le=\"%s\"}", cases[i].le);
         const char *v = value_of(out, series);
         if (v == NULL || strcmp(v, "1") != 0)
             fail_msg("%llu µs: %s is %s, expected 1", (unsigned long long)cases[i].us, series,
                      v ? v : "missing");
         if (cases[i].below) {
             snprintf(series, sizeof(series),
-                     "http_request_duration_seconds_bucket{route=\"/buckets\",le=\"%s\"}", cases[i].below);
+                     "marketd_http_request_duration_seconds_bucket{route=\"/buckets\",le=\"%s\"}",
+                     cases[i].below);
             v = value_of(out, series);
             if (v == NULL || strcmp(v, "0") != 0)
                 fail_msg("%llu µs: %s is %s, expected 0", (unsigned long long)cases[i].us, series,
@@ -232,9 +238,9 @@ static void test_cache_counters(void **state)
     w2->cache[1] = 2;                   /* miss */
     metrics_t *all[] = {w1, w2};
     char *out = render(all, 2);
-    assert_series(out, "cache_requests_total{result=\"hit\"}", "7");
-    assert_series(out, "cache_requests_total{result=\"miss\"}", "2");
-    assert_series(out, "cache_requests_total{result=\"bypass\"}", "0");
+    assert_series(out, "marketd_cache_requests_total{result=\"hit\"}", "7");
+    assert_series(out, "marketd_cache_requests_total{result=\"miss\"}", "2");
+    assert_series(out, "marketd_cache_requests_total{result=\"bypass\"}", "0");
     free(out);
     free(w1);
     free(w2);
@@ -250,11 +256,11 @@ static void test_unnamed_and_out_of_range_routes(void **state)
     metrics_t *all[] = {w};
     char *out = render(all, 1);
     assert_not_contains(out, "/bad");
-    assert_series(out, "http_requests_total{method=\"DELETE\",route=\"/last\",status=\"204\"}", "1");
-    assert_series(out, "http_request_duration_seconds_count{route=\"/last\"}", "1");
+    assert_series(out, "marketd_http_requests_total{method=\"DELETE\",route=\"/last\",status=\"204\"}", "1");
+    assert_series(out, "marketd_http_request_duration_seconds_count{route=\"/last\"}", "1");
     /* The only request lines are the one for /last. */
     int lines = 0;
-    for (const char *p = out; (p = strstr(p, "\nhttp_requests_total{")) != NULL; p++)
+    for (const char *p = out; (p = strstr(p, "\nmarketd_http_requests_total{")) != NULL; p++)
         lines++;
     assert_i64_eq(lines, 1);
     free(out);
@@ -274,7 +280,7 @@ static void test_every_status_in_table(void **state)
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
         char series[128], want[16];
         snprintf(series, sizeof(series),
-                 "http_requests_total{method=\"GET\",route=\"/api/v1/products/{id}\",status=\"%d\"}",
+                 "marketd_http_requests_total{method=\"GET\",route=\"/api/v1/products/{id}\",status=\"%d\"}",
                  statuses[i]);
         snprintf(want, sizeof(want), "%zu", i + 1);
         assert_series(out, series, want);
@@ -301,13 +307,16 @@ static void test_other_status_reported_as_class(void **state)
     char *copy = strdup(out);
     free(out);
     free(w);
-    const char *v4 = value_of(copy, "http_requests_total{method=\"GET\",route=\"/other\",status=\"4xx\"}");
+    const char *v4 =
+        value_of(copy, "marketd_http_requests_total{method=\"GET\",route=\"/other\",status=\"4xx\"}");
     char v4s[64];
     snprintf(v4s, sizeof(v4s), "%s", v4 ? v4 : "missing");
-    const char *v5 = value_of(copy, "http_requests_total{method=\"GET\",route=\"/other\",status=\"5xx\"}");
+    const char *v5 =
+        value_of(copy, "marketd_http_requests_total{method=\"GET\",route=\"/other\",status=\"5xx\"}");
     char v5s[64];
     snprintf(v5s, sizeof(v5s), "%s", v5 ? v5 : "missing");
-    const char *vo = value_of(copy, "http_requests_total{method=\"GET\",route=\"/other\",status=\"other\"}");
+    const char *vo =
+        value_of(copy, "marketd_http_requests_total{method=\"GET\",route=\"/other\",status=\"other\"}");
     char vos[64];
     snprintf(vos, sizeof(vos), "%s", vo ? vo : "missing");
     free(copy);
@@ -326,8 +335,9 @@ static void test_exposition_format(void **state)
     metrics_observe(w, R_HEALTH, GET, 200, 100);
     metrics_t *all[] = {w};
     char *out = render(all, 1);
-    static const char *const families[] = {"http_requests_total", "http_request_duration_seconds",
-                                           "cache_requests_total", "marketd_event_loop_lag_seconds"};
+    static const char *const families[] = {"marketd_http_requests_total",
+                                           "marketd_http_request_duration_seconds",
+                                           "marketd_cache_requests_total", "marketd_event_loop_lag_seconds"};
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
         char help[128], type[128];
         snprintf(help, sizeof(help), "# HELP %s ", families[i]);
@@ -338,8 +348,8 @@ static void test_exposition_format(void **state)
         assert_null(strstr(h + 1, help));
         assert_null(strstr(t + 1, type));
     }
-    assert_contains(out, "# TYPE http_request_duration_seconds histogram\n");
-    assert_contains(out, "# TYPE http_requests_total counter\n");
+    assert_contains(out, "# TYPE marketd_http_request_duration_seconds histogram\n");
+    assert_contains(out, "# TYPE marketd_http_requests_total counter\n");
     assert_contains(out, "# TYPE marketd_event_loop_lag_seconds histogram\n");
     assert_true(out[strlen(out) - 1] == '\n');
     for (const char *line = out; *line;) {
@@ -365,10 +375,10 @@ static void test_exposition_format(void **state)
 static void test_no_workers(void **state)
 {
     char *out = render(NULL, 0);
-    assert_series(out, "cache_requests_total{result=\"hit\"}", "0");
+    assert_series(out, "marketd_cache_requests_total{result=\"hit\"}", "0");
     assert_series(out, "marketd_event_loop_lag_seconds_count", "0");
     assert_series(out, "marketd_event_loop_lag_seconds_bucket{le=\"+Inf\"}", "0");
-    assert_series(out, "http_request_duration_seconds_count{route=\"/healthz\"}", "0");
+    assert_series(out, "marketd_http_request_duration_seconds_count{route=\"/healthz\"}", "0");
     free(out);
 }
 

@@ -243,12 +243,12 @@ function k8sSame(a, b) {
 // --- Grafana dashboard ----------------------------------------------------------------
 
 const REQUIRED_SIGNALS = [
-  ["req/s per instance", /sum by \(instance\) \(rate\(http_requests_total\{/],
-  ["p95 by route", /histogram_quantile\(0\.95, sum by \(route, le\) \(rate\(http_request_duration_seconds_bucket/],
-  ["p99 by route", /histogram_quantile\(0\.99, sum by \(route, le\) \(rate\(http_request_duration_seconds_bucket/],
-  ["pool usage", /db_pool_connections\{[^}]*state="busy"[^}]*\}[\s\S]*db_pool_max/],
-  ["pool wait", /db_pool_wait_seconds_bucket/],
-  ["cache hit ratio", /cache_requests_total\{[^}]*result="hit"/],
+  ["req/s per instance", /sum by \(instance\) \(rate\(marketd_http_requests_total\{/],
+  ["p95 by route", /histogram_quantile\(0\.95, sum by \(route, le\) \(rate\(marketd_http_request_duration_seconds_bucket/],
+  ["p99 by route", /histogram_quantile\(0\.99, sum by \(route, le\) \(rate\(marketd_http_request_duration_seconds_bucket/],
+  ["pool usage", /marketd_db_pool_connections\{[^}]*state="busy"[^}]*\}[\s\S]*marketd_db_pool_max/],
+  ["pool wait", /marketd_db_pool_wait_seconds_bucket/],
+  ["cache hit ratio", /marketd_cache_requests_total\{[^}]*result="hit"/],
   ["CPU", /rate\(process_cpu_seconds_total/],
   ["RSS", /process_resident_memory_bytes/],
   ["fds", /process_open_fds/],
