@@ -62,6 +62,7 @@ HOST=127.0.0.1
 PG_PORT=15433
 API_PORT=18081
 REDIS_PORT=18083
+HEALTH_PORT=18086 # marketd's HEALTH_LISTEN
 DB_NAME=marketd_bench
 DB_URL="postgresql://postgres@$HOST:$PG_PORT/$DB_NAME"
 PGDIR=$ROOT/.data/bench-pg
@@ -109,6 +110,7 @@ MARKETD_PID=
 REDIS_PID=
 LOADGEN_PID=
 SCRAPER_PID=
+PROBE_PID=
 LOCK_FD=
 
 stop_bg() { # PID: SIGTERM, wait (bounded), SIGKILL
@@ -129,6 +131,7 @@ cleanup() {
 	set +e
 	stop_bg "$LOADGEN_PID"
 	stop_bg "$SCRAPER_PID"
+	stop_bg "$PROBE_PID"
 	[ -z "$MARKETD_PID" ] || b_stop_pid "$MARKETD_PID" marketd 10
 	[ -z "$REDIS_PID" ] || b_stop_pid "$REDIS_PID" redis-server 10
 	b_finish "$rc" "${OVERLOAD_KEEP_TMP:-0}" o_log
@@ -283,7 +286,7 @@ redis_stop() {
 JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 MARKETD_ENV=(LISTEN="$HOST:$API_PORT" WORKERS="$WORKERS" ACCESS_LOG=0 DATABASE_URL="$DB_URL"
 	DB_POOL_SIZE="$POOL" DB_MAX_OVERFLOW="$OVERFLOW" SHUTDOWN_TIMEOUT_MS=2000
-	REDIS_URL="redis://$HOST:$REDIS_PORT" JWT_SECRET="$JWT_SECRET")
+	REDIS_URL="redis://$HOST:$REDIS_PORT" JWT_SECRET="$JWT_SECRET" HEALTH_LISTEN="$HOST:$HEALTH_PORT")
 [ -z "$CACHE_TIMEOUT_MS" ] || MARKETD_ENV+=(CACHE_TIMEOUT_MS="$CACHE_TIMEOUT_MS")
 MARKETD_LOG=
 marketd_start() {
@@ -447,6 +450,10 @@ run_scenario() {
 		--psql "psql -h $HOST -p $PG_PORT -U postgres" --db "$DB_NAME" \
 		--pids "$TMP/pids" --pg-pidfile "$PGDIR/data/postmaster.pid" --loadgen "$TMP/loadgen" &
 	SCRAPER_PID=$!
+	# /healthz every 100 ms on both listeners, from a process of its own.
+	"$PYTHON" "$ANALYZE" healthprobe --url "main_port=http://$HOST:$API_PORT/healthz" \
+		--url "health_listener=http://$HOST:$HEALTH_PORT/healthz" --out "$dir/health.jsonl" &
+	PROBE_PID=$!
 	local limit
 	limit=$(awk -v d="$dur" -v t="$TIMEOUT_MS" 'BEGIN { printf "%d", d + t / 1000 + 90 }')
 	timeout -k 5 "$limit" "${cmd[@]}" >"$genout" 2> >(tee "$generr" | sed -u 's/^loadgen: /[overload]     /' >&2) &
@@ -476,6 +483,8 @@ run_scenario() {
 	LOADGEN_PID=
 	stop_bg "$SCRAPER_PID"
 	SCRAPER_PID=
+	stop_bg "$PROBE_PID"
+	PROBE_PID=
 	[ "$redis_was_down" = 0 ] || redis_start
 	[ "$rc" = 0 ] || o_log "the load generator exited with status $rc (see $generr)"
 	kill -0 "$MARKETD_PID" 2>/dev/null || { tail -n 30 "$MARKETD_LOG" >&2; die "marketd died during scenario ($s)"; }
@@ -507,6 +516,7 @@ run_scenario() {
 JSON
 	[ -n "$outage" ] || sed -i 's/"outage": \[\]/"outage": null/' "$dir/meta.json"
 	"$PYTHON" "$ANALYZE" window --meta "$dir/meta.json" --log "$genlog" --scrape "$scrape" --gen-out "$genout" \
+		--health "$dir/health.jsonl" \
 		--out "$dir/result.json" || die "analysis of scenario ($s) failed"
 	RESULT_FILES+=("$dir/result.json")
 	t_end=$(date +%s)

@@ -353,6 +353,62 @@ def distinct_keys_per_s(recs, a_us, b_us):
     return sum(len(s) for s in bins.values()) / nb
 
 
+def cmd_healthprobe(a):
+    """GET each URL on a new connection every `interval` s until killed;
+    one JSON line per probe: {"t", "name", "ms"} (ms null: no 200 within
+    the timeout). The probe is its own process, so a busy marketd loop
+    shows up as its latency, not as the probe's."""
+    import http.client
+    import signal as _signal
+    import urllib.parse
+    _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(0))
+    targets = []
+    for spec in a.url:
+        name, _, url = spec.partition("=")
+        u = urllib.parse.urlsplit(url)
+        targets.append((name, u.hostname, u.port, u.path or "/"))
+    with open(a.out, "a", buffering=1) as out:
+        while True:
+            t_next = time.time() + a.interval
+            for name, host, port, path in targets:
+                t = time.time()
+                ms = None
+                try:
+                    c = http.client.HTTPConnection(host, port, timeout=a.timeout)
+                    c.request("GET", path, headers={"Connection": "close"})
+                    r = c.getresponse()
+                    r.read()
+                    if r.status == 200:
+                        ms = (time.time() - t) * 1000.0
+                    c.close()
+                except (OSError, http.client.HTTPException):
+                    pass
+                out.write(json.dumps({"t": t, "name": name, "ms": ms}) + "\n")
+            time.sleep(max(0.0, t_next - time.time()))
+
+
+def health_summary(path, t0, dur):
+    """Per probe name: count, failures, p50/p99/max ms, and how many over 10 ms, over [0, dur)."""
+    by = {}
+    if not path or not os.path.exists(path):
+        return None
+    for line in open(path):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if not (0 <= r["t"] - t0 < dur):
+            continue
+        by.setdefault(r["name"], []).append(r["ms"])
+    out = {}
+    for name, vals in by.items():
+        ok = sorted(v for v in vals if v is not None)
+        out[name] = {"count": len(vals), "failed": len(vals) - len(ok), "p50_ms": pct(ok, 50),
+                     "p99_ms": pct(ok, 99), "max_ms": ok[-1] if ok else None,
+                     "over_10ms": sum(1 for v in ok if v >= 10)}
+    return out
+
+
 def cmd_window(a):
     meta = json.load(open(a.meta))
     t0 = float(open(meta["t0_file"]).read().strip())
@@ -473,7 +529,8 @@ def cmd_window(a):
                     gen[k] = v
     res = dict(meta)
     res.update({"t0_epoch": t0, "windows": windows, "total": total, "per_second": series, "lag_metric": has_lag,
-                "lag_buckets": les, "loadgen": gen, "scrape_samples": len(sc.samples)})
+                "lag_buckets": les, "loadgen": gen, "scrape_samples": len(sc.samples),
+                "health": health_summary(a.health, t0, dur)})
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1, default=lambda x: None)
     tt = total
@@ -611,6 +668,20 @@ def eval_checks(res, by_name, prev):
                          "(5 s after the load drops)" % (flood + 5), bool(late) and not bad,
                          "%d of %d windows over; p99 per window: %s ms%s" % (
                              len(bad), len(late), ", ".join(f1(w["p99_ms"]) for w in late), extra)))
+    hs = (res.get("health") or {}).get("health_listener")
+    if hs is not None:
+        out.append(check("/healthz on HEALTH_LISTEN within 10 ms (probe every 100 ms: all answered, p99 < 10 ms)",
+                         hs["failed"] == 0 and hs["p99_ms"] is not None and hs["p99_ms"] < 10,
+                         "%d probes, %d failed, p50 %s / p99 %s / max %s ms, %d over 10 ms" % (
+                             hs["count"], hs["failed"], f1(hs["p50_ms"], 2), f1(hs["p99_ms"], 2), f1(hs["max_ms"], 2),
+                             hs["over_10ms"])))
+    hm = (res.get("health") or {}).get("main_port")
+    if hm is not None:
+        c = check("/healthz on the main port (the workers' loops), for comparison", None,
+                  "%d probes, %d failed, p50 %s / p99 %s / max %s ms" % (
+                      hm["count"], hm["failed"], f1(hm["p50_ms"], 2), f1(hm["p99_ms"], 2), f1(hm["max_ms"], 2)))
+        c["informational"] = True
+        out.append(c)
     return out
 
 
@@ -878,6 +949,12 @@ def main():
     p.add_argument("--log", required=True)
     p.add_argument("--scrape", required=True)
     p.add_argument("--gen-out")
+    p.add_argument("--health", help="the healthprobe's output")
+    p.add_argument("--out", required=True)
+    p = sp.add_parser("healthprobe")
+    p.add_argument("--url", action="append", required=True, help="name=http://host:port/path")
+    p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--out", required=True)
     p = sp.add_parser("report")
     p.add_argument("--run", required=True)
@@ -887,7 +964,7 @@ def main():
     p.add_argument("--png-dir", required=True)
     p.add_argument("--previous")
     a = ap.parse_args()
-    {"scrape": cmd_scrape, "window": cmd_window, "report": cmd_report}[a.cmd](a)
+    {"scrape": cmd_scrape, "window": cmd_window, "report": cmd_report, "healthprobe": cmd_healthprobe}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 
 #include "core/log.h"
 
-enum { T_INT, T_STR, T_BOOL, T_LISTEN, T_LEVEL, T_DURATION };
+enum { T_INT, T_STR, T_BOOL, T_LISTEN, T_ADDR, T_LEVEL, T_DURATION };
 
 typedef struct option {
     const char *name;
@@ -24,6 +24,8 @@ typedef struct option {
 /* The one table of every setting. WORKERS' default is filled at load time. */
 static const option_t options[] = {
     {"LISTEN", T_LISTEN, 0, "0.0.0.0:8080", 0, 0},
+    /* /healthz on a loop of its own (docs/design.md "Health under load"). */
+    {"HEALTH_LISTEN", T_ADDR, OFF(health_listen), NULL, 0, 0},
     {"WORKERS", T_INT, OFF(workers), NULL, 1, 256},
     {"DATABASE_URL", T_STR, OFF(database_url), NULL, 1, 0},
     {"DB_READ_REPLICA_URL", T_STR, OFF(db_read_replica_url), NULL, 0, 0},
@@ -107,10 +109,10 @@ long config_parse_duration(const char *s)
     return v * mult;
 }
 
-static int parse_listen(config_t *cfg, const char *s)
+static int parse_addr(const char *s, char host[CONFIG_HOST_MAX], int *port_out)
 {
     const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(cfg->listen_host))
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= CONFIG_HOST_MAX)
         return -1;
     long port;
     if (parse_long(colon + 1, &port) != 0 || port < 1 || port > 65535)
@@ -118,10 +120,15 @@ static int parse_listen(config_t *cfg, const char *s)
     /* "[::1]:8080": the brackets only delimit an IPv6 address. */
     if (s[0] == '[' && colon[-1] == ']' && colon - s >= 3)
         s++, colon--;
-    memcpy(cfg->listen_host, s, (size_t)(colon - s));
-    cfg->listen_host[colon - s] = '\0';
-    cfg->listen_port = (int)port;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port_out = (int)port;
     return 0;
+}
+
+static int parse_listen(config_t *cfg, const char *s)
+{
+    return parse_addr(s, cfg->listen_host, &cfg->listen_port);
 }
 
 /* CORS_ORIGINS: exact origins ("https://shop.example", "http://localhost:3000"),
@@ -167,6 +174,20 @@ static int load_one(config_t *cfg, const option_t *o, const char *v, char *err, 
             return 0;
         snprintf(err, errlen, "%s: expected host:port (e.g. 0.0.0.0:8080), got \"%s\"", o->name, v);
         return -1;
+    case T_ADDR: {
+        /* Optional: empty is "off" (port 0). */
+        config_addr_t *a = (config_addr_t *)field;
+        if (*v == '\0') {
+            a->host[0] = '\0';
+            a->port = 0;
+            return 0;
+        }
+        if (parse_addr(v, a->host, &a->port) == 0)
+            return 0;
+        snprintf(err, errlen, "%s: expected host:port (e.g. 0.0.0.0:8082) or nothing, got \"%s\"", o->name,
+                 v);
+        return -1;
+    }
     case T_STR:
         *(char **)field = strdup(v);
         if (*(char **)field == NULL)

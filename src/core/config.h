@@ -8,9 +8,18 @@
  */
 #include <stddef.h>
 
+#define CONFIG_HOST_MAX 64
+
+/* An optional host:port (port 0 when unset). */
+typedef struct config_addr {
+    char host[CONFIG_HOST_MAX];
+    int port;
+} config_addr_t;
+
 typedef struct config {
-    char listen_host[64];
+    char listen_host[CONFIG_HOST_MAX];
     int listen_port;
+    config_addr_t health_listen; /* port 0: off */
     int workers;
     char *database_url;
     char *db_read_replica_url; /* comma-separated list, or NULL */

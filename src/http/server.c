@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "h2o/http1.h"
 #include "http/cors.h"
+#include "http/health.h"
 #include "http/reply.h"
 
 /* h2o's own limit on a request body, past which it answers a plain 413 or
@@ -182,17 +183,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ---- listening ---------------------------------------------------------- */
 
-static int open_listener(const config_t *cfg, char *err, size_t errlen)
+int server_listen_socket(const char *host, int port_no, const char *what, char *err, size_t errlen)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     char port[8];
-    snprintf(port, sizeof(port), "%d", cfg->listen_port);
-    int rc = getaddrinfo(cfg->listen_host, port, &hints, &res);
+    snprintf(port, sizeof(port), "%d", port_no);
+    int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "LISTEN: cannot resolve \"%s\": %s", cfg->listen_host, gai_strerror(rc));
+        snprintf(err, errlen, "%s: cannot resolve \"%s\": %s", what, host, gai_strerror(rc));
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -201,8 +202,7 @@ static int open_listener(const config_t *cfg, char *err, size_t errlen)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 65535) != 0) {
-        snprintf(err, errlen, "LISTEN: cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
-                 strerror(errno));
+        snprintf(err, errlen, "%s: cannot listen on %s:%d: %s", what, host, port_no, strerror(errno));
         if (fd >= 0)
             close(fd);
         fd = -1;
@@ -312,7 +312,7 @@ static void *worker_main(void *arg)
     jbuf_init(&w->logbuf, 1024);
     trace_seed(&w->trace_rng);
 
-    int fd = open_listener(cfg, err, sizeof(err));
+    int fd = server_listen_socket(cfg->listen_host, cfg->listen_port, "LISTEN", err, sizeof(err));
     if (fd < 0) {
         log_error("%s", err);
         w->start_error = 1;
@@ -457,6 +457,19 @@ int server_run(const config_t *cfg, const http_app_t *app)
     for (int i = 0; i < s.nworkers; i++)
         failed |= s.workers[i].start_error;
 
+    health_t *health = NULL;
+    if (!failed && cfg->health_listen.port != 0) {
+        char err[256];
+        health = health_start(cfg->health_listen.host, cfg->health_listen.port, err, sizeof(err));
+        if (health == NULL) {
+            log_error("%s", err);
+            failed = 1;
+        } else {
+            log_info("GET /healthz also on %s:%d (its own loop)", cfg->health_listen.host,
+                     cfg->health_listen.port);
+        }
+    }
+
     int exit_code = 0;
     if (failed) {
         exit_code = 1;
@@ -476,6 +489,8 @@ int server_run(const config_t *cfg, const http_app_t *app)
     __atomic_store_n(&s.stopping, 1, __ATOMIC_RELEASE);
     for (int i = 0; i < s.nworkers; i++)
         pthread_join(s.workers[i].thread, NULL);
+    /* Alive until the very end: liveness is not readiness. */
+    health_stop(health);
     offload_stop();
     for (int i = 0; i < s.nworkers; i++)
         if (s.workers[i].loop != NULL)

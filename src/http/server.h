@@ -92,4 +92,8 @@ uint64_t server_now_us(void);
  * (core/metrics.h) from their own ticks on this loop. */
 uint64_t server_loop_lag_us(const worker_t *w);
 
+/* A listening TCP socket on host:port (SO_REUSEPORT, so that every
+ * worker opens its own); -1 with a message naming `what` (the setting). */
+int server_listen_socket(const char *host, int port, const char *what, char *err, size_t errlen);
+
 #endif

@@ -26,10 +26,14 @@ timing is asserted beyond them.
 """
 
 import http.client
+import os
 import re
 import signal
+import socket
+import subprocess
 import threading
 import time
+import unittest
 
 import harness
 from harness import RedisServer, ServerTestCase, wait_until
@@ -270,3 +274,77 @@ class StallTests(ServerTestCase):
             self.redis.resume()
         self.warm(self.cached_paths()[0])
         self.wait_readyz_cache("up")
+
+
+class HealthListenerTests(ServerTestCase):
+    """HEALTH_LISTEN (issue 11: "/healthz answers within 10 ms under any
+    load"): GET /healthz on a listener and a loop of its own, which the
+    workers' load cannot delay. Shown without timing: it answers while both
+    workers' loops are blocked (TEST_STALL_SIGNAL), i.e. before either logs
+    that it runs again."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.health_port = harness.free_port()
+        cls.server_env = {"TEST_STALL_SIGNAL": "1", "WORKERS": "2",
+                          "HEALTH_LISTEN": "127.0.0.1:%d" % cls.health_port}
+        super().setUpClass()
+
+    def health(self, path="/healthz", method="GET"):
+        r = harness.request(self.health_port, method, path, headers={"Connection": "close"}, timeout=ANSWER_S)
+        return r
+
+    def test_healthz_and_nothing_else(self):
+        r = self.health()
+        self.assertEqual((r.status, r.body), (200, {"status": "ok"}))
+        self.assertEqual(r.headers.get("Content-Type"), "application/json")
+        for path in ("/readyz", "/metrics", "/api/v1/cities", "/healthz/x"):
+            r = self.health(path)
+            self.assertEqual(r.status, 404, path)
+            self.assertEqual(r.headers.get("Content-Type"), "application/problem+json", path)
+        self.assertEqual(self.health(method="POST").status, 404)
+        # The main port's /healthz is unchanged.
+        self.assertEqual(harness.request(self.port, "GET", "/healthz").status, 200)
+
+    def test_answers_while_the_workers_loops_are_blocked(self):
+        for attempt in range(3):
+            mark = self.server.log_size()
+            self.server.signal(signal.SIGUSR1)
+            blocked = wait_until(lambda: len([l for l in self.server.log_since(mark).splitlines()
+                                              if STALLED.search(l)]) >= 2, ANSWER_S, interval=0.005)
+            self.assertTrue(blocked, "the workers did not report the stall")
+            r = self.health()
+            resumed_before_answer = any(RESUMED.search(l) for l in self.server.log_since(mark).splitlines())
+            self.assertEqual(r.status, 200)
+            wait_until(lambda: len([l for l in self.server.log_since(mark).splitlines()
+                                    if RESUMED.search(l)]) >= 2, ANSWER_S, interval=0.05)
+            if not resumed_before_answer:
+                return
+        self.fail("in 3 stalls of 2 s, the health listener never answered before a worker's loop ran again")
+
+
+class HealthListenerConfigTests(unittest.TestCase):
+    """A bad HEALTH_LISTEN stops start-up with a message naming it."""
+
+    def run_server(self, value, timeout=20):
+        env = dict(os.environ, HEALTH_LISTEN=value, LISTEN="127.0.0.1:%d" % harness.free_port(),
+                   JWT_SECRET="x" * 40)
+        p = subprocess.run([os.environ["MARKETD_BIN"], "serve"], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        return p.returncode, p.stdout.decode("utf-8", "replace")
+
+    def test_malformed(self):
+        rc, out = self.run_server("no-port-here")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("HEALTH_LISTEN", out)
+
+    def test_port_in_use(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        try:
+            rc, out = self.run_server("127.0.0.1:%d" % s.getsockname()[1])
+        finally:
+            s.close()
+        self.assertEqual(rc, 1, out)
+        self.assertIn("HEALTH_LISTEN: cannot listen", out)
