@@ -10,6 +10,8 @@
 #
 # Usage: scripts/stack.sh start|stop|status
 # Env:   MARKETD_BIN (default build/release/marketd), NGINX_BIN, PG_BIN;
+#        STACK_DATA, STACK_PG_PORT, STACK_REDIS_PORT, STACK_API_PORT, STACK_WEB_PORT:
+#        another state dir and ports (tests/stack/check.sh runs a second stack so);
 #        EDGE_AUTH_RATE, EDGE_AUTH_BURST, EDGE_API_RATE, EDGE_API_BURST: nginx's
 #        rate limits per client address (scripts/render-nginx.sh has the defaults).
 set -uo pipefail
@@ -21,15 +23,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 HOST=127.0.0.1
 # Below the kernel's ephemeral range (32768-60999 here): a fixed port in it
 # can be taken for a moment by any outgoing connection.
-PG_PORT=15432
-API_PORT=8081
-REDIS_PORT=16379
-WEB_PORT=8080
+PG_PORT=${STACK_PG_PORT:-15432}
+API_PORT=${STACK_API_PORT:-8081}
+REDIS_PORT=${STACK_REDIS_PORT:-16379}
+WEB_PORT=${STACK_WEB_PORT:-8080}
 DB_NAME=marketd
 DB_URL="postgresql://postgres@$HOST:$PG_PORT/$DB_NAME"
 BASE_URL="http://$HOST:$WEB_PORT"
 
-DATA=$ROOT/.data
+DATA=${STACK_DATA:-$ROOT/.data}
 LOGS=$DATA/logs
 MEDIA=$DATA/media
 BACKEND_PIDFILE=$DATA/marketd.pid
@@ -137,7 +139,7 @@ pg_dir_prepare() {
 		return 0
 	fi
 	rmdir "$DATA/pg"
-	hash=$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
+	hash=$(printf '%s' "$DATA" | sha256sum | cut -c1-12)
 	base=/var/tmp/marketd-$hash
 	pg_dir_make_fallback "$base/pg" || return 1
 	ln -s "$base/pg" "$DATA/pg" || return 1

@@ -22,7 +22,7 @@ while kill -0 "$parent" 2>/dev/null; do
 done
 [ -d "$tmp" ] || exit 0
 
-# shellcheck source=tests/lib/pg.sh
+# shellcheck source=tests/lib/pg.sh disable=SC1091
 . "$ROOT/tests/lib/pg.sh"
 [ -d "$tmp/pg" ] && pg_tmp_stop "$tmp/pg" >/dev/null 2>&1
 

@@ -479,7 +479,8 @@ step_fuzz() {
 # deploy artefacts (Prometheus rules, compose, Kubernetes), and that
 # docs/traceability.md is up to date. A setup.sh beside
 # a check installs what it needs (npm packages into a git-ignored folder).
-CHECKS=(tests/style/check.sh tests/traceability/check.sh tests/redis/run.sh tests/docs/check.sh tests/deploy/check.sh)
+CHECKS=(tests/style/check.sh tests/traceability/check.sh tests/redis/run.sh tests/docs/check.sh tests/deploy/check.sh
+	tests/stack/check.sh)
 CHECKS_TIMEOUT=${CHECKS_TIMEOUT:-900}
 step_checks() {
 	local check dir pass=0 total=0 failed=() t=$SECONDS

@@ -346,7 +346,8 @@ k8s_same() {
 shell_lint() {
 	shellcheck "$ROOT/scripts/monitoring.sh" "$ROOT/deploy/docker/healthcheck.sh" \
 		"$ROOT/deploy/docker/pgbouncer/entrypoint.sh" "$ROOT"/deploy/docker/postgres/*.sh \
-		"$HERE/setup.sh" "$HERE/check.sh"
+		"$HERE/setup.sh" "$HERE/check.sh" "$ROOT/tests/stack/check.sh" "$ROOT/scripts/test-loaded.sh" \
+		"$ROOT/scripts/test-reaper.sh"
 }
 
 # --- run ----------------------------------------------------------------------------------------
