@@ -1930,6 +1930,24 @@ class CacheClusterTests(CacheCase, CacheBasicMixin, CacheInvalidationMixin):
 
     # -- failovers --------------------------------------------------------
 
+    def test_a_dead_seed_is_skipped(self):
+        """Issue 12, bad input: a seed list whose first node is dead (a
+        port nobody listens on): the instance starts, learns the cluster from the live seeds, and
+        caches; the dead seed is logged, never fatal."""
+        bad = "127.0.0.1:%d" % harness.closed_port()
+        env = dict(self.server_env, REDIS_CLUSTER_NODES="%s,%s" % (bad, self.cluster.seeds))
+        s = self.new_server(env=env, name="dead-seed").start()
+        try:
+            uid, _ = self.new_seller()
+            p = self.new_product(uid)
+            path = "/api/v1/products/%d" % p["id"]
+            self.warm(path, server=s)
+            ok = wait_until(lambda: self.GET("/readyz", server=s).body.get("cache") == "up", NO_HANG_S)
+            self.assertTrue(ok, "the cache never came up with a dead seed first in the list")
+            self.assertIn(bad, s.log_text(), "the dead seed is not named in the log")
+        finally:
+            s.stop()
+
     def test_failover_of_the_tag_master_during_traffic(self):
         uid, s = self.new_seller()
         pid = self.new_product(uid, title=unique("До "))["id"]
