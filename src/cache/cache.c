@@ -761,21 +761,28 @@ void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags
         inval_finish(op, 0);
 }
 
+/* A new operation that sets {t}:epoch (freed by inval_finish). */
+static cache_inval_op_t *epoch_op(cache_worker_t *cw)
+{
+    cache_inval_op_t *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        abort();
+    op->cw = cw;
+    op->is_epoch = 1;
+    op->keys.n = 1;
+    snprintf(op->keys.tag[0], CACHE_TAG_MAX, "%s", EPOCH_KEY);
+    return op;
+}
+
 void cache_epoch_lsn_offer(cache_worker_t *cw, uint64_t lsn, uint64_t sent_at_us)
 {
     uint64_t wanted = __atomic_load_n(&epoch_lsn_wanted, __ATOMIC_ACQUIRE);
     if (cw == NULL || !cw->lsn_versions || wanted == 0 || lsn == 0 || sent_at_us <= wanted ||
         !redis_is_up(cw->redis) || __atomic_exchange_n(&flushing, 1, __ATOMIC_ACQ_REL))
         return;
-    cache_inval_op_t *op = calloc(1, sizeof(*op));
-    if (op == NULL)
-        abort();
-    op->cw = cw;
-    op->is_epoch = 1;
+    cache_inval_op_t *op = epoch_op(cw);
     op->lsn = lsn;
     op->wanted_at = wanted;
-    op->keys.n = 1;
-    snprintf(op->keys.tag[0], CACHE_TAG_MAX, "%s", EPOCH_KEY);
     if (send_eval(op) != 0)
         inval_finish(op, 0);
 }
@@ -785,13 +792,7 @@ void cache_tick(cache_worker_t *cw)
     if (cw == NULL || !flush_pending() || !redis_is_up(cw->redis) ||
         __atomic_exchange_n(&flushing, 1, __ATOMIC_ACQ_REL))
         return;
-    cache_inval_op_t *op = calloc(1, sizeof(*op));
-    if (op == NULL)
-        abort();
-    op->cw = cw;
-    op->is_epoch = 1;
-    op->keys.n = 1;
-    snprintf(op->keys.tag[0], CACHE_TAG_MAX, "%s", EPOCH_KEY);
+    cache_inval_op_t *op = epoch_op(cw);
     if (send_mset(op) != 0)
         inval_finish(op, 0);
 }

@@ -438,6 +438,19 @@ def db_connect(autocommit=True):
     return conn
 
 
+def db_query(sql, args=(), conn=None):
+    """One statement in autocommit on a new connection (or `conn`, then
+    closed): its rows, or None when it returns none."""
+    conn = conn or db_connect()
+    conn.autocommit = True
+    try:
+        cur = conn.cursor()
+        cur.execute(sql, args)
+        return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
 def truncate_all(cur):
     cur.execute(
         """SELECT format('%%I.%%I', n.nspname, c.relname)

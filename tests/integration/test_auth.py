@@ -95,13 +95,7 @@ class AuthCase(ServerTestCase):
     # -- database ---------------------------------------------------------
 
     def db(self, sql, args=()):
-        conn = db_connect()
-        try:
-            cur = conn.cursor()
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else None
-        finally:
-            conn.close()
+        return harness.db_query(sql, args)
 
     def user_count(self):
         return self.db("SELECT count(*) FROM users")[0][0]

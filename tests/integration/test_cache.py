@@ -472,13 +472,7 @@ class CacheCase(ServerTestCase):
     # -- database ---------------------------------------------------------
 
     def db(self, sql, args=()):
-        conn = db_connect()
-        try:
-            cur = conn.cursor()
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else None
-        finally:
-            conn.close()
+        return harness.db_query(sql, args)
 
     def new_user(self, admin=False):
         return self.db("INSERT INTO users (email, password_hash, name, is_admin) VALUES (%s, 'x', 'Тест', %s)"

@@ -101,13 +101,7 @@ class CatalogueWriteCase(ServerTestCase):
     # -- database ---------------------------------------------------------
 
     def db(self, sql, args=()):
-        conn = db_connect()
-        try:
-            cur = conn.cursor()
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else None
-        finally:
-            conn.close()
+        return harness.db_query(sql, args)
 
     def db_one(self, sql, args=()):
         rows = self.db(sql, args)

@@ -26,6 +26,8 @@ import unittest
 
 import psycopg2
 
+import harness
+
 from harness import (_SAN_DEFAULTS, CONFIG_VARS, DATABASE_URL, MARKETD_BIN, SANITIZER_MARKERS, TEST_TMPDIR,
                      Server, ServerTestCase, db_connect, load_dataset, request, wait_until)
 
@@ -71,14 +73,7 @@ def show(args, rc, out, err):
 
 
 def db_exec(sql, args=(), url=None):
-    conn = psycopg2.connect(url) if url else db_connect()
-    conn.autocommit = True
-    try:
-        cur = conn.cursor()
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
+    return harness.db_query(sql, args, conn=psycopg2.connect(url) if url else None)
 
 
 class MigrateStatusTests(unittest.TestCase):

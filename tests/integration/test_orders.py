@@ -101,13 +101,7 @@ class OrderCase(ServerTestCase):
 
     @staticmethod
     def db(sql, args=()):
-        conn = db_connect()
-        try:
-            cur = conn.cursor()
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else None
-        finally:
-            conn.close()
+        return harness.db_query(sql, args)
 
     @classmethod
     def db_one(cls, sql, args=()):
