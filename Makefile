@@ -117,6 +117,13 @@ bench-overload: deps
 	$(MAKE) build
 	bash bench/overload.sh
 
+# The two commands on a fresh debian:12-slim container (private dockerd,
+# base image from debootstrap; root; ~30-50 min, not part of `make test`):
+# docs/fresh-debian.md.
+.PHONY: fresh-debian-test
+fresh-debian-test:
+	bash tests/fresh/run.sh
+
 # docs/traceability.md: which tests check which requirement and api.md rule
 # (scripts/traceability.py; `make test` fails when it is stale).
 .PHONY: traceability
