@@ -124,6 +124,15 @@ bench-overload: deps
 fresh-debian-test:
 	bash tests/fresh/run.sh
 
+# The production compose deployment run for real on a private dockerd
+# (root; docs/deploy.md "Compose, run for real"): topology + HTTP checks,
+# and the failure drills (bench/results/drills-latest.json).
+.PHONY: deploy-test drills
+deploy-test:
+	bash tests/compose/run.sh check
+drills:
+	bash tests/compose/run.sh drills
+
 # docs/traceability.md: which tests check which requirement and api.md rule
 # (scripts/traceability.py; `make test` fails when it is stale).
 .PHONY: traceability

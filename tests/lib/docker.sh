@@ -21,8 +21,10 @@ DK_DOCKER=/usr/bin/docker # Debian's client (20.10), matching the daemon
 DK_DIR=""
 DK_PID=""
 DK_BRIDGE=""
-DK_IPFWD=""
 DK_IPT_SAVE=""
+# Machine-wide: iptables and ip_forward as they were before the first of our
+# private daemons started.
+DK_PRISTINE=/var/tmp/marketd-docker-pristine
 
 dk_say() { printf '%s: %s\n' "${DK_NAME:-docker}" "$*"; }
 
@@ -53,9 +55,20 @@ dk_daemon_start() {
 	local sub
 	DK_DIR=$1
 	mkdir -p "$DK_DIR/root" "$DK_DIR/exec"
-	DK_IPFWD=$(cat /proc/sys/net/ipv4/ip_forward)
-	DK_IPT_SAVE=$DK_DIR/iptables.before
-	iptables-save >"$DK_IPT_SAVE" 2>/dev/null || : >"$DK_IPT_SAVE"
+	# The state before any of our daemons: saved by the first one, restored
+	# by the last one to stop (two runs may overlap, e.g. make drills while
+	# make fresh-debian-test runs; another Docker's dockerd counts too).
+	DK_IPT_SAVE=$DK_PRISTINE.iptables
+	if ! pgrep -x dockerd >/dev/null 2>&1 || [ ! -f "$DK_IPT_SAVE" ]; then
+		if pgrep -x dockerd >/dev/null 2>&1; then
+			dk_say "another dockerd runs: iptables/ip_forward will be left to it" >&2
+			DK_IPT_SAVE=""
+		else
+			cat /proc/sys/net/ipv4/ip_forward >"$DK_PRISTINE.ip_forward"
+			iptables-save >"$DK_IPT_SAVE.tmp" 2>/dev/null || : >"$DK_IPT_SAVE.tmp"
+			mv "$DK_IPT_SAVE.tmp" "$DK_IPT_SAVE"
+		fi
+	fi
 	# Our own bridge and address range: another Docker on this host keeps
 	# docker0 and 172.17/16. 10.213.N.0/24 with N from the pid keeps two
 	# concurrent runs apart too.
@@ -116,7 +129,7 @@ dk_daemon_stop() {
 	fi
 	if [ -n "$DK_IPT_SAVE" ] && [ -f "$DK_IPT_SAVE" ]; then
 		if pgrep -x dockerd >/dev/null 2>&1; then
-			dk_say "another dockerd runs on this host: iptables left as they are (its rules are there)" >&2
+			dk_say "another dockerd still runs: iptables and ip_forward are restored when the last one stops" >&2
 		else
 			# The tables as saved; a table docker made from nothing is emptied.
 			iptables-restore <"$DK_IPT_SAVE" 2>/dev/null
@@ -125,14 +138,11 @@ dk_daemon_stop() {
 				iptables -t "$t" -F 2>/dev/null
 				iptables -t "$t" -X 2>/dev/null
 			done
-			iptables -P FORWARD ACCEPT 2>/dev/null
-			grep -q '^:FORWARD DROP' "$DK_IPT_SAVE" && iptables -P FORWARD DROP
+			if grep -q '^:FORWARD DROP' "$DK_IPT_SAVE"; then iptables -P FORWARD DROP; else iptables -P FORWARD ACCEPT 2>/dev/null; fi
+			cat "$DK_PRISTINE.ip_forward" >/proc/sys/net/ipv4/ip_forward 2>/dev/null
+			rm -f "$DK_IPT_SAVE" "$DK_PRISTINE.ip_forward"
 		fi
 		DK_IPT_SAVE=""
-	fi
-	if [ -n "$DK_IPFWD" ]; then
-		echo "$DK_IPFWD" >/proc/sys/net/ipv4/ip_forward
-		DK_IPFWD=""
 	fi
 }
 
