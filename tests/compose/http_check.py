@@ -143,7 +143,7 @@ def main():
     expect("GET /api/v1/sellers/popular", req(E, "GET", "/api/v1/sellers/popular"), 200)
 
     p = expect("POST /api/v1/products (backend 3)",
-               req(b(2), "POST", "/api/v1/products", {"title": "Product " + run, "price": "199.00", "stock": 5, "category_id": cat.get("id")}, token=st), 201)
+               req(b(2), "POST", "/api/v1/products", {"title": "Product " + run, "price": 19900, "stock": 5, "category_id": cat.get("id")}, token=st), 201)
     pid = (p or {}).get("id")
     got = expect("GET /api/v1/products/{id} (backend 5, written on 3)", req(b(4), "GET", "/api/v1/products/%s" % pid), 200)
     check("  the product read back on another instance", (got or {}).get("title") == "Product " + run, repr(got)[:200])

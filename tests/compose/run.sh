@@ -200,7 +200,7 @@ backend_env() {
 nginx_version() {
 	local id
 	id=$(compose ps -q nginx)
-	docker exec "$id" nginx -v 2>&1 && docker exec "$id" cmp -s /etc/nginx/nginx.conf /dev/stdin <"$ROOT/nginx/nginx.conf" &&
+	docker exec "$id" nginx -v 2>&1 && docker exec -i "$id" cmp -s /etc/nginx/nginx.conf - <"$ROOT/nginx/nginx.conf" &&
 		echo "runs nginx/nginx.conf unchanged"
 }
 phase "topology"
