@@ -68,6 +68,19 @@ commit=$(git -C "$ROOT" rev-parse --short "$REF")
 docker run -d --name marketd-fresh --hostname fresh-debian --cpus 2 --memory 8g --shm-size 1g \
 	--cap-add SYS_PTRACE debian:12-slim sleep infinity >/dev/null || exit 1
 docker exec -i marketd-fresh tar -x -C /root <"$WORK/src.tar" || exit 1
+# This host's network: HTTPS leaves through a proxy whose CA the host trusts
+# (/usr/local/share/ca-certificates, NODE_EXTRA_CA_CERTS). The container gets
+# the same trust — nothing else of the host — or npm cannot reach the
+# registry. On a host with direct access there is nothing to copy.
+EXTRA_CA=()
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+	docker exec marketd-fresh mkdir -p /usr/local/share/ca-certificates || exit 1
+	for f in /usr/local/share/ca-certificates/*.crt; do
+		docker cp "$f" "marketd-fresh:/usr/local/share/ca-certificates/" >/dev/null || exit 1
+	done
+	EXTRA_CA=(-e NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt)
+	dk_say "the host's extra CA certificates copied in (HTTPS egress proxy): $(ls /usr/local/share/ca-certificates | tr '\n' ' ')"
+fi
 
 # The steps inside: each prints a marker with its exit status and duration,
 # and the summary at the end is what docs/fresh-debian.md records.
@@ -88,7 +101,11 @@ step() {
 }
 bootstrap() {
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q && apt-get install -y -q --no-install-recommends make
+	apt-get update -q && apt-get install -y -q --no-install-recommends make || return 1
+	# Only when the host handed over extra CAs (see run.sh): trust them.
+	if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+		apt-get install -y -q --no-install-recommends ca-certificates && update-ca-certificates
+	fi
 }
 cities() {
 	curl -fsS -D - -o /tmp/cities.json http://127.0.0.1:8080/api/v1/cities && head -c 300 /tmp/cities.json && echo
@@ -119,7 +136,7 @@ docker cp "$WORK/inner.sh" marketd-fresh:/root/inner.sh >/dev/null || exit 1
 
 dk_say "running in the container (commit $commit; steps: bootstrap $STEPS; log: $LOG)"
 t=$SECONDS
-timeout -k 30 "$TIMEOUT" "$DK_DOCKER" exec -e STEPS="$STEPS" marketd-fresh bash /root/inner.sh 2>&1 |
+timeout -k 30 "$TIMEOUT" "$DK_DOCKER" exec -e STEPS="$STEPS" "${EXTRA_CA[@]}" marketd-fresh bash /root/inner.sh 2>&1 |
 	tee "$LOG"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 124 ] && dk_say "timed out after $TIMEOUT s"
