@@ -38,6 +38,10 @@ import uuid
 
 LOAD_S = float(os.environ.get("DRILL_LOAD_S", "40"))
 THREADS = int(os.environ.get("DRILL_THREADS", "8"))
+# Logical requests per second, all threads together: below nginx's per-address
+# limit (500 r/s on /api/, all load comes from one address here) and what
+# 2 shared cores serve without queueing.
+RPS = float(os.environ.get("DRILL_RPS", "200"))
 RETRY_S = float(os.environ.get("DRILL_RETRY_S", "20"))
 COMPOSE = os.environ["DRILL_COMPOSE"]
 RETRYABLE = (502, 503, 504)
@@ -84,6 +88,7 @@ class Load:
         self.keys = []  # Idempotency-Keys acknowledged with 201/200
         self.attempted = []  # every Idempotency-Key sent
         self.ryw_fail = 0
+        self.codes = {}  # final status of failed logical requests (0: no answer)
 
     def attempt(self, method, path, body=None, token=None, headers=None):
         """One logical request with the client's retries; True on success."""
@@ -101,7 +106,13 @@ class Load:
     def worker(self, n):
         rnd = random.Random(n)
         token = self.tokens[n % len(self.tokens)]
+        period = THREADS / RPS
+        next_t = time.time() + rnd.random() * period
         while not self.stop.is_set():
+            delay = next_t - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            next_t = max(next_t + period, time.time() - period)
             r = rnd.random()
             if r < 0.2:
                 key = str(uuid.uuid4())
@@ -132,6 +143,7 @@ class Load:
                 self.requests += 1
                 if not ok:
                     self.failed += 1
+                    self.codes[code] = self.codes.get(code, 0) + 1
 
 
 def backends():
@@ -271,7 +283,7 @@ def main():
         r = {"drill": name, "requests": load.requests, "failed": load.failed, "duplicated_orders": dup,
              "oversold": oversold, "recovery_s": rec}
         results.append(r)
-        print("drill %s: %s (read-your-writes misses: %d, lost acknowledged orders: %d)" % (name, json.dumps(r), load.ryw_fail, lost), flush=True)
+        print("drill %s: %s (read-your-writes misses: %d, lost acknowledged orders: %d, failed by status: %s)" % (name, json.dumps(r), load.ryw_fail, lost, load.codes), flush=True)
         time.sleep(3)
     print("\n%-18s %9s %7s %18s %9s %11s" % ("drill", "requests", "failed", "duplicated_orders", "oversold", "recovery_s"))
     for r in results:
