@@ -221,6 +221,23 @@ check)
 	python3 "$ROOT/tests/compose/http_check.py" --edge "$EDGE" "${args[@]}" \
 		--admin-sql "cd '$TREE' && docker-compose ${FILES[*]} --profile cluster exec -T postgres-primary psql -X -q -U postgres -d marketd -v ON_ERROR_STOP=1" ||
 		RC=1
+	if [ "${DEPLOY_BENCH:-1}" = 1 ] && command -v wrk >/dev/null 2>&1; then
+		# Throughput, 10 s each, 2 wrk threads, 32 connections. Through nginx
+		# only on an unlimited path: the edge limits /api/ to 500 r/s per
+		# client address, and all load here comes from one address.
+		phase "throughput (wrk -t2 -c32 -d10s)"
+		pid=$(psql_primary -c "SELECT min(id) FROM products WHERE status = 'active'")
+		for target in "edge /healthz (nginx -> 5 backends)|$EDGE/healthz" \
+			"one backend /healthz (direct)|${BACKEND_URLS[0]}/healthz" \
+			"one backend GET /api/v1/products/{id} (direct, cached)|${BACKEND_URLS[0]}/api/v1/products/$pid" \
+			"one backend GET /api/v1/products?limit=20 (direct)|${BACKEND_URLS[0]}/api/v1/products?limit=20"; do
+			out=$(wrk -t2 -c32 -d10s "${target#*|}" 2>&1)
+			printf 'BENCH %-55s %s req/s, mean latency %s, non-2xx %s\n' "${target%%|*}" \
+				"$(awk '/^Requests\/sec/ {print $2}' <<<"$out")" \
+				"$(awk '/Latency/ {print $2; exit}' <<<"$out")" \
+				"$(awk '/Non-2xx/ {print $5}' <<<"$out" | grep . || echo 0)"
+		done
+	fi
 	;;
 drills)
 	phase "drills"
