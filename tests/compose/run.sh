@@ -16,7 +16,9 @@
 #   up      bring it up and wait for Enter, for poking around (DOCKER_HOST is printed)
 # Every container, network, volume and the daemon are removed at the end, and
 # iptables / ip_forward restored, on success, failure or interrupt.
-# Env: DEPLOY_TIMEOUT (s, default 2400) bounds the whole run.
+# Env: DEPLOY_TIMEOUT (s, default 2400) bounds the whole run; DEPLOY_CACHE=0
+#      builds in a temp data root instead of .data/docker/deploy-root;
+#      DEPLOY_BENCH=0 skips the wrk runs; DRILLS="kill-backend ..." a subset.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -93,7 +95,19 @@ with open(os.path.join(d, "backend.secrets.env"), "a") as f:
     f.write("REDIS_PASSWORD=%s\n" % redis)
 EOF
 
-dk_daemon_start "$WORK/docker" || exit 1
+# Images and build cache kept in .data/docker/deploy-root (DEPLOY_CACHE=0:
+# a temp one); one run at a time uses it.
+DATA_ROOT=""
+if [ "${DEPLOY_CACHE:-1}" = 1 ]; then
+	DATA_ROOT=$CACHE/deploy-root
+	mkdir -p "$DATA_ROOT"
+	exec 9>"$CACHE/deploy-root.lock"
+	flock -w 600 9 || {
+		dk_say "another run holds $CACHE/deploy-root.lock" >&2
+		exit 1
+	}
+fi
+dk_daemon_start "$WORK/docker" "$DATA_ROOT" || exit 1
 phase "base image"
 dk_base_image "$CACHE" || exit 1
 

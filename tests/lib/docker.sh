@@ -20,6 +20,7 @@
 DK_DOCKER=/usr/bin/docker # Debian's client (20.10), matching the daemon
 DK_DIR=""
 DK_PID=""
+DK_ROOT=""
 DK_BRIDGE=""
 DK_IPT_SAVE=""
 # Machine-wide: iptables and ip_forward as they were before the first of our
@@ -50,11 +51,15 @@ dk_install_tools() {
 			--no-install-recommends "${need[@]}" >/dev/null
 }
 
-# dk_daemon_start DIR: a private dockerd with everything under DIR.
+# dk_daemon_start DIR [DATA_ROOT]: a private dockerd with everything under
+# DIR; images and build cache in DATA_ROOT if given (kept between runs, so
+# a second run builds from cache; containers, networks and volumes are
+# still removed by dk_daemon_stop).
 dk_daemon_start() {
 	local sub
 	DK_DIR=$1
-	mkdir -p "$DK_DIR/root" "$DK_DIR/exec"
+	DK_ROOT=${2:-$DK_DIR/root}
+	mkdir -p "$DK_ROOT" "$DK_DIR/exec"
 	# The state before any of our daemons: saved by the first one, restored
 	# by the last one to stop (two runs may overlap, e.g. make drills while
 	# make fresh-debian-test runs; another Docker's dockerd counts too).
@@ -79,7 +84,7 @@ dk_daemon_start() {
 	ip addr add "10.213.$sub.1/24" dev "$DK_BRIDGE" && ip link set "$DK_BRIDGE" up || return 1
 	export DOCKER_HOST=unix://$DK_DIR/docker.sock
 	# nofile/nproc: the host's hard limits are lower than Docker's defaults.
-	dockerd --data-root "$DK_DIR/root" --exec-root "$DK_DIR/exec" -H "$DOCKER_HOST" \
+	dockerd --data-root "$DK_ROOT" --exec-root "$DK_DIR/exec" -H "$DOCKER_HOST" \
 		--pidfile "$DK_DIR/docker.pid" --bridge "$DK_BRIDGE" \
 		--default-address-pool "base=10.214.0.0/16,size=24" \
 		--default-ulimit nofile=20000:20000 --default-ulimit nproc=32768:32768 \
@@ -120,7 +125,7 @@ dk_daemon_stop() {
 	# containerd-shim processes of ours, if the daemon died under them.
 	if [ -n "$DK_DIR" ]; then
 		for p in $(pgrep -f "$DK_DIR/exec" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-		umount -R "$DK_DIR/root" 2>/dev/null
+		umount -R "$DK_ROOT" 2>/dev/null
 		umount -R "$DK_DIR/exec" 2>/dev/null
 	fi
 	if [ -n "$DK_BRIDGE" ]; then
