@@ -22,7 +22,8 @@ Per drill: requests (logical requests the load made), failed (still failed
 after the client's retries), duplicated_orders (an Idempotency-Key with more
 than one order in the database), oversold (products whose stock went below
 zero or disagrees with the orders), recovery_s (from the failure until the
-last error any attempt saw; 0 when none did). Printed as a table and written
+later of: the last error any attempt saw, and the last moment a backend's
+/readyz was not 200 "ok" — polled every second on each container). Printed as a table and written
 as a JSON list with exactly those keys.
 """
 import argparse
@@ -89,6 +90,7 @@ class Load:
         self.attempted = []  # every Idempotency-Key sent
         self.ryw_fail = 0
         self.codes = {}  # final status of failed logical requests (0: no answer)
+        self.lat = []  # seconds per logical request
 
     def attempt(self, method, path, body=None, token=None, headers=None):
         """One logical request with the client's retries; True on success."""
@@ -114,6 +116,7 @@ class Load:
                 time.sleep(delay)
             next_t = max(next_t + period, time.time() - period)
             r = rnd.random()
+            t0 = time.time()
             if r < 0.2:
                 key = str(uuid.uuid4())
                 pid = rnd.choice(self.products)
@@ -140,10 +143,38 @@ class Load:
                 code, _ = self.attempt("GET", "/api/v1/cities")
                 ok = code == 200
             with self.lock:
+                self.lat.append(time.time() - t0)
                 self.requests += 1
                 if not ok:
                     self.failed += 1
                     self.codes[code] = self.codes.get(code, 0) + 1
+
+
+class Health:
+    """Polls every backend's /readyz on its container address (the host is
+    on the compose network's bridge) and keeps the last moment any of them
+    was not fully well: unreachable, not 200, or "status" other than "ok"
+    (the cache down shows as "degraded")."""
+
+    def __init__(self):
+        self.last_bad = None
+        self.stop = threading.Event()
+        self.seen = set()
+
+    def run(self):
+        while not self.stop.is_set():
+            ips = sh("docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' %s"
+                     % " ".join(backends() or ["none"])).split()
+            bad = len(ips) < 5
+            for ip in ips:
+                code, raw = http("http://%s:8080" % ip, "GET", "/readyz", timeout=2)
+                st = (json.loads(raw).get("status") if code in (200, 503) and raw[:1] == b"{" else None) or str(code)
+                if code != 200 or st != "ok":
+                    bad = True
+                    self.seen.add(st)
+            if bad:
+                self.last_bad = time.time()
+            self.stop.wait(1.0)
 
 
 def backends():
@@ -261,6 +292,9 @@ def main():
     for name in a.drills.split():
         load = Load(a.edge, tokens, products)
         threads = [threading.Thread(target=load.worker, args=(i,), daemon=True) for i in range(THREADS)]
+        health = Health()
+        threads.append(threading.Thread(target=health.run, daemon=True))
+        t_start = time.time()
         for t in threads:
             t.start()
         time.sleep(LOAD_S / 4)
@@ -273,17 +307,29 @@ def main():
         rest = LOAD_S - (time.time() - t_fail) - LOAD_S / 4
         if rest > 0:
             time.sleep(rest)
+        # Past the load window, wait (bounded) until every backend is well
+        # again, so that recovery_s covers the whole way back.
+        end = time.time() + 120
+        while time.time() < end and health.last_bad and time.time() - health.last_bad < 3:
+            time.sleep(0.5)
         load.stop.set()
+        health.stop.set()
         for t in threads:
             t.join(RETRY_S + 15)
+        dur = time.time() - t_start
         all_acked += load.keys
         all_attempted += load.attempted
         dup, oversold, lost = integrity(all_acked, all_attempted, products)
-        rec = round(max(0.0, (load.last_error or t_fail) - t_fail), 1)
+        rec = round(max(0.0, max(load.last_error or t_fail, health.last_bad or t_fail) - t_fail), 1)
+        lat = sorted(load.lat) or [0]
         r = {"drill": name, "requests": load.requests, "failed": load.failed, "duplicated_orders": dup,
              "oversold": oversold, "recovery_s": rec}
         results.append(r)
-        print("drill %s: %s (read-your-writes misses: %d, lost acknowledged orders: %d, failed by status: %s)" % (name, json.dumps(r), load.ryw_fail, lost, load.codes), flush=True)
+        print("drill %s: %s" % (name, json.dumps(r)), flush=True)
+        print("  %.0f s of load, %.0f req/s, latency p50 %.0f ms, p99 %.0f ms, max %.0f ms; read-your-writes misses %d; "
+              "lost acknowledged orders %d; failed by status %s; /readyz states seen %s"
+              % (dur, load.requests / dur, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000, lat[-1] * 1000,
+                 load.ryw_fail, lost, load.codes, sorted(health.seen)), flush=True)
         time.sleep(3)
     print("\n%-18s %9s %7s %18s %9s %11s" % ("drill", "requests", "failed", "duplicated_orders", "oversold", "recovery_s"))
     for r in results:
