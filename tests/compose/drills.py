@@ -8,7 +8,8 @@ product, cities) and idempotent order POSTs (an Idempotency-Key per order,
 retried by the client on 502/503/504 and connection errors exactly as a
 client would, up to RETRY_S seconds) — and performs one failure at LOAD_S/4:
 
-  kill-backend       docker kill of one backend (restart: unless-stopped brings it back)
+  kill-backend       SIGKILL of one backend's process, a crash (restart: unless-stopped
+                     brings it back; `docker kill` would count as a manual stop)
   rolling-restart    docker-compose restart of each of the 5 backends in turn (SIGTERM,
                      drain, start), waiting for its health check before the next.
                      NOT Swarm's `docker service update`: see docs/deploy.md.
@@ -205,8 +206,11 @@ def redis_master():
 def action(name):
     """Performs the failure; returns a function that undoes it (or None)."""
     if name == "kill-backend":
+        # A crash: SIGKILL to the container's process from the host. (`docker
+        # kill` counts as a manual stop, which `restart: unless-stopped` does
+        # not undo; a crash it does — Docker itself restarts the container.)
         cid = backends()[0]
-        sh("docker kill %s" % cid)
+        sh("kill -KILL $(docker inspect -f '{{.State.Pid}}' %s)" % cid)
         return lambda: wait_healthy(cid)
     if name == "rolling-restart":
         for cid in backends():

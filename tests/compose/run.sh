@@ -19,6 +19,7 @@
 # Env: DEPLOY_TIMEOUT (s, default 2400) bounds the whole run; DEPLOY_CACHE=0
 #      builds in a temp data root instead of .data/docker/deploy-root;
 #      DEPLOY_BENCH=0 skips the wrk runs; DRILLS="kill-backend ..." a subset.
+# shellcheck disable=SC2317  # cleanup and the topo checks run through a trap and a wrapper
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -188,7 +189,7 @@ replicas_in_recovery() {
 		echo "$r"
 		[[ $r == t\|* ]] || ok=1
 	done
-	return $ok
+	return "$ok"
 }
 redis_cluster() {
 	local id info masters

@@ -208,7 +208,7 @@ compose_policy() {
 
 dockerfile_lint() {
 	local f out rc=0
-	for f in "$ROOT/Dockerfile" "$ROOT/deploy/docker/pgbouncer/Dockerfile"; do
+	for f in "$ROOT/Dockerfile" "$ROOT/deploy/docker/pgbouncer/Dockerfile" "$ROOT"/deploy/docker/standins/*/Dockerfile; do
 		out=$("$NM/.bin/dockerfile-utils" lint -j "$f") || rc=1
 		if [ "$out" != "[]" ]; then
 			echo "${f#"$ROOT"/}: $out"
@@ -362,6 +362,8 @@ k8s_same() {
 shell_lint() {
 	shellcheck "$ROOT/scripts/monitoring.sh" "$ROOT/deploy/docker/healthcheck.sh" \
 		"$ROOT/deploy/docker/pgbouncer/entrypoint.sh" "$ROOT"/deploy/docker/postgres/*.sh \
+		"$ROOT/deploy/docker/redis/cluster-init.sh" "$ROOT/deploy/docker/standins/postgres/docker-entrypoint.sh" \
+		"$ROOT/tests/lib/docker.sh" "$ROOT/tests/compose/run.sh" "$ROOT/tests/fresh/run.sh" \
 		"$HERE/setup.sh" "$HERE/check.sh"
 }
 

@@ -20,6 +20,7 @@
 # Env:   FRESH_REF (default HEAD)  the commit to test
 #        FRESH_STEPS (default "run status curl stop test")  a subset, e.g. "run status curl stop"
 #        FRESH_TIMEOUT (s), KEEP_LOG (default .data/fresh-debian/last.log)
+# shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -79,7 +80,7 @@ if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
 		docker cp "$f" "marketd-fresh:/usr/local/share/ca-certificates/" >/dev/null || exit 1
 	done
 	EXTRA_CA=(-e NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt)
-	dk_say "the host's extra CA certificates copied in (HTTPS egress proxy): $(ls /usr/local/share/ca-certificates | tr '\n' ' ')"
+	dk_say "the host's extra CA certificates copied in (HTTPS egress proxy): $(cd /usr/local/share/ca-certificates && echo *.crt)"
 fi
 
 # The steps inside: each prints a marker with its exit status and duration,
