@@ -118,7 +118,7 @@ bench-overload: deps
 	bash bench/overload.sh
 
 # The two commands on a fresh debian:12-slim container (private dockerd,
-# base image from debootstrap; root; ~30-50 min, not part of `make test`):
+# base image from debootstrap; root; ~7 min, not part of `make test`):
 # docs/fresh-debian.md.
 .PHONY: fresh-debian-test
 fresh-debian-test:

@@ -16,7 +16,7 @@
 # ip_forward are put back as they were. Bounded: FRESH_TIMEOUT (default 5400 s)
 # for the whole run in the container.
 #
-# Usage: make fresh-debian-test        (root; not part of `make test`: ~30-50 min)
+# Usage: make fresh-debian-test        (root; not part of `make test`: ~7 min)
 # Env:   FRESH_REF (default HEAD)  the commit to test
 #        FRESH_STEPS (default "run status curl stop test")  a subset, e.g. "run status curl stop"
 #        FRESH_TIMEOUT (s), KEEP_LOG (default .data/fresh-debian/last.log)
