@@ -121,6 +121,22 @@ bench-overload: deps
 	$(MAKE) build
 	bash bench/overload.sh
 
+# The two commands on a fresh debian:12-slim container (private dockerd,
+# base image from debootstrap; root; ~7 min, not part of `make test`):
+# docs/fresh-debian.md.
+.PHONY: fresh-debian-test
+fresh-debian-test:
+	bash tests/fresh/run.sh
+
+# The production compose deployment run for real on a private dockerd
+# (root; docs/deploy.md "Compose, run for real"): topology + HTTP checks,
+# and the failure drills (bench/results/drills-latest.json).
+.PHONY: deploy-test drills
+deploy-test:
+	bash tests/compose/run.sh check
+drills:
+	bash tests/compose/run.sh drills
+
 # docs/traceability.md: which tests check which requirement and api.md rule
 # (scripts/traceability.py; `make test` fails when it is stale).
 .PHONY: traceability

@@ -22,7 +22,7 @@ PACKAGES=(
 	# make test-loaded: the suite under CPU load
 	stress-ng
 	# the API docs check: Swagger UI rendered in headless Chromium (Node.js
-	# and npm are the machine's own; npm packages are pinned by lock files)
+	# and npm: see below; npm packages are pinned by lock files)
 	chromium
 	# the deploy checks: promtool, docker-compose config, shellcheck
 	prometheus docker-compose shellcheck
@@ -30,6 +30,19 @@ PACKAGES=(
 	# setsid, timeout, sha256sum, od, find, sed, awk
 	iproute2 procps util-linux coreutils findutils sed mawk
 )
+
+# Node.js and npm (Swagger UI at /docs, the docs and deploy checks): a node
+# already on PATH is kept (e.g. NodeSource's, which bundles npm); without
+# one, Debian's nodejs 18 and npm 9 — the npm tooling is pinned to versions
+# that run on Node 18 (tests/docs/package.json, docs/fresh-debian.md).
+if ! command -v node >/dev/null 2>&1; then
+	PACKAGES+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+	case $(dpkg-query -W -f='${Version}' nodejs 2>/dev/null) in
+	*dfsg*) PACKAGES+=(npm) ;; # Debian's own nodejs: its npm is a separate package
+	*) echo "deps: node $(node --version) has no npm next to it; install the npm of that Node.js" >&2 ;;
+	esac
+fi
 
 # Everything dpkg reports as fully installed; a package dpkg has never heard of
 # is simply absent from the output (its error goes to /dev/null).

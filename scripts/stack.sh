@@ -330,12 +330,35 @@ nginx_pid() { pidfile_pid "$NGINX_PREFIX/nginx.pid" "nginx -p $NGINX_PREFIX "; }
 
 write_nginx_conf() {
 	[ -r "$NGINX_TEMPLATE" ] || die "$NGINX_TEMPLATE missing"
-	# API docs at /docs: Swagger UI vendored from npm at build time.
-	bash "$ROOT/docs/swagger/build.sh" "$ROOT/build/docs" >>"$LOGS/setup.log" 2>&1 ||
-		die "docs build failed; see $LOGS/setup.log"
+	# API docs at /docs: Swagger UI vendored from npm at build time. Optional:
+	# without Node.js/npm or without the npm registry the API still runs, and
+	# /docs/ says why it has no Swagger UI (the contract is served anyway).
+	if ! bash "$ROOT/docs/swagger/build.sh" "$ROOT/build/docs" >>"$LOGS/setup.log" 2>&1; then
+		say "warning: Swagger UI not built (npm failed; see $LOGS/setup.log): /docs/ serves a plain page and api/openapi.yaml" >&2
+		docs_fallback "$ROOT/build/docs" || die "cannot write $ROOT/build/docs"
+	fi
 	# The EDGE_* rate limits of the environment reach the template here.
 	bash "$ROOT/scripts/render-nginx.sh" "$NGINX_PREFIX" "$HOST:$WEB_PORT" "$HOST:$API_PORT" "$MEDIA" \
 		"$ROOT/build/docs" || die "cannot write $NGINX_CONF"
+}
+
+# docs_fallback DIR: /docs/ without Swagger UI — a page saying why, and the
+# contract itself. A previous successful build is kept as it is.
+docs_fallback() {
+	local out=$1
+	[ -f "$out/swagger-ui-bundle.js" ] && return 0
+	mkdir -p "$out" || return 1
+	cp "$ROOT/api/openapi.yaml" "$out/openapi.yaml" || return 1
+	cat >"$out/index.html" <<'HTML'
+<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>marketd API</title></head>
+<body>
+<h1>marketd API</h1>
+<p>Swagger UI was not built: <code>docs/swagger/build.sh</code> needs Node.js, npm and the npm registry
+(see <code>.data/logs/setup.log</code>). The API works without it.</p>
+<p>The contract: <a href="openapi.yaml">openapi.yaml</a> (also served by the backend at <code>/openapi.yaml</code> and <code>/openapi.json</code>).</p>
+</body></html>
+HTML
 }
 
 nginx_cmd() { "$NGINX_BIN" -p "$NGINX_PREFIX" -c "$NGINX_CONF" -e "$NGINX_PREFIX/logs/error.log" "$@"; }

@@ -116,9 +116,10 @@ nginx_test() {
 	local src=$1 dir
 	dir=$(mktemp -d "$TMP/nginx.XXXX")
 	sed -e 's|^\([[:space:]]*server\) backend:8080\( resolve\)\{0,1\};|\1 127.0.0.1:9;|' \
+		-e 's|^\([[:space:]]*set [$]marketd_backend\) backend:8080;|\1 127.0.0.1:9;|' \
 		-e "s|/tmp/|$dir/|g" "$src" >"$dir/nginx.conf"
 	if grep -q 'backend:8080' "$dir/nginx.conf"; then
-		echo "the upstream line 'server backend:8080 ...;' was not found to stub"
+		echo "the backend ('server backend:8080;' or 'set \$marketd_backend backend:8080;') was not found to stub"
 		return 1
 	fi
 	"$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -g "error_log $dir/error.log;"
@@ -128,7 +129,17 @@ nginx_test() {
 # copy differs from it only in the upstream.
 nginx_in_step() {
 	local a=$ROOT/nginx/nginx.conf b=$ROOT/deploy/k8s/base/nginx.conf rc=0 want
-	for want in 'resolver 127.0.0.11 valid=10s' 'server backend:8080 resolve;' 'keepalive [0-9]' \
+	# nginx 1.22 (Debian 12) and current: a variable target, re-resolved
+	# through Docker's DNS, instead of `server ... resolve` (>= 1.27.3).
+	grep -q 'resolve;' "$a" && {
+		echo "nginx/nginx.conf: 'server ... resolve' needs nginx >= 1.27.3; Debian 12 has 1.22"
+		rc=1
+	}
+	grep -q 'keepalive [0-9]' "$b" || {
+		echo "deploy/k8s/base/nginx.conf lacks the keep-alive pool to the backend Service"
+		rc=1
+	}
+	for want in 'resolver 127.0.0.11 valid=5s' 'set [$]marketd_backend backend:8080;' 'proxy_pass http://[$]marketd_backend;' \
 		'proxy_http_version 1.1;' 'proxy_set_header Connection "";' 'proxy_set_header X-Request-Id ' \
 		'proxy_set_header X-Forwarded-For ' 'add_header Cache-Control "public, max-age=31536000, immutable";' \
 		'client_max_body_size 5m;' 'location /media/' \
@@ -142,7 +153,12 @@ nginx_in_step() {
 		echo "deploy/k8s/base/nginx.conf: upstream is not the backend Service"
 		rc=1
 	}
-	body() { sed -e '1,/^[^#]/{/^#/d}' -e '/^[[:space:]]*resolver/d' -e '/^[[:space:]]*server backend:8080/d' "$1" | cat -s; }
+	# Apart from the header comment: the resolver (compose), the upstream
+	# block (Kubernetes) and the line that picks one of them.
+	body() {
+		sed -e '1,/^[^#]/{/^#/d}' -e '/^[[:space:]]*resolver/d' -e '/^    upstream marketd_backend {/,/^    }/d' \
+			-e '/set [$]marketd_backend/d' -e '/^[[:space:]]*# \(The backends\|The upstream block\|not looked up\)/d' "$1" | cat -s
+	}
 	if ! diff -u <(body "$a") <(body "$b") >"$TMP/nginx.diff"; then
 		echo "nginx/nginx.conf and deploy/k8s/base/nginx.conf differ beyond the upstream:"
 		cat "$TMP/nginx.diff"
@@ -192,7 +208,7 @@ compose_policy() {
 
 dockerfile_lint() {
 	local f out rc=0
-	for f in "$ROOT/Dockerfile" "$ROOT/deploy/docker/pgbouncer/Dockerfile"; do
+	for f in "$ROOT/Dockerfile" "$ROOT/deploy/docker/pgbouncer/Dockerfile" "$ROOT"/deploy/docker/standins/*/Dockerfile; do
 		out=$("$NM/.bin/dockerfile-utils" lint -j "$f") || rc=1
 		if [ "$out" != "[]" ]; then
 			echo "${f#"$ROOT"/}: $out"
@@ -346,6 +362,8 @@ k8s_same() {
 shell_lint() {
 	shellcheck "$ROOT/scripts/monitoring.sh" "$ROOT/deploy/docker/healthcheck.sh" \
 		"$ROOT/deploy/docker/pgbouncer/entrypoint.sh" "$ROOT"/deploy/docker/postgres/*.sh \
+		"$ROOT/deploy/docker/redis/cluster-init.sh" "$ROOT/deploy/docker/standins/postgres/docker-entrypoint.sh" \
+		"$ROOT/tests/lib/docker.sh" "$ROOT/tests/compose/run.sh" "$ROOT/tests/fresh/run.sh" \
 		"$HERE/setup.sh" "$HERE/check.sh" "$ROOT/tests/stack/check.sh" "$ROOT/scripts/test-loaded.sh" \
 		"$ROOT/scripts/test-reaper.sh"
 }

@@ -7,7 +7,10 @@
 #
 # Debian packages the checks use (scripts/deps.sh installs them):
 #   chromium (the browser test), nginx-light (the docs server), curl
-# plus Node.js >= 20.19 and npm, which this machine kind ships.
+# plus Node.js >= 18.17 and npm: Debian 12's own nodejs 18 + npm 9 do
+# (scripts/deps.sh installs them when there is no node), and so does a newer
+# Node. The pins (@redocly/cli 1.34, playwright-core 1.61) are the last
+# releases that support Node 18; docs/fresh-debian.md has the proof.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -15,6 +18,12 @@ cd "$HERE"
 
 command -v node >/dev/null 2>&1 || { echo "docs setup: node not found" >&2; exit 1; }
 command -v npm >/dev/null 2>&1 || { echo "docs setup: npm not found" >&2; exit 1; }
+major_minor=$(node -p 'process.versions.node.split(".").slice(0, 2).join(" ")')
+read -r major minor <<<"$major_minor"
+if [ "$major" -lt 18 ] || { [ "$major" -eq 18 ] && [ "$minor" -lt 17 ]; }; then
+	echo "docs setup: node $(node --version) is too old: the pinned tools need Node.js >= 18.17 (Debian 12 ships 18.20)" >&2
+	exit 1
+fi
 
 stamp=node_modules/.package-lock.json
 if [ -f "$stamp" ] && [ ! package-lock.json -nt "$stamp" ] && [ ! package.json -nt "$stamp" ] &&
