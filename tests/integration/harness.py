@@ -784,29 +784,62 @@ def fmt_resp(r):
 class ServerTestCase(unittest.TestCase):
     """One server per class, started after the dataset is loaded (so no
     cache of the server ever sees other data) and stopped, with its exit
-    code checked, when the class is done."""
+    code checked, when the class is done. With `start_redis` the class gets
+    a Redis of its own (`cls.redis`, REDIS_URL in `server_env`); with
+    `second_server` another instance of the same environment
+    (`cls.server2`)."""
 
     server_env = {}
     start_server = True
+    start_redis = False
+    second_server = False
     dataset = None
     server = None
+    server2 = None
+    redis = None
     maxDiff = None
 
     @classmethod
     def setUpClass(cls):
         cls.dataset = load_dataset()
-        if cls.start_server:
-            cls.server = Server(env=cls.server_env, name=cls.__name__)
-            cls.server.start()
+        try:
+            if cls.start_redis:
+                cls.redis = RedisServer(name=cls.__name__).start()
+                cls.server_env = dict(cls.server_env, REDIS_URL="redis://127.0.0.1:%d" % cls.redis.port)
+            if cls.start_server:
+                cls.server = Server(env=cls.server_env, name=cls.__name__).start()
+                if cls.second_server:
+                    cls.server2 = Server(env=cls.server_env, name=cls.__name__ + "-second").start()
+        except BaseException:
+            cls._stop_class_processes(check=False)
+            raise
 
     @classmethod
     def tearDownClass(cls):
-        if cls.server is not None:
-            server, cls.server = cls.server, None
-            server.stop(check=True)
+        cls._stop_class_processes(check=True)
+
+    @classmethod
+    def _stop_class_processes(cls, check):
+        """server2, server (exit codes checked with `check`), then the
+        class's Redis; the first failed check is raised once all are down."""
+        errors = []
+        for attr in ("server2", "server"):
+            s = getattr(cls, attr, None)
+            setattr(cls, attr, None)
+            if s is not None:
+                try:
+                    s.stop(check=check)
+                except AssertionError as e:
+                    errors.append(e)
+        if cls.start_redis and cls.redis is not None:
+            cls.redis.stop()
+            cls.redis = None
+        if errors:
+            raise errors[0]
 
     def setUp(self):
         self._log_mark = self.server.log_size() if self.server else 0
+        self._log_mark2 = self.server2.log_size() if self.server2 else 0
         self._extra_servers = []
 
     def tearDown(self):
@@ -825,10 +858,12 @@ class ServerTestCase(unittest.TestCase):
         """Server output written while this test ran (run.py prints it when
         the test fails)."""
         parts = []
-        if self.server is not None:
-            text = self.server.log_since(self._log_mark)
-            if text.strip():
-                parts.append(self.server.log_banner(text))
+        for server, mark in ((self.server, getattr(self, "_log_mark", 0)),
+                             (self.server2, getattr(self, "_log_mark2", 0))):
+            if server is not None:
+                text = server.log_since(mark)
+                if text.strip():
+                    parts.append(server.log_banner(text))
         for s in getattr(self, "_extra_servers", []):
             text = s.log_text()
             if text.strip():

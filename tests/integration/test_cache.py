@@ -398,12 +398,9 @@ class CacheCase(ServerTestCase):
 
     use_cluster = False
     redis_args = ()
-    second_server = False
     extra_env = {}
     cache_timeout_ms = GENEROUS_CACHE_TIMEOUT_MS
-    redis = None
     cluster = None
-    server2 = None
 
     @classmethod
     def cache_env(cls):
@@ -419,7 +416,7 @@ class CacheCase(ServerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.redis = cls.cluster = cls.server2 = None
+        cls.redis = cls.cluster = None
         try:
             if cls.use_cluster:
                 cls.cluster = RedisCluster(name=cls.__name__)
@@ -427,47 +424,21 @@ class CacheCase(ServerTestCase):
             else:
                 cls.redis = RedisServer(name=cls.__name__, args=cls.redis_args).start()
             cls.server_env = cls.cache_env()
-            super().setUpClass()
-            if cls.second_server:
-                cls.server2 = Server(env=cls.server_env, name=cls.__name__ + "-second").start()
         except BaseException:
-            cls._stop_all(check=False)
+            cls._stop_class_processes(check=False)
             raise
+        super().setUpClass()  # the server(s); on failure it stops the Redis too
 
     @classmethod
-    def tearDownClass(cls):
-        cls._stop_all(check=True)
-
-    @classmethod
-    def _stop_all(cls, check):
-        errors = []
-        for attr in ("server2", "server"):
-            s = getattr(cls, attr, None)
-            setattr(cls, attr, None)
-            if s is not None:
-                try:
-                    s.stop(check=check)
-                except AssertionError as e:
-                    errors.append(e)
-        for attr in ("redis", "cluster"):
-            r = getattr(cls, attr, None)
-            setattr(cls, attr, None)
-            if r is not None:
-                r.stop()
-        if errors:
-            raise errors[0]
-
-    def setUp(self):
-        super().setUp()
-        self._log_mark2 = self.server2.log_size() if self.server2 else 0
-
-    def failure_context(self):
-        parts = [super().failure_context()]
-        if self.server2 is not None:
-            text = self.server2.log_since(self._log_mark2)
-            if text.strip():
-                parts.append(self.server2.log_banner(text))
-        return "\n".join(p for p in parts if p)
+    def _stop_class_processes(cls, check):
+        try:
+            super()._stop_class_processes(check)
+        finally:
+            for attr in ("redis", "cluster"):
+                r = getattr(cls, attr, None)
+                setattr(cls, attr, None)
+                if r is not None:
+                    r.stop()
 
     # -- database ---------------------------------------------------------
 
@@ -2080,7 +2051,7 @@ class CacheOutageCoalescingTests(CacheCase):
                                  name=cls.__name__ + "-direct").start()
             cls.redis.kill()
         except BaseException:
-            cls._stop_all(check=False)
+            cls._stop_class_processes(check=False)
             cls.proxy.down()
             raise
 

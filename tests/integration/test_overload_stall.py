@@ -36,7 +36,7 @@ import time
 import unittest
 
 import harness
-from harness import RedisServer, ServerTestCase, wait_until
+from harness import ServerTestCase, wait_until
 
 # A request must be answered within this (the stall is 2 s).
 ANSWER_S = 30.0
@@ -114,30 +114,13 @@ class Traffic:
 
 
 class StallTests(ServerTestCase):
-    redis = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = RedisServer(name=cls.__name__).start()
-        cls.server_env = {
-            "REDIS_URL": "redis://127.0.0.1:%d" % cls.redis.port,
-            "TEST_STALL_SIGNAL": "1",
-            "DB_STATEMENT_TIMEOUT_MS": "1000",
-            "CACHE_TIMEOUT_MS": "100",
-            "DB_POOL_SIZE": "8",
-        }
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.redis.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.redis.stop()
+    start_redis = True
+    server_env = {
+        "TEST_STALL_SIGNAL": "1",
+        "DB_STATEMENT_TIMEOUT_MS": "1000",
+        "CACHE_TIMEOUT_MS": "100",
+        "DB_POOL_SIZE": "8",
+    }
 
     def setUp(self):
         super().setUp()

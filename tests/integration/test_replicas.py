@@ -28,7 +28,7 @@ import uuid
 import psycopg2
 
 import harness
-from harness import RedisServer, Server, ServerTestCase, wait_until
+from harness import ServerTestCase, wait_until
 
 JWT_SECRET = "replica-tests-secret-0123456789abcdef-0123456789abcdef"
 PG_SH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib", "pg.sh")
@@ -120,46 +120,30 @@ def replica_state(port, i=0):
 
 
 class ReplicaTests(ServerTestCase):
+    start_redis = True
+    second_server = True
     replica = None
-    redis = None
-    server2 = None
 
     @classmethod
     def setUpClass(cls):
+        cls.replica = Replica().start()
+        cls.server_env = {
+            "JWT_SECRET": JWT_SECRET, "DB_POOL_SIZE": "4",
+            "DB_READ_REPLICA_URL": cls.replica.url,
+            # Large: the delayed replica stays in use (reads must avoid
+            # it by LSN, not by lag); a test below uses a small one.
+            "DB_REPLICA_MAX_LAG_MS": "600000",
+        }
+        super().setUpClass()  # on failure it stops the replica too
+
+    @classmethod
+    def _stop_class_processes(cls, check):
         try:
-            cls.replica = Replica().start()
-            cls.redis = RedisServer(name=cls.__name__).start()
-            cls.server_env = {
-                "JWT_SECRET": JWT_SECRET, "DB_POOL_SIZE": "4",
-                "REDIS_URL": "redis://127.0.0.1:%d" % cls.redis.port,
-                "DB_READ_REPLICA_URL": cls.replica.url,
-                # Large: the delayed replica stays in use (reads must avoid
-                # it by LSN, not by lag); a test below uses a small one.
-                "DB_REPLICA_MAX_LAG_MS": "600000",
-            }
-            super().setUpClass()
-            cls.server2 = Server(env=cls.server_env, name=cls.__name__ + "-second").start()
-        except BaseException:
-            cls._stop_all(check=False)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._stop_all(check=True)
-
-    @classmethod
-    def _stop_all(cls, check):
-        if cls.server2 is not None:
-            cls.server2.stop(check=check)
-            cls.server2 = None
-        if cls.server is not None:
-            server, cls.server = cls.server, None
-            server.stop(check=check)
-        if cls.redis is not None:
-            cls.redis.stop()
-            cls.redis = None
-        if cls.replica is not None:
-            cls.replica.stop()
+            super()._stop_class_processes(check)
+        finally:
+            if cls.replica is not None:
+                cls.replica.stop()
+                cls.replica = None
 
     def setUp(self):
         super().setUp()

@@ -24,7 +24,7 @@ import itertools
 import json
 import os
 
-from harness import RedisServer, Server, ServerTestCase, fmt_resp, parallel, request, wait_until
+from harness import ServerTestCase, fmt_resp, parallel, request, wait_until
 
 LOGIN = "/api/v1/auth/login"
 REGISTER = "/api/v1/auth/register"
@@ -151,26 +151,9 @@ class ShortBackoffTests(ThrottleCase):
 class RedisThrottleTests(ThrottleCase):
     """Two instances on one Redis."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = RedisServer(name=cls.__name__).start()
-        cls.server2 = None
-        try:
-            cls.server_env = dict(LONG_BACKOFF, REDIS_URL="redis://127.0.0.1:%d" % cls.redis.port)
-            super().setUpClass()
-            cls.server2 = Server(env=cls.server_env, name=cls.__name__ + "-second").start()
-        except BaseException:
-            cls.redis.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            if cls.server2 is not None:
-                cls.server2.stop(check=True)
-            super().tearDownClass()
-        finally:
-            cls.redis.stop()
+    start_redis = True
+    second_server = True
+    server_env = LONG_BACKOFF
 
     def test_counts_shared_by_instances(self):
         email = unique_email("shared")
@@ -216,23 +199,8 @@ class RedisDownThrottleTests(ThrottleCase):
     """Redis configured but dead: logins neither fail nor hang, and the
     throttle works from memory."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = RedisServer(name=cls.__name__).start()
-        cls.server_env = dict(LONG_BACKOFF, REDIS_URL="redis://127.0.0.1:%d" % cls.redis.port,
-                              CACHE_TIMEOUT_MS="200")
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.redis.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.redis.stop()
+    start_redis = True
+    server_env = dict(LONG_BACKOFF, CACHE_TIMEOUT_MS="200")
 
     def test_falls_back_to_memory(self):
         email = unique_email("down")
