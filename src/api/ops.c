@@ -27,15 +27,21 @@ static void healthz(rctx_t *r)
 }
 
 /* The pools of replica i summed over the workers. */
-static void replica_pool_stats(server_t *s, int i, db_pool_stats_t *sum)
+/* The instance's pool is the sum of its workers' pools: the primary's
+ * (i < 0) or replica i's. */
+static void pool_stats(server_t *s, int i, db_pool_stats_t *sum)
 {
     memset(sum, 0, sizeof(*sum));
     for (int w = 0; w < s->nworkers; w++) {
         api_worker_t *aw = api_worker(&s->workers[w]);
-        if (aw == NULL || i >= aw->nreplicas)
+        db_pool_t *pool = aw == NULL          ? NULL
+                          : i < 0             ? aw->primary
+                          : i < aw->nreplicas ? aw->replicas[i]
+                                              : NULL;
+        if (pool == NULL)
             continue;
         db_pool_stats_t st;
-        db_pool_get_stats(aw->replicas[i], &st);
+        db_pool_get_stats(pool, &st);
         sum->connecting += st.connecting, sum->idle += st.idle, sum->busy += st.busy;
         sum->waiting += st.waiting, sum->max += st.max, sum->served += st.served;
     }
@@ -50,7 +56,7 @@ static void render_replicas(jbuf_t *b, server_t *s)
         db_replica_info_t in;
         db_replica_info(i, &in);
         db_pool_stats_t st;
-        replica_pool_stats(s, i, &st);
+        pool_stats(s, i, &st);
         char lsn[24];
         db_lsn_format(in.replay_lsn, lsn);
         jbuf_puts(b, i > 0 ? ",{\"name\":" : "{\"name\":");
@@ -153,56 +159,66 @@ static void readyz(rctx_t *r)
 
 /* ---- /metrics ------------------------------------------------------------------------ */
 
-/* Per replica: pool connections by state (the same family as the primary's,
- * with pool="replicaN"), whether it is used, its lag; and per pool the
- * queries it answered, which says which node serves the reads. */
-static void render_replica_metrics(jbuf_t *b, server_t *s, uint64_t primary_served)
+/* Every pool — the primary's and each replica's (pool="replicaN") — in one
+ * group per family, as the text format wants; each pool is read once. */
+static void render_pool_metrics(jbuf_t *b, server_t *s)
 {
-    char line[512];
-    for (int i = 0; i < db_replicas_count(); i++) {
-        db_pool_stats_t st;
-        replica_pool_stats(s, i, &st);
-        const char *l = db_replica_label(i);
+    int n = 1 + db_replicas_count();
+    const char *label[1 + DB_REPLICAS_MAX];
+    db_pool_stats_t st[1 + DB_REPLICAS_MAX];
+    for (int i = 0; i < n; i++) {
+        label[i] = i == 0 ? "primary" : db_replica_label(i - 1);
+        pool_stats(s, i - 1, &st[i]);
+    }
+    char line[256];
+    jbuf_puts(b, "# HELP marketd_db_pool_connections Database connections by pool and state.\n"
+                 "# TYPE marketd_db_pool_connections gauge\n");
+    for (int i = 0; i < n; i++) {
         snprintf(line, sizeof(line),
                  "marketd_db_pool_connections{pool=\"%s\",state=\"busy\"} %d\n"
                  "marketd_db_pool_connections{pool=\"%s\",state=\"idle\"} %d\n"
-                 "marketd_db_pool_connections{pool=\"%s\",state=\"connecting\"} %d\n"
-                 "marketd_db_pool_max{pool=\"%s\"} %d\nmarketd_db_pool_waiting{pool=\"%s\"} %d\n",
-                 l, st.busy, l, st.idle, l, st.connecting, l, st.max, l, st.waiting);
+                 "marketd_db_pool_connections{pool=\"%s\",state=\"connecting\"} %d\n",
+                 label[i], st[i].busy, label[i], st[i].idle, label[i], st[i].connecting);
         jbuf_puts(b, line);
     }
+    jbuf_puts(b, "# HELP marketd_db_pool_max Most connections a pool may open (base + overflow).\n"
+                 "# TYPE marketd_db_pool_max gauge\n");
+    for (int i = 0; i < n; i++) {
+        snprintf(line, sizeof(line), "marketd_db_pool_max{pool=\"%s\"} %d\n", label[i], st[i].max);
+        jbuf_puts(b, line);
+    }
+    jbuf_puts(b, "# HELP marketd_db_pool_waiting Queries waiting for a connection.\n"
+                 "# TYPE marketd_db_pool_waiting gauge\n");
+    for (int i = 0; i < n; i++) {
+        snprintf(line, sizeof(line), "marketd_db_pool_waiting{pool=\"%s\"} %d\n", label[i], st[i].waiting);
+        jbuf_puts(b, line);
+    }
+    /* Which node serves the reads. */
     jbuf_puts(b, "# HELP marketd_db_pool_queries_total Queries a pool answered successfully.\n"
                  "# TYPE marketd_db_pool_queries_total counter\n");
-    snprintf(line, sizeof(line), "marketd_db_pool_queries_total{pool=\"primary\"} %llu\n",
-             (unsigned long long)primary_served);
-    jbuf_puts(b, line);
-    for (int i = 0; i < db_replicas_count(); i++) {
-        db_pool_stats_t st;
-        replica_pool_stats(s, i, &st);
-        snprintf(line, sizeof(line), "marketd_db_pool_queries_total{pool=\"%s\"} %llu\n", db_replica_label(i),
-                 (unsigned long long)st.served);
+    for (int i = 0; i < n; i++) {
+        snprintf(line, sizeof(line), "marketd_db_pool_queries_total{pool=\"%s\"} %llu\n", label[i],
+                 (unsigned long long)st[i].served);
         jbuf_puts(b, line);
     }
-    if (db_replicas_count() == 0)
+    if (n == 1)
         return;
+    db_replica_info_t in[DB_REPLICAS_MAX];
+    for (int i = 0; i < n - 1; i++)
+        db_replica_info(i, &in[i]);
     jbuf_puts(b,
               "# HELP marketd_db_replica_up 1 when a read replica is used for reads (reachable, in recovery, "
               "lag within DB_REPLICA_MAX_LAG_MS).\n# TYPE marketd_db_replica_up gauge\n");
-    for (int i = 0; i < db_replicas_count(); i++) {
-        db_replica_info_t in;
-        db_replica_info(i, &in);
-        snprintf(line, sizeof(line), "marketd_db_replica_up{replica=\"%s\"} %d\n", db_replica_label(i),
-                 in.up);
+    for (int i = 0; i < n - 1; i++) {
+        snprintf(line, sizeof(line), "marketd_db_replica_up{replica=\"%s\"} %d\n", label[i + 1], in[i].up);
         jbuf_puts(b, line);
     }
     jbuf_puts(b,
               "# HELP marketd_db_replica_lag_seconds How far a replica's replay is behind the primary (-1: "
               "unknown).\n# TYPE marketd_db_replica_lag_seconds gauge\n");
-    for (int i = 0; i < db_replicas_count(); i++) {
-        db_replica_info_t in;
-        db_replica_info(i, &in);
-        snprintf(line, sizeof(line), "marketd_db_replica_lag_seconds{replica=\"%s\"} %.3f\n",
-                 db_replica_label(i), in.lag_ms >= 0 ? (double)in.lag_ms / 1000.0 : -1.0);
+    for (int i = 0; i < n - 1; i++) {
+        snprintf(line, sizeof(line), "marketd_db_replica_lag_seconds{replica=\"%s\"} %.3f\n", label[i + 1],
+                 in[i].lag_ms >= 0 ? (double)in[i].lag_ms / 1000.0 : -1.0);
         jbuf_puts(b, line);
     }
 }
@@ -213,44 +229,14 @@ static void metrics(rctx_t *r)
     jbuf_t *b = reply_buffer(r);
     metrics_render_http(b, s->metrics_all, s->nworkers);
 
-    /* Pool gauges: the instance's pool is the sum of its workers' pools. */
-    db_pool_stats_t sum = {0};
+    render_pool_metrics(b, s);
     db_wait_hist_t hist = {0};
     for (int i = 0; i < s->nworkers; i++) {
         api_worker_t *aw = api_worker(&s->workers[i]);
-        if (aw == NULL || aw->primary == NULL)
-            continue;
-        db_pool_stats_t st;
-        db_pool_get_stats(aw->primary, &st);
-        sum.connecting += st.connecting, sum.idle += st.idle, sum.busy += st.busy;
-        sum.waiting += st.waiting, sum.max += st.max;
-        db_pool_add_wait_hist(aw->primary, &hist);
+        if (aw != NULL && aw->primary != NULL)
+            db_pool_add_wait_hist(aw->primary, &hist);
     }
-    char line[1024];
-    snprintf(line, sizeof(line),
-             "# HELP marketd_db_pool_connections Database connections by pool and state.\n"
-             "# TYPE marketd_db_pool_connections gauge\n"
-             "marketd_db_pool_connections{pool=\"primary\",state=\"busy\"} %d\n"
-             "marketd_db_pool_connections{pool=\"primary\",state=\"idle\"} %d\n"
-             "marketd_db_pool_connections{pool=\"primary\",state=\"connecting\"} %d\n"
-             "# HELP marketd_db_pool_max Most connections a pool may open (base + overflow).\n"
-             "# TYPE marketd_db_pool_max gauge\n"
-             "marketd_db_pool_max{pool=\"primary\"} %d\n"
-             "# HELP marketd_db_pool_waiting Queries waiting for a connection.\n"
-             "# TYPE marketd_db_pool_waiting gauge\n"
-             "marketd_db_pool_waiting{pool=\"primary\"} %d\n",
-             sum.busy, sum.idle, sum.connecting, sum.max, sum.waiting);
-    jbuf_puts(b, line);
-    uint64_t primary_served = 0;
-    for (int i = 0; i < s->nworkers; i++) {
-        api_worker_t *aw = api_worker(&s->workers[i]);
-        if (aw != NULL && aw->primary != NULL) {
-            db_pool_stats_t st;
-            db_pool_get_stats(aw->primary, &st);
-            primary_served += st.served;
-        }
-    }
-    render_replica_metrics(b, s, primary_served);
+    char line[512];
     jbuf_puts(b, "# HELP marketd_db_pool_wait_seconds Time a query waited for a pool connection.\n"
                  "# TYPE marketd_db_pool_wait_seconds histogram\n");
     uint64_t cum = 0;
@@ -297,7 +283,7 @@ static void metrics(rctx_t *r)
  * tries again on the next run. Worker 0 of each instance runs it.
  *
  * The same run applies ORDER_RETENTION_MONTHS: marketd_drop_old_partitions
- * (migrations/0007) detaches and drops the months entirely older than that
+ * (migrations/0008) detaches and drops the months entirely older than that
  * (never anything younger than 31 days), under the same lock_timeout.
  * Then, whether that worked or not, it measures the whole months of
  * partitions that exist ahead for the gauge
