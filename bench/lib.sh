@@ -26,6 +26,25 @@ b_port_free() {
 
 # b_wait_http URL TIMEOUT_S [PID]: polls URL until it answers 2xx; fails
 # after TIMEOUT_S seconds or as soon as PID (if given) has exited.
+# b_claim DIE_FN PORT...: this checkout's benchmark slot and ports. One
+# benchmark at a time (.data/bench.lock, held on fd LOCK_FD until exit); the
+# given ports free, and PG_PORT too unless our cluster (PGDIR) runs there;
+# the open-files limit raised to the hard one. Failures go to DIE_FN.
+b_claim() {
+	local die=$1 t hard
+	shift
+	exec {LOCK_FD}>"$ROOT/.data/bench.lock"
+	flock -n "$LOCK_FD" || "$die" "another benchmark holds $ROOT/.data/bench.lock"
+	for t in "$@"; do
+		b_port_free "$t" || "$die" "port $t is in use by something else: $(ss -Htlnp "sport = :$t" | head -n1)"
+	done
+	if ! pg_tmp_running "$PGDIR" && ! b_port_free "$PG_PORT"; then
+		"$die" "port $PG_PORT is in use by something else: $(ss -Htlnp "sport = :$PG_PORT" | head -n1)"
+	fi
+	hard=$(ulimit -Hn)
+	ulimit -n "$hard" 2>/dev/null || b_log "could not raise ulimit -n to $hard"
+}
+
 b_wait_http() {
 	local url=$1 timeout=$2 pid=${3:-} deadline=$((SECONDS + $2))
 	while [ "$SECONDS" -lt "$deadline" ]; do

@@ -174,17 +174,7 @@ preflight() {
 	fi
 	# shellcheck disable=SC1090
 	. "$MARKER"
-	exec {LOCK_FD}>"$ROOT/.data/bench.lock"
-	flock -n "$LOCK_FD" || die "another benchmark holds $ROOT/.data/bench.lock"
-	for t in "$API_PORT" "$REDIS_PORT"; do
-		b_port_free "$t" || die "port $t is in use: $(ss -Htlnp "sport = :$t" | head -n1)"
-	done
-	if ! pg_tmp_running "$PGDIR" && ! b_port_free "$PG_PORT"; then
-		die "port $PG_PORT is in use: $(ss -Htlnp "sport = :$PG_PORT" | head -n1)"
-	fi
-	local hard
-	hard=$(ulimit -Hn)
-	ulimit -n "$hard" 2>/dev/null || o_log "could not raise ulimit -n to $hard"
+	b_claim die "$API_PORT" "$REDIS_PORT" "$HEALTH_PORT"
 	NOFILE=$(ulimit -n)
 	[ "$NOFILE" -ge $((CLIENTS + 100)) ] ||
 		die "open files limit $NOFILE is below $CLIENTS clients + 100 (the generator and marketd each hold one socket per user)"

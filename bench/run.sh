@@ -174,18 +174,8 @@ preflight() {
 	b_load_pg_lib "$ROOT"
 	mkdir -p "$ROOT/.data" "$ROOT/bench/results"
 	chmod 755 "$ROOT/.data" 2>/dev/null
-	# One benchmark at a time on this checkout.
-	exec {LOCK_FD}>"$ROOT/.data/bench.lock"
-	flock -n "$LOCK_FD" || b_die "another bench/run.sh holds $ROOT/.data/bench.lock"
-	for t in "$API_PORT" "$NGINX_PORT" $([ "$CACHED" != 1 ] || echo "$REDIS_PORT"); do
-		b_port_free "$t" || b_die "port $t is in use by something else: $(ss -Htlnp "sport = :$t" | head -n1)"
-	done
-	if ! pg_tmp_running "$PGDIR" && ! b_port_free "$PG_PORT"; then
-		b_die "port $PG_PORT is in use by something else: $(ss -Htlnp "sport = :$PG_PORT" | head -n1)"
-	fi
-	local hard
-	hard=$(ulimit -Hn)
-	ulimit -n "$hard" 2>/dev/null || b_log "could not raise ulimit -n to $hard"
+	# shellcheck disable=SC2046 # the optional Redis port is one word or none
+	b_claim b_die "$API_PORT" "$NGINX_PORT" $([ "$CACHED" != 1 ] || echo "$REDIS_PORT")
 	b_log "open files limit: $(ulimit -n)"
 	TMP=$(mktemp -d /tmp/marketd-bench.XXXXXX) || b_die "mktemp failed"
 	chmod 755 "$TMP"
