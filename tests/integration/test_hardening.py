@@ -20,6 +20,8 @@ products are made with SQL, tokens minted with the server's secret
 """
 
 import json
+import random
+import time
 
 import harness
 from harness import fmt_resp, parallel
@@ -27,6 +29,19 @@ from test_orders import JWT_SECRET, OrderCase, describe, token_for, unique
 
 JSON = {"Content-Type": "application/json"}
 
+
+
+def retry_503(send, patience_s=60.0):
+    """send() again while it answers 503 + Retry-After, as a client does:
+    on a busy machine the server's admission control may shed a burst of
+    writes (api.md: 503 means overloaded, retry). Gives the last answer;
+    bounded by patience_s, a hang detector."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        r = send()
+        if getattr(r, "status", None) != 503 or not r.headers.get("Retry-After") or time.monotonic() > deadline:
+            return r
+        time.sleep(min(float(r.headers.get("Retry-After")), 1.0) * random.random())
 
 class HardeningCase(OrderCase):
 
@@ -499,8 +514,8 @@ class ConcurrentStockTests(HardeningCase):
                                  timeout=60)
             return self.call("POST", "/api/v1/orders/%d/cancel" % oid, u, timeout=60)
 
-        jobs = [lambda u=u, oid=oid, i=i: cancel(u, oid, i) for i, (u, oid) in enumerate(first)]
-        jobs += [lambda u=u, items=items: self.place(u, items, timeout=60)
+        jobs = [lambda u=u, oid=oid, i=i: retry_503(lambda: cancel(u, oid, i)) for i, (u, oid) in enumerate(first)]
+        jobs += [lambda u=u, items=items: retry_503(lambda: self.place(u, items, timeout=60))
                  for u, items in zip(users[30:], orders_of[30:])]
         results = parallel(jobs)
         statuses = [getattr(r, "status", None) for r in results]
@@ -513,8 +528,8 @@ class ConcurrentStockTests(HardeningCase):
         self.assertConserved(pids, "after creates and cancels")
         # And cancelling the second wave returns everything.
         second = [(u, r.body["id"]) for u, r in zip(users[30:], results[30:])]
-        results = parallel([lambda u=u, oid=oid: self.call("POST", "/api/v1/orders/%d/cancel" % oid, u,
-                                                           timeout=60) for u, oid in second])
+        results = parallel([lambda u=u, oid=oid: retry_503(lambda: self.call("POST", "/api/v1/orders/%d/cancel" % oid,
+                                                                             u, timeout=60)) for u, oid in second])
         bad = [r for r in results if getattr(r, "status", None) != 200]
         self.assertEqual(bad, [], "cancels of the second wave:\n%s" % describe(bad[:5]))
         self.assertEqual([self.stock_db(p) for p in pids], [self.STOCK] * 3, "all stock back")
