@@ -10,6 +10,7 @@
 #include "cache/cluster.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/resolve.h"
 #include "core/metrics.h"
 
 /*
@@ -484,13 +485,22 @@ static void handshake_send(conn_t *c, int argc, const char **argv)
 static void conn_open(node_t *n)
 {
     redis_t *r = n->r;
-    /* Non-blocking connect. A host name is resolved here, synchronously:
-     * use addresses (or /etc/hosts names) in REDIS_URL/REDIS_CLUSTER_NODES. */
-    redisAsyncContext *ac = redisAsyncConnect(n->host, n->port);
+    /* Non-blocking connect, to an address: hiredis would resolve a name
+     * with a blocking getaddrinfo (src/core/resolve.h). While the first
+     * lookup of the name is under way there is no connection yet; the
+     * tick or the next command asks again. */
+    char addr[RESOLVE_ADDR_MAX], why[160];
+    int rc = resolve_get(n->host, addr, why, sizeof(why));
+    if (rc == 0)
+        return;
+    if (rc < 0) {
+        node_failed(n, why);
+        return;
+    }
+    redisAsyncContext *ac = redisAsyncConnect(addr, n->port);
     if (ac == NULL)
         abort();
     if (ac->err) {
-        char why[128];
         snprintf(why, sizeof(why), "%s", ac->errstr);
         redisAsyncFree(ac); /* no hooks yet: just frees */
         node_failed(n, why);

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/resolve.h"
 
 /*
  * Blame (B5 without metastable collapse): the tick drops a connection whose
@@ -97,6 +98,7 @@ struct db_pool {
     db_pool_options_t opt;
     char *conninfo_copy;
     char *label_copy;
+    char *resolve_name; /* the conninfo's host name to resolve off the loop, or NULL */
     char statement_options[64];
     int max_conns;
     db_conn_t **conns; /* max_conns slots; NULL when free */
@@ -602,18 +604,50 @@ static void conn_close(db_conn_t *c, int err, const char *why)
         pool_update_stats(pool);
 }
 
+/* A connection attempt in the empty base `slot` could not even start. */
+static void connect_failed(db_pool_t *pool, int slot, const char *why)
+{
+    if (!pool->last_connect_failed)
+        log_warn("db %s: connect failed (retrying with backoff, further failures not logged): %s",
+                 pool->opt.label, why);
+    pool->last_connect_failed = 1, pool->last_fail_us = now_us();
+    if (slot < pool->opt.base) {
+        uint64_t b = pool->backoff_ms[slot];
+        pool->backoff_ms[slot] = b == 0 ? 100 : (b * 2 > 1000 ? 1000 : b * 2);
+        pool->retry_at_us[slot] = now_us() + b * 1000;
+    }
+    fail_waiters_if_down(pool);
+}
+
 /* Starts (c == NULL) or continues a connection attempt in `slot`. */
 static void conn_start(db_pool_t *pool, int slot, int overflow)
 {
     db_conn_t *c = pool->conns[slot];
     if (c == NULL) {
-        const char *keys[5] = {"dbname", "application_name", "connect_timeout", NULL, NULL};
-        const char *vals[5] = {pool->conninfo_copy, "marketd", "5", NULL, NULL};
+        const char *keys[6] = {"dbname", "application_name", "connect_timeout", NULL, NULL, NULL};
+        const char *vals[6] = {pool->conninfo_copy, "marketd", "5", NULL, NULL, NULL};
+        int k = 3;
         if (pool->opt.prepare) {
             /* PgBouncer rejects unknown startup options; direct connections
              * get a server-side statement timeout as a second safety net. */
-            keys[3] = "options";
-            vals[3] = pool->statement_options;
+            keys[k] = "options";
+            vals[k++] = pool->statement_options;
+        }
+        /* libpq resolves a host name inside PQconnectStart, blocking the
+         * loop (src/core/resolve.h): it is given the address as hostaddr
+         * (host stays for TLS and .pgpass). Until the first lookup is done
+         * the slot stays empty and the tick asks again. */
+        char addr[RESOLVE_ADDR_MAX], why[160];
+        if (pool->resolve_name != NULL) {
+            int rc = resolve_get(pool->resolve_name, addr, why, sizeof(why));
+            if (rc == 0)
+                return;
+            if (rc < 0) {
+                connect_failed(pool, slot, why);
+                return;
+            }
+            keys[k] = "hostaddr";
+            vals[k++] = addr;
         }
         c = calloc(1, sizeof(*c));
         if (c == NULL)
@@ -841,6 +875,32 @@ static void on_tick(h2o_timeout_entry_t *entry)
     h2o_timeout_link(pool->loop, &pool->tick_timeout, &pool->tick);
 }
 
+/* The host name of a conninfo to resolve off the loop: one name, not an
+ * address, not a socket directory, and no hostaddr given. NULL otherwise
+ * (libpq then needs no lookup, or is left to do its own for a host list). */
+static char *resolvable_host(const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    if (opts == NULL)
+        return NULL;
+    const char *host = NULL, *hostaddr = NULL;
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    char *name = NULL;
+    if (host != NULL && host[0] != '\0' && host[0] != '/' && strchr(host, ',') == NULL &&
+        (hostaddr == NULL || hostaddr[0] == '\0') && !resolve_is_numeric(host)) {
+        name = strdup(host);
+        if (name == NULL)
+            abort();
+    }
+    PQconninfoFree(opts);
+    return name;
+}
+
 db_pool_t *db_pool_create(h2o_loop_t *loop, const db_pool_options_t *opt)
 {
     db_pool_t *pool = calloc(1, sizeof(*pool));
@@ -854,6 +914,7 @@ db_pool_t *db_pool_create(h2o_loop_t *loop, const db_pool_options_t *opt)
         abort();
     pool->opt.conninfo = pool->conninfo_copy;
     pool->opt.label = pool->label_copy;
+    pool->resolve_name = resolvable_host(opt->conninfo);
     snprintf(pool->statement_options, sizeof(pool->statement_options), "-c statement_timeout=%d",
              opt->statement_timeout_ms);
     pool->max_conns = opt->base + opt->overflow;
@@ -898,6 +959,7 @@ void db_pool_destroy(db_pool_t *pool)
     free(pool->backoff_ms);
     free(pool->conninfo_copy);
     free(pool->label_copy);
+    free(pool->resolve_name);
     free(pool);
 }
 

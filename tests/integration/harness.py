@@ -188,6 +188,8 @@ class Server:
         self.args = list(args) if args is not None else list(SERVE_ARGS)
         self.log_path = os.path.join(TEST_TMPDIR, "marketd-%s.log" % self.name)
         self.proc = None
+        # argv in front of marketd's, e.g. to run it in a namespace (exec'ing it)
+        self.wrapper = []
         self.env = self._build_env(env or {})
 
     def _build_env(self, overrides):
@@ -220,7 +222,7 @@ class Server:
             raise AssertionError("MARKETD_BIN=%r is not an executable file" % MARKETD_BIN)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [MARKETD_BIN] + self.args,
+            self.wrapper + [MARKETD_BIN] + self.args,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
