@@ -315,3 +315,60 @@ class ReplicaTests(ServerTestCase):
         self.assertEqual(harness.request(srv.port, "GET", "/api/v1/cities").status, 200)
         self.assertIn("replica", srv.log_text())
         srv.stop()
+
+
+class PromotedReplicaTests(ServerTestCase):
+    """A replica that is promoted (a failover elsewhere, an operator's
+    mistake) is no longer a copy of the primary: its writes diverge. It must
+    leave the read rotation — /readyz "promoted", a warning in the log — and
+    every read, the writer's own included, goes to the primary (issue 12
+    "Bad input": continue in degraded mode with a clear log line)."""
+
+    start_redis = True
+    replica = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.replica = Replica().start()
+        cls.server_env = {"JWT_SECRET": JWT_SECRET, "DB_POOL_SIZE": "4",
+                          "DB_READ_REPLICA_URL": cls.replica.url, "DB_REPLICA_MAX_LAG_MS": "600000"}
+        super().setUpClass()
+
+    @classmethod
+    def _stop_class_processes(cls, check):
+        try:
+            super()._stop_class_processes(check)
+        finally:
+            if cls.replica is not None:
+                cls.replica.stop()
+                cls.replica = None
+
+    def test_promoted_replica_leaves_the_rotation(self):
+        self.assertTrue(self.replica.caught_up(), "the replica never caught up with the primary")
+        self.assertTrue(wait_until(lambda: (replica_state(self.port) or {}).get("up") is True, POLL_TIMEOUT),
+                        "replica never up: %r" % (replica_state(self.port),))
+        self.assertTrue(self.replica.query("SELECT pg_promote(true, 60)")[0][0], "pg_promote failed")
+        self.assertTrue(wait_until(lambda: (replica_state(self.port) or {}).get("state") == "promoted",
+                                   POLL_TIMEOUT), "never reported promoted: %r" % (replica_state(self.port),))
+        self.assertFalse(replica_state(self.port)["up"])
+        r = harness.request(self.port, "GET", "/readyz")
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(r.body["status"], "degraded", r.body)
+        self.assertIn("no longer in recovery", self.server.log_text())
+
+        # A write, then reads: they see it, and the promoted node (which
+        # never got it) served none of them.
+        p = self.dataset.active_products()[0]
+        sid = p["seller_id"]
+        uid = self.dataset.seller(sid)["user_id"]
+        name = "Promoted-%s" % uuid.uuid4().hex[:8]
+        r = harness.request(self.port, "PATCH", "/api/v1/sellers/%d" % sid, body={"name": name},
+                            headers={"Authorization": "Bearer " + token_for(uid, JWT_SECRET)})
+        self.assertEqual(r.status, 200, repr(r))
+        before = served(self.port, "replica0")
+        for _ in range(10):
+            r = harness.request(self.port, "GET", "/api/v1/sellers/%d" % sid)
+            self.assertEqual(r.status, 200, repr(r))
+            self.assertEqual(r.body["name"], name)
+        self.assertNotEqual(self.replica.query("SELECT name FROM sellers WHERE id = %s", (sid,))[0][0], name)
+        self.assertEqual(served(self.port, "replica0"), before, "the promoted node served a read")
