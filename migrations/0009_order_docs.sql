@@ -19,8 +19,8 @@
 --    marketd_order_json(o))), so rows written before this migration, or
 --    by anything that leaves doc NULL, read exactly as before. A non-NULL
 --    doc is always byte for byte marketd_order_json(o):
---    - marketd_place_order (below) stores the answer it renders, after the
---      items are inserted;
+--    - marketd_place_order (below) renders its answer before inserting the
+--      order and stores it with the row;
 --    - every other UPDATE of an order that does not itself write doc
 --      (marketd_order_transition, cancellations, a manual UPDATE) has doc
 --      recomputed from the new row and its items by orders_doc_sync;
@@ -144,9 +144,10 @@ BEGIN
 END
 $$;
 
--- 0007's function with one statement added after the order's answer is
--- rendered: the answer is stored as the order's doc (the row was inserted
--- with doc NULL before its items existed). Same signature and outcomes.
+-- 0007's function, its insert changed only: the answer is rendered before
+-- the order row is inserted and stored in it as doc (it was rendered from
+-- the inserted rows, marketd_order_json(o), after them). Same signature
+-- and outcomes.
 CREATE OR REPLACE FUNCTION marketd_place_order(buyer bigint, items jsonb, idem_key text, request_hash text,
                                     OUT outcome text, OUT detail text, OUT field text, OUT message text,
                                     OUT extra jsonb, OUT body text, OUT replayed boolean)
@@ -160,6 +161,7 @@ DECLARE
     seller    bigint;
     total     bigint := 0;
     o         orders;
+    new_id    bigint;
     own       bigint;
 BEGIN
     replayed := false;
@@ -278,18 +280,27 @@ BEGIN
         IF n_found <> n_want THEN
             RAISE EXCEPTION 'stock changed under a row lock' USING ERRCODE = 'P0001';
         END IF;
-        INSERT INTO orders (id, buyer_id, seller_id, status, total, currency, created_at, updated_at)
-             VALUES (marketd_order_id(now(), nextval('orders_id_seq')), buyer, seller, 'new', total, 'RUB', now(), now())
+        -- 0009: the document is rendered before the order is inserted and
+        -- stored with it (no second write of the row): from the rows its
+        -- items are made of, by the functions marketd_order_json is made
+        -- of, in its order (product id), so it is byte for byte what
+        -- marketd_order_json(o) gives once the items are in.
+        new_id := marketd_order_id(now(), nextval('orders_id_seq'));
+        body := marketd_order_doc(
+            new_id, buyer, seller, 'new',
+            (SELECT json_agg(marketd_order_item_json(pr.id, pr.title, pr.price, (w.value ->> 'quantity')::int)
+                             ORDER BY pr.id)
+               FROM jsonb_array_elements(items) w
+               JOIN products pr ON pr.id = (w.value ->> 'product_id')::bigint),
+            total, 'RUB', now(), now());
+        INSERT INTO orders (id, buyer_id, seller_id, status, total, currency, created_at, updated_at, doc)
+             VALUES (new_id, buyer, seller, 'new', total, 'RUB', now(), now(), body)
           RETURNING * INTO o;
         INSERT INTO order_items (order_id, created_at, product_id, title, price, quantity)
              SELECT o.id, o.created_at, pr.id, pr.title, pr.price, (w.value ->> 'quantity')::int
                FROM jsonb_array_elements(items) w
                JOIN products pr ON pr.id = (w.value ->> 'product_id')::bigint;
         outcome := 'ok';
-        body := marketd_order_json(o);
-        -- 0009: the stored document, now that the items exist (doc is
-        -- written explicitly, so orders_doc_sync leaves it as it is).
-        UPDATE orders x SET doc = body WHERE x.id = o.id AND x.created_at = o.created_at;
     END IF;
 
     -- A completed answer, success or refusal, is what a retry replays.
