@@ -362,8 +362,18 @@ make_pgbench_scripts() {
 	[ "$code" = 200 ] || b_die "GET $HIST_PATH answered $code: $(cat "$TMP/hist.json")"
 	HIST_BODY_BYTES=$(stat -c %s "$TMP/hist.json")
 	HIST_ITEMS=$(grep -o '"buyer_id"' "$TMP/hist.json" | wc -l)
-	LIST_SQL=$(capture_sql '%FROM orders o WHERE o.buyer_id = $1::int8 AND o.created_at >= $2::timestamptz AND o.created_at < $3::timestamptz ORDER BY%')
-	[[ $LIST_SQL == *'LIMIT $4::int4'* ]] || b_die "could not capture the order list SQL: $LIST_SQL"
+	# Schema 9 on (migrations/0009_order_docs.sql): one statement over
+	# marketd_order_page, an absent filter a NULL; rewritten here to the
+	# parameters of the earlier statement ($1 buyer, $2 from, $3 to, $4 limit).
+	LIST_SQL=$(capture_sql '%FROM marketd_order_page($1::int8,%')
+	if [ -n "$LIST_SQL" ]; then
+		[[ $LIST_SQL == *'($1::int8, $2::bool, $3::text, $4::timestamptz, $5::timestamptz, $6::timestamptz, $7::int8, $8::int4)'* ]] ||
+			b_die "could not capture the order list SQL: $LIST_SQL"
+		LIST_SQL=${LIST_SQL/'($1::int8, $2::bool, $3::text, $4::timestamptz, $5::timestamptz, $6::timestamptz, $7::int8, $8::int4)'/'($1::int8, false, NULL, $2::timestamptz, $3::timestamptz, NULL, NULL, $4::int4)'}
+	else
+		LIST_SQL=$(capture_sql '%FROM orders o WHERE o.buyer_id = $1::int8 AND o.created_at >= $2::timestamptz AND o.created_at < $3::timestamptz ORDER BY%')
+		[[ $LIST_SQL == *'LIMIT $4::int4'* ]] || b_die "could not capture the order list SQL: $LIST_SQL"
+	fi
 
 	mkdir -p "$TMP/pgbench"
 	# $2 (the items) from the same lists as wrk's bodies

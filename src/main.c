@@ -5,6 +5,7 @@
  *   marketd migrate [status | new NAME] apply / list schema migrations, or start a new one
  *   marketd user create | set-admin    accounts and administrators without SQL
  *   marketd seed --scale demo|bench    load deterministic demo/benchmark data
+ *   marketd backfill order-docs        store the documents of older orders (schema 9)
  *   marketd routes                     the route table as JSON (for the OpenAPI drift check)
  *   marketd version
  */
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "cli/backfill.h"
 #include "cli/migrate.h"
 #include "cli/seed.h"
 #include "cli/user.h"
@@ -38,6 +40,7 @@ static int usage(FILE *f)
                "MARKETD_PASSWORD)\n"
                "       marketd user set-admin --email EMAIL [--revoke]\n"
                "       marketd seed --scale demo|bench [--force] | routes | version\n"
+               "       marketd backfill order-docs [--batch N] [--months N]\n"
                "configuration comes from the environment; see README.md\n");
     return f == stderr ? 2 : 0;
 }
@@ -76,6 +79,8 @@ int main(int argc, char **argv)
         return cli_migrate_main(argc - 1, argv + 1);
     if (strcmp(cmd, "user") == 0)
         return cli_user_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "backfill") == 0)
+        return cli_backfill_main(argc - 1, argv + 1);
     if (strcmp(cmd, "seed") == 0)
         return seed_main(argc - 1, argv + 1) == 0 ? 0 : 1;
     if (strcmp(cmd, "routes") == 0) {

@@ -20,7 +20,9 @@
  *      thread: regenerating is far cheaper than the server-side work it
  *      lets run in parallel on a second core. The three transactions commit
  *      only when all three loads succeeded;
- *   5. setval the sequences past the loaded ids, ANALYZE, print a summary.
+ *   5. setval the sequences past the loaded ids, store the orders' documents
+ *      (`marketd backfill order-docs`, cli/backfill.h), ANALYZE, print a
+ *      summary.
  *
  * Determinism: every random choice comes from splitmix64 streams with fixed
  * seeds, so two runs produce the same rows. Only two things depend on the
@@ -30,6 +32,8 @@
  * files is part of the seed: random choices are indexes into them.
  */
 #include "cli/seed.h"
+
+#include "cli/backfill.h"
 #include "core/password.h"
 
 #include <errno.h>
@@ -2008,7 +2012,11 @@ join:
         exec_ok(conn, "COMMIT", "COMMIT catalogue") != 0)
         goto out;
 
-    if (set_sequences(conn, cnt.orders) != 0 || finish_load(conn) != 0)
+    /* The orders' stored documents (migrations/0009_order_docs.sql), so
+     * that seeded data reads as a running instance's does: the items are
+     * on another connection, hence after both commits. */
+    if (set_sequences(conn, cnt.orders) != 0 || cli_backfill_order_docs(conn, 5000, 0, "seed") != 0 ||
+        finish_load(conn) != 0)
         goto out;
     if (query_value(conn, "SELECT pg_size_pretty(pg_database_size(current_database()))", dbsize,
                     sizeof dbsize, "database size") != 0)
