@@ -21,6 +21,9 @@ production file stays the one source.
                    none ("no" -> none, on-failure -> on-failure, else any)
   cpus, mem_limit, mem_reservation
                    become deploy.resources.limits / reservations
+  tmpfs            becomes tmpfs mounts (volumes of type tmpfs): `docker stack
+                   deploy` ignores the tmpfs key, and a read-only container
+                   without its /tmp does not start
   shm_size         becomes a tmpfs mount on /dev/shm of that size (Swarm
                    services have no shm_size; PostgreSQL's parallel queries use it)
   container_name, pull_policy, links, external_links
@@ -54,7 +57,7 @@ SWARM_SERVICE_KEYS = {
     "cap_add", "cap_drop", "command", "configs", "credential_spec", "deploy", "devices", "dns",
     "dns_search", "domainname", "entrypoint", "env_file", "environment", "expose", "extra_hosts",
     "healthcheck", "hostname", "image", "init", "isolation", "labels", "logging", "networks", "ports",
-    "read_only", "secrets", "stdin_open", "stop_grace_period", "stop_signal", "sysctls", "tmpfs", "tty",
+    "read_only", "secrets", "stdin_open", "stop_grace_period", "stop_signal", "sysctls", "tty",
     "ulimits", "user", "volumes", "working_dir",
 }
 # Keys a Swarm service ignores (or the loader refuses) that carry no meaning
@@ -106,6 +109,19 @@ def size_bytes(v):
     return int(v)
 
 
+def tmpfs_mount(spec):
+    """'/tmp' or '/run:size=64m,mode=1777' -> a tmpfs volume (size kept; Swarm has no mode)."""
+    path, _, opts = str(spec).partition(":")
+    m = {"type": "tmpfs", "target": path}
+    for o in filter(None, opts.split(",")):
+        k, _, v = o.partition("=")
+        if k == "size":
+            m["tmpfs"] = {"size": size_bytes(v)}
+        else:
+            warn("tmpfs %s: option %s dropped (Swarm takes only size)" % (path, o))
+    return m
+
+
 def port(name, p):
     p = dict(p) if isinstance(p, dict) else short_port(p)
     host_ip = p.pop("host_ip", "")
@@ -139,6 +155,9 @@ def service(name, svc):
             res = deploy.setdefault("resources", {}).setdefault(section, {})
             for k, v in vals.items():
                 res.setdefault(k, v)
+    tmpfs = svc.pop("tmpfs", None) or []
+    for t in [tmpfs] if isinstance(tmpfs, str) else tmpfs:
+        svc.setdefault("volumes", []).append(tmpfs_mount(t))
     shm = svc.pop("shm_size", None)
     if shm is not None:
         svc.setdefault("volumes", []).append({"type": "tmpfs", "target": "/dev/shm", "tmpfs": {"size": size_bytes(shm)}})

@@ -28,7 +28,8 @@
 # Env: DEPLOY_TIMEOUT (s, default 2400) bounds the whole run; DEPLOY_CACHE=0
 #      builds in a temp data root instead of .data/docker/deploy-root;
 #      DEPLOY_BENCH=0 skips the wrk runs; DRILLS="kill-backend ..." a subset;
-#      DRILLS_OUT the drills' JSON (default bench/results/drills-latest.json).
+#      DRILLS_OUT the drills' JSON (default bench/results/drills-latest.json,
+#      under Swarm bench/results/drills-swarm-latest.json).
 # shellcheck disable=SC2317  # cleanup and the topo checks run through a trap and a wrapper
 set -uo pipefail
 
@@ -40,6 +41,12 @@ if [ "$MODE" = swarm ]; then
 	ORCH=swarm
 fi
 STACK=marketdswarm
+# Compose's drills in drills-latest.json (the issue's file), Swarm's beside it.
+if [ "$ORCH" = swarm ]; then
+	DRILLS_OUT=${DRILLS_OUT:-$ROOT/bench/results/drills-swarm-latest.json}
+else
+	DRILLS_OUT=${DRILLS_OUT:-$ROOT/bench/results/drills-latest.json}
+fi
 DK_NAME=deploy-test
 # shellcheck source=tests/lib/docker.sh
 . "$ROOT/tests/lib/docker.sh"
@@ -72,9 +79,13 @@ TREE=$WORK/tree
 WATCHDOG=""
 SWARM=""
 GW_BRIDGE=""
+# The run's own stdout/stderr, for the teardown's lines even when the trap
+# fires inside a redirected step.
+exec 7>&1 8>&2
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
+	exec 1>&7 2>&8
 	[ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
 	if [ -n "$DK_PID" ] && [ -n "$SWARM" ]; then
 		swarm_down
@@ -395,7 +406,7 @@ drills)
 	phase "drills"
 	DRILL_COMPOSE="cd '$TREE' && docker-compose ${FILES[*]} --profile cluster" DRILL_ORCH=$ORCH DRILL_STACK=$STACK \
 		DRILL_DOCKER=$DK_DOCKER python3 "$ROOT/tests/compose/drills.py" --edge "$EDGE" \
-		--out "${DRILLS_OUT:-$ROOT/bench/results/drills-latest.json}" || RC=1
+		--out "$DRILLS_OUT" || RC=1
 	;;
 up)
 	if [ "$ORCH" = swarm ]; then
