@@ -192,10 +192,12 @@ swarm_up() {
 	SWARM=1
 	docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 \
 		--default-addr-pool "10.216.0.0/16" --default-addr-pool-mask-length 24 >/dev/null || return 1
-	# The stack file: the same files as Compose's, merged and interpolated by
-	# `docker-compose config`, mechanically made Swarm's (only the port: the
-	# host address comes from docker_gwbridge above).
-	(cd "$TREE" && MARKETD_HTTP_PORT=$EDGE_PORT docker-compose "${FILES[@]}" --profile cluster config) >"$WORK/config.yml" &&
+	# The stack file: the same files as Compose's plus the Swarm-only deploy
+	# keys (deploy/swarm/docker-compose.swarm.yml), merged and interpolated
+	# by `docker-compose config`, mechanically made Swarm's (only the port:
+	# the host address comes from docker_gwbridge above).
+	(cd "$TREE" && MARKETD_HTTP_PORT=$EDGE_PORT docker-compose "${FILES[@]}" -f deploy/swarm/docker-compose.swarm.yml \
+		--profile cluster config) >"$WORK/config.yml" &&
 		python3 "$TREE/deploy/swarm/compose-to-stack.py" --profile cluster --check "$WORK/config.yml" >"$WORK/stack.yml" || return 1
 	docker stack deploy --resolve-image never --prune -c "$WORK/stack.yml" "$STACK" || return 1
 	# Converged: every service at its replica count with every task healthy

@@ -205,20 +205,25 @@ compose_policy() {
 }
 
 # The same file for `docker stack deploy` (issue 12 item 4): the `docker-compose
-# config` outputs tests/compose/run.sh and users feed to
+# config` outputs (with deploy/swarm/docker-compose.swarm.yml) that
+# tests/compose/run.sh and users feed to
 # deploy/swarm/compose-to-stack.py, transformed and checked by
 # tests/deploy/test_compose_to_stack.py (no Swarm-unsupported key survives;
 # the rolling-update settings, dnsrr, replicas and one-shot restart policies
 # are there).
 swarm_stack() {
-	local d=$TMP/compose
+	local d=$TMP/compose sw=(-f deploy/swarm/docker-compose.swarm.yml)
 	compose_tree || return 1
+	mkdir -p "$d/deploy/swarm"
 	cp "$ROOT/tests/compose/docker-compose.test.yml" "$d/docker-compose.test.yml"
-	compose config >"$TMP/swarm-prod.yml" &&
-		compose --profile cluster config >"$TMP/swarm-cluster.yml" &&
+	cp "$ROOT/deploy/swarm/docker-compose.swarm.yml" "$d/deploy/swarm/"
+	compose config >"$TMP/compose-prod.yml" &&
+		compose "${sw[@]}" config >"$TMP/swarm-prod.yml" &&
+		compose "${sw[@]}" --profile cluster config >"$TMP/swarm-cluster.yml" &&
 		(cd "$d" && MARKETD_HTTP_PORT=127.0.0.1:18080 COMPOSE_PROJECT_NAME=marketd docker-compose -f docker-compose.prod.yml \
-			-f docker-compose.test.yml --profile cluster config) >"$TMP/swarm-test.yml" || return 1
-	STACK_CONFIGS="prod||$TMP/swarm-prod.yml:prod+cluster|cluster|$TMP/swarm-cluster.yml:prod+test override|cluster|$TMP/swarm-test.yml" \
+			-f docker-compose.test.yml "${sw[@]}" --profile cluster config) >"$TMP/swarm-test.yml" || return 1
+	COMPOSE_CONFIG=$TMP/compose-prod.yml \
+		STACK_CONFIGS="prod||$TMP/swarm-prod.yml:prod+cluster|cluster|$TMP/swarm-cluster.yml:prod+test override|cluster|$TMP/swarm-test.yml" \
 		python3 "$HERE/test_compose_to_stack.py" || return 1
 	python3 "$ROOT/deploy/swarm/compose-to-stack.py" --profile cluster --check "$TMP/swarm-cluster.yml" >"$TMP/stack.yml"
 }

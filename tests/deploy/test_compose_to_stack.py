@@ -5,9 +5,10 @@ stack file by rule, not by a second hand-written copy (issue 12 item 4; S1
 S4 read replicas, S7 Redis Cluster).
 
 Run by tests/deploy/check.sh with STACK_CONFIGS set to `docker-compose
-config` outputs of the production file (alone, with --profile cluster, and
-with the test override as tests/compose/run.sh uses it); no Docker engine
-needed. Each is transformed and must leave no key Swarm does not honour,
+config` outputs of the production file with deploy/swarm/docker-compose.swarm.yml
+(alone, with --profile cluster, and with the test override as
+tests/compose/run.sh uses it) and COMPOSE_CONFIG to the production file's
+alone; no Docker engine needed. Each is transformed and must leave no key Swarm does not honour,
 and keep what the rolling restart depends on. The rules themselves are
 checked on small inputs.
 """
@@ -129,6 +130,24 @@ class ProdFile(unittest.TestCase):
                     self.assertEqual(p["mode"], "host", name)
                     self.assertNotIn("host_ip", p, name)
             self.assertEqual(stack["services"]["nginx"]["ports"][0]["target"], 8080)
+
+
+class ComposeStaysQuiet(unittest.TestCase):
+    """The production file alone carries only the deploy keys docker-compose
+    1.29 uses (it warns about every other one on every command): the
+    Swarm-only ones are in deploy/swarm/docker-compose.swarm.yml."""
+
+    COMPOSE_DEPLOY_KEYS = {"replicas", "resources", "labels", "placement"}
+
+    def test_prod_deploy_keys_are_compose_ones(self):
+        path = os.environ.get("COMPOSE_CONFIG")
+        if not path:
+            self.skipTest("COMPOSE_CONFIG not set (tests/deploy/check.sh sets it)")
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+        for name, svc in doc["services"].items():
+            self.assertEqual(sorted(set(svc.get("deploy") or {}) - self.COMPOSE_DEPLOY_KEYS), [], name)
+        self.assertEqual(doc["services"]["backend"]["deploy"]["replicas"], 5)
 
 
 class Rules(unittest.TestCase):
