@@ -204,10 +204,10 @@ compose_policy() {
 		policy compose "$TMP/compose.yml" "$TMP/compose/docker-compose.prod.yml"
 }
 
-# The same file for `docker stack deploy` (issue 12 item 4): the `docker-compose
-# config` outputs (with deploy/swarm/docker-compose.swarm.yml) that
-# tests/compose/run.sh and users feed to
-# deploy/swarm/compose-to-stack.py, transformed and checked by
+# The same file for `docker stack deploy` (issue 12 item 4; S1 Docker Swarm,
+# S17 deployment): the `docker-compose config` outputs (with
+# deploy/swarm/docker-compose.swarm.yml) that tests/compose/run.sh and users
+# feed to deploy/swarm/compose-to-stack.py, transformed and checked by
 # tests/deploy/test_compose_to_stack.py (no Swarm-unsupported key survives;
 # the rolling-update settings, dnsrr, replicas and one-shot restart policies
 # are there).
