@@ -200,8 +200,8 @@ swarm_up() {
 		--profile cluster config) >"$WORK/config.yml" &&
 		python3 "$TREE/deploy/swarm/compose-to-stack.py" --profile cluster --check "$WORK/config.yml" >"$WORK/stack.yml" || return 1
 	docker stack deploy --resolve-image never --prune -c "$WORK/stack.yml" "$STACK" || return 1
-	# Converged: every service at its replica count with every task healthy
-	# (or without a health check), and the one-shot jobs completed.
+	# Converged: every long-running service (each has a health check) at its
+	# replica count with every task healthy, and both one-shot jobs completed.
 	local deadline=$((SECONDS + 300)) svc want have done_jobs
 	while :; do
 		have=0 want=0 done_jobs=0
