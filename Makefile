@@ -130,12 +130,19 @@ fresh-debian-test:
 
 # The production compose deployment run for real on a private dockerd
 # (root; docs/deploy.md "Compose, run for real"): topology + HTTP checks,
-# and the failure drills (bench/results/drills-latest.json).
-.PHONY: deploy-test drills
+# and the failure drills (bench/results/drills-latest.json). The swarm-*
+# targets deploy the same file with `docker stack deploy` on a single-node
+# Docker Swarm (docs/deploy.md "Docker Swarm"); `DEPLOY_ORCH=swarm make
+# drills` is `make swarm-drills`.
+.PHONY: deploy-test drills swarm-test swarm-drills
 deploy-test:
 	bash tests/compose/run.sh check
 drills:
 	bash tests/compose/run.sh drills
+swarm-test:
+	DEPLOY_ORCH=swarm bash tests/compose/run.sh check
+swarm-drills:
+	DEPLOY_ORCH=swarm bash tests/compose/run.sh drills
 
 # docs/traceability.md: which tests check which requirement and api.md rule
 # (scripts/traceability.py; `make test` fails when it is stale).

@@ -1,23 +1,40 @@
 #!/usr/bin/env python3
-"""Failure drills on the running compose deployment (issue 12 item 6).
+"""Failure drills on the running compose deployment (issue 12 items 4, 6).
 
-Run by tests/compose/run.sh drills (`make drills`), which brings the
-deployment up and sets DRILL_COMPOSE to the docker-compose command line of
-it. Each drill runs a bounded load through nginx — reads (product list,
+Run by tests/compose/run.sh drills (`make drills`, `make swarm-drills`),
+which brings the deployment up and sets DRILL_COMPOSE to the docker-compose
+command line of it, DRILL_ORCH to compose or swarm (DEPLOY_ORCH) and, for
+Swarm, DRILL_STACK to the stack's name. Each drill runs a bounded load through nginx — reads (product list,
 product, cities) and idempotent order POSTs (an Idempotency-Key per order,
 retried by the client on 502/503/504 and connection errors exactly as a
 client would, up to RETRY_S seconds) — and performs one failure at LOAD_S/4:
 
   kill-backend       SIGKILL of one backend's process, a crash (restart: unless-stopped
                      brings it back; `docker kill` would count as a manual stop)
-  rolling-restart    docker-compose restart of each of the 5 backends in turn (SIGTERM,
-                     drain, start), waiting for its health check before the next.
-                     NOT Swarm's `docker service update`: see docs/deploy.md.
+  rolling-restart    docker restart of each of the 5 backends in turn (SIGTERM,
+                     drain, start), waiting for its health check before the next
+                     (Compose has no rolling update)
   replica-down       docker stop of one PostgreSQL replica (started again after)
   redis-failover     docker stop of the Redis master of one slot range (its replica takes over)
   redis-down         docker stop of every Redis node for 30 s
   pgbouncer-restart  docker-compose restart pgbouncer
   primary-restart    docker-compose restart postgres-primary
+
+Under Swarm (DRILL_ORCH=swarm) the orchestrator does the work:
+
+  kill-backend       docker kill of one backend task's container; Swarm starts a new task
+  rolling-restart    docker service update --force <stack>_backend: Swarm replaces the
+                     tasks one at a time, start-first, each new one healthy before an old
+                     one is stopped (update_config in docker-compose.prod.yml)
+  replica-down       docker stop of one replica's container; Swarm starts a new task
+                     (a fresh pg_basebackup)
+  redis-failover     docker pause of the master of one slot range for 10 s (a stopped
+                     task would be replaced by a new, empty node that is no member of
+                     the cluster: Redis nodes keep their cluster state in the container)
+  redis-down         docker pause of every Redis node for 30 s (same reason)
+  pgbouncer-restart  docker service update --force <stack>_pgbouncer (start-first)
+  primary-restart    docker service update --force <stack>_postgres-primary (stop-first:
+                     one data volume)
 
 Per drill: requests (logical requests the load made), failed (still failed
 after the client's retries), duplicated_orders (an Idempotency-Key with more
@@ -46,6 +63,9 @@ THREADS = int(os.environ.get("DRILL_THREADS", "8"))
 RPS = float(os.environ.get("DRILL_RPS", "200"))
 RETRY_S = float(os.environ.get("DRILL_RETRY_S", "20"))
 COMPOSE = os.environ["DRILL_COMPOSE"]
+ORCH = os.environ.get("DRILL_ORCH", "compose")
+STACK = os.environ.get("DRILL_STACK", "marketdswarm")
+DOCKER = os.environ.get("DRILL_DOCKER", "docker")
 RETRYABLE = (502, 503, 504)
 
 
@@ -58,8 +78,30 @@ def compose(args, timeout=300):
     return sh("%s %s" % (COMPOSE, args), timeout)
 
 
+def ids(service):
+    """The running containers of a service, under either orchestrator."""
+    if ORCH == "swarm":
+        return sh("%s ps -q --filter label=com.docker.swarm.service.name=%s_%s --filter status=running"
+                  % (DOCKER, STACK, service)).split()
+    return compose("ps -q %s" % service).split()
+
+
 def psql(sql):
-    return compose("exec -T postgres-primary psql -X -q -tA -U postgres -d marketd -c \"%s\"" % sql)
+    return sh("%s exec -i %s psql -X -q -tA -U postgres -d marketd -c \"%s\"" % (DOCKER, ids("postgres-primary")[0], sql))
+
+
+def addresses(cids):
+    """Addresses of the containers that this host can reach: on Compose's
+    bridge network; under Swarm, on docker_gwbridge (the overlay network's
+    addresses live in Swarm's own network namespace)."""
+    if not cids:
+        return []
+    if ORCH != "swarm":
+        return sh("%s inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' %s"
+                  % (DOCKER, " ".join(cids))).split()
+    gw = sh("%s network inspect -f '{{range $k, $v := .Containers}}{{$k}} {{$v.IPv4Address}}\n{{end}}' docker_gwbridge" % DOCKER)
+    by_id = dict(line.split() for line in gw.splitlines() if len(line.split()) == 2)
+    return [by_id[c].split("/")[0] for full in cids for c in by_id if c.startswith(full)]
 
 
 def http(base, method, path, body=None, token=None, headers=None, timeout=10):
@@ -164,8 +206,7 @@ class Health:
 
     def run(self):
         while not self.stop.is_set():
-            ips = sh("docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' %s"
-                     % " ".join(backends() or ["none"])).split()
+            ips = addresses(backends())
             bad = len(ips) < 5
             for ip in ips:
                 code, raw = http("http://%s:8080" % ip, "GET", "/readyz", timeout=2)
@@ -179,32 +220,85 @@ class Health:
 
 
 def backends():
-    return compose("ps -q backend").split()
+    return ids("backend")
 
 
 def wait_healthy(cid, limit=90):
     end = time.time() + limit
     while time.time() < end:
-        if sh("docker inspect -f '{{.State.Health.Status}}' %s" % cid) == "healthy":
+        if sh("%s inspect -f '{{.State.Health.Status}}' %s" % (DOCKER, cid)) == "healthy":
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def wait_backends_healthy(n=5, limit=120):
+    """Swarm: until n backend tasks run and are healthy (a new task replaces a dead one)."""
+    end = time.time() + limit
+    while time.time() < end:
+        cids = backends()
+        if len(cids) >= n and all(sh("%s inspect -f '{{.State.Health.Status}}' %s" % (DOCKER, c)) == "healthy" for c in cids):
             return True
         time.sleep(0.5)
     return False
 
 
 def redis_nodes():
-    return compose("ps -q redis-node").split()
+    return ids("redis-node")
 
 
 def redis_master():
     for cid in redis_nodes():
-        role = sh("docker exec %s sh -c 'REDISCLI_AUTH=$REDIS_PASSWORD redis-cli role' | head -n1" % cid)
+        role = sh("%s exec %s sh -c 'REDISCLI_AUTH=$REDIS_PASSWORD redis-cli role' | head -n1" % (DOCKER, cid))
         if role == "master":
             return cid
     return None
 
 
+def service_update(service):
+    """Swarm's rolling replacement of every task of a service, as configured
+    by its update_config; returns when Swarm reports it converged."""
+    out = sh("%s service update --force --detach=false --quiet %s_%s 2>&1; echo rc=$?" % (DOCKER, STACK, service), timeout=900)
+    print("  docker service update --force %s_%s: %s" % (STACK, service, out.splitlines()[-1] if out else "?"), flush=True)
+
+
+def swarm_action(name):
+    """The drills under Swarm: the orchestrator restarts and replaces."""
+    if name == "kill-backend":
+        sh("%s kill %s" % (DOCKER, backends()[0]))
+        return wait_backends_healthy
+    if name == "rolling-restart":
+        t = time.time()
+        service_update("backend")
+        print("  rolling update of %d backends took %.1f s" % (len(backends()), time.time() - t), flush=True)
+        return None
+    if name == "replica-down":
+        sh("%s stop %s" % (DOCKER, ids("postgres-replica")[0]))
+        return None
+    if name == "redis-failover":
+        cid = redis_master()
+        sh("%s pause %s" % (DOCKER, cid))
+        time.sleep(5)  # + the 5 s before undo: past cluster-node-timeout (5 s)
+        return lambda: sh("%s unpause %s" % (DOCKER, cid))
+    if name == "redis-down":
+        cids = redis_nodes()
+        sh("%s pause %s" % (DOCKER, " ".join(cids)))
+        time.sleep(30)
+        sh("%s unpause %s" % (DOCKER, " ".join(cids)))
+        return None
+    if name == "pgbouncer-restart":
+        service_update("pgbouncer")
+        return None
+    if name == "primary-restart":
+        service_update("postgres-primary")
+        return None
+    raise ValueError(name)
+
+
 def action(name):
     """Performs the failure; returns a function that undoes it (or None)."""
+    if ORCH == "swarm":
+        return swarm_action(name)
     if name == "kill-backend":
         # A crash: SIGKILL to the container's process from the host. (`docker
         # kill` counts as a manual stop, which `restart: unless-stopped` does

@@ -14,16 +14,39 @@
 #   check   (make deploy-test) topology checks, then tests/compose/http_check.py through nginx
 #   drills  (make drills)      tests/compose/drills.py under load: bench/results/drills-latest.json
 #   up      bring it up and wait for Enter, for poking around (DOCKER_HOST is printed)
-# Every container, network, volume and the daemon are removed at the end, and
-# iptables / ip_forward restored, on success, failure or interrupt.
+#   swarm   (make swarm-test)  check, with DEPLOY_ORCH=swarm
+# Orchestrators (DEPLOY_ORCH):
+#   compose (default) docker-compose 1.29 up, as above
+#   swarm   the same files on a single-node Docker Swarm (issue 12 item 4):
+#           `docker-compose config` of them through
+#           deploy/swarm/compose-to-stack.py, then `docker stack deploy`; the
+#           drills' rolling restart is `docker service update --force`
+#           (make swarm-test, make swarm-drills)
+# Every container, network, volume and the daemon are removed at the end (the
+# stack removed and the swarm left first), and iptables / ip_forward
+# restored, on success, failure or interrupt.
 # Env: DEPLOY_TIMEOUT (s, default 2400) bounds the whole run; DEPLOY_CACHE=0
 #      builds in a temp data root instead of .data/docker/deploy-root;
-#      DEPLOY_BENCH=0 skips the wrk runs; DRILLS="kill-backend ..." a subset.
+#      DEPLOY_BENCH=0 skips the wrk runs; DRILLS="kill-backend ..." a subset;
+#      DRILLS_OUT the drills' JSON (default bench/results/drills-latest.json,
+#      under Swarm bench/results/drills-swarm-latest.json).
 # shellcheck disable=SC2317  # cleanup and the topo checks run through a trap and a wrapper
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 MODE=${1:-check}
+ORCH=${DEPLOY_ORCH:-compose}
+if [ "$MODE" = swarm ]; then
+	MODE=check
+	ORCH=swarm
+fi
+STACK=marketdswarm
+# Compose's drills in drills-latest.json (the issue's file), Swarm's beside it.
+if [ "$ORCH" = swarm ]; then
+	DRILLS_OUT=${DRILLS_OUT:-$ROOT/bench/results/drills-swarm-latest.json}
+else
+	DRILLS_OUT=${DRILLS_OUT:-$ROOT/bench/results/drills-latest.json}
+fi
 DK_NAME=deploy-test
 # shellcheck source=tests/lib/docker.sh
 . "$ROOT/tests/lib/docker.sh"
@@ -41,7 +64,12 @@ export COMPOSE_PROJECT_NAME=marketdtest COMPOSE_HTTP_TIMEOUT=300
 	exit 1
 }
 case $MODE in check | drills | up) ;; *)
-	echo "usage: $0 check|drills|up" >&2
+	echo "usage: [DEPLOY_ORCH=compose|swarm] $0 check|drills|up|swarm" >&2
+	exit 2
+	;;
+esac
+case $ORCH in compose | swarm) ;; *)
+	echo "DEPLOY_ORCH: compose or swarm, not $ORCH" >&2
 	exit 2
 	;;
 esac
@@ -49,16 +77,26 @@ esac
 WORK=$(mktemp -d /var/tmp/marketd-deploy.XXXXXX)
 TREE=$WORK/tree
 WATCHDOG=""
+SWARM=""
+GW_BRIDGE=""
+# The run's own stdout/stderr, for the teardown's lines even when the trap
+# fires inside a redirected step.
+exec 7>&1 8>&2
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
+	exec 1>&7 2>&8
 	[ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
-	if [ -n "$DK_PID" ] && [ -d "$TREE" ]; then
+	if [ -n "$DK_PID" ] && [ -n "$SWARM" ]; then
+		swarm_down
+	elif [ -n "$DK_PID" ] && [ -d "$TREE" ]; then
 		dk_say "teardown: docker-compose down -v"
 		(cd "$TREE" && timeout 120 docker-compose "${FILES[@]}" --profile cluster down -v --remove-orphans >/dev/null 2>&1)
 	fi
 	dk_say "teardown: daemon, bridge, iptables, ip_forward"
 	dk_daemon_stop
+	# docker_gwbridge's Linux bridge (ours, named by swarm_up) outlives the daemon.
+	[ -n "$GW_BRIDGE" ] && ip link del "$GW_BRIDGE" 2>/dev/null
 	rm -rf "$WORK"
 	dk_say "done in $((SECONDS - T0)) s (exit $rc)"
 	exit "$rc"
@@ -129,38 +167,144 @@ for p in $(seq 18080 18099); do
 	}
 done
 export MARKETD_HTTP_PORT=127.0.0.1:$EDGE_PORT
-phase "docker-compose up -d --scale backend=$BACKENDS --scale postgres-replica=$REPLICAS --scale redis-node=$REDIS_NODES"
-t=$SECONDS
-if ! compose up -d --scale backend=$BACKENDS --scale postgres-replica=$REPLICAS --scale redis-node=$REDIS_NODES \
-	>"$WORK/up.log" 2>&1; then
-	tail -n 40 "$WORK/up.log"
+
+# --- Swarm (DEPLOY_ORCH=swarm) ---------------------------------------------------------
+# The service's running containers (tasks), by Swarm's label.
+swarm_ids() { docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_$1" --filter status=running; }
+swarm_up() {
+	local sub=$((($$ % 200) + 20))
+	# A run killed before its teardown may have left the cached data root in
+	# a swarm: leave it first.
+	if [ "$(docker info -f '{{.Swarm.LocalNodeState}}')" != inactive ]; then
+		docker swarm leave --force >/dev/null 2>&1
+	fi
+	docker network rm docker_gwbridge >/dev/null 2>&1
+	# docker_gwbridge is made before `swarm init` would make it, so that
+	# Swarm's host-mode ports bind 127.0.0.1 (its host_binding_ipv4) and its
+	# Linux bridge has a name of ours (removed after the daemon).
+	GW_BRIDGE=mkgw$$
+	GW_BRIDGE=${GW_BRIDGE:0:15}
+	docker network create --driver bridge --subnet "10.215.$sub.0/24" \
+		-o com.docker.network.bridge.name="$GW_BRIDGE" \
+		-o com.docker.network.bridge.enable_icc=false \
+		-o com.docker.network.bridge.enable_ip_masquerade=true \
+		-o com.docker.network.bridge.host_binding_ipv4=127.0.0.1 docker_gwbridge >/dev/null || return 1
+	SWARM=1
+	docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 \
+		--default-addr-pool "10.216.0.0/16" --default-addr-pool-mask-length 24 >/dev/null || return 1
+	# The stack file: the same files as Compose's plus the Swarm-only deploy
+	# keys (deploy/swarm/docker-compose.swarm.yml), merged and interpolated
+	# by `docker-compose config`, mechanically made Swarm's (only the port:
+	# the host address comes from docker_gwbridge above).
+	(cd "$TREE" && MARKETD_HTTP_PORT=$EDGE_PORT docker-compose "${FILES[@]}" -f deploy/swarm/docker-compose.swarm.yml \
+		--profile cluster config) >"$WORK/config.yml" &&
+		python3 "$TREE/deploy/swarm/compose-to-stack.py" --profile cluster --check "$WORK/config.yml" >"$WORK/stack.yml" || return 1
+	docker stack deploy --resolve-image never --prune -c "$WORK/stack.yml" "$STACK" || return 1
+	# Converged: every long-running service (each has a health check) at its
+	# replica count with every task healthy, and both one-shot jobs completed.
+	local deadline=$((SECONDS + 300)) svc want have done_jobs
+	while :; do
+		have=0 want=0 done_jobs=0
+		for svc in backend:$BACKENDS postgres-replica:$REPLICAS redis-node:$REDIS_NODES nginx:1 pgbouncer:1 postgres-primary:1 redis:1; do
+			want=$((want + ${svc#*:}))
+			have=$((have + $(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_${svc%%:*}" --filter health=healthy | wc -l)))
+		done
+		for svc in migrate redis-cluster-init; do
+			docker service ps --filter desired-state=shutdown --format '{{.CurrentState}}' "${STACK}_$svc" 2>/dev/null | grep -q '^Complete' &&
+				done_jobs=$((done_jobs + 1))
+		done
+		[ "$have" -eq "$want" ] && [ "$done_jobs" -eq 2 ] && return 0
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "not converged after 300 s: $have of $want tasks healthy, $done_jobs of 2 jobs complete"
+			return 1
+		fi
+		sleep 2
+	done
+}
+# Stack, swarm, then what the daemon's teardown does not know: each step
+# bounded, so that an interrupt always ends.
+swarm_down() {
+	local i
+	dk_say "teardown: docker stack rm, docker swarm leave --force"
+	timeout 60 "$DK_DOCKER" stack rm "$STACK" >/dev/null 2>&1
+	for i in $(seq 1 60); do
+		[ -z "$(timeout 10 "$DK_DOCKER" ps -aq --filter "label=com.docker.stack.namespace=$STACK" 2>/dev/null)" ] && break
+		[ "$i" -eq 60 ] || sleep 1
+	done
+	timeout 60 "$DK_DOCKER" swarm leave --force >/dev/null 2>&1
+	timeout 30 "$DK_DOCKER" network rm docker_gwbridge >/dev/null 2>&1
+	SWARM=""
+}
+swarm_logs() {
+	local svc
+	docker service ls
+	for svc in migrate redis-cluster-init postgres-primary pgbouncer backend nginx; do
+		echo "--- $svc"
+		docker service ps --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' "${STACK}_$svc" | head -n 8
+		docker service logs --tail 15 "${STACK}_$svc" 2>&1 | tail -n 15
+	done
+}
+
+# A service's running containers, whichever orchestrator runs them.
+ids() { if [ "$ORCH" = swarm ]; then swarm_ids "$1"; else compose ps -q "$1"; fi; }
+
+if [ "$ORCH" = swarm ]; then
+	phase "docker swarm init; docker stack deploy $STACK (docker-compose config | deploy/swarm/compose-to-stack.py)"
+	t=$SECONDS
+	if ! swarm_up >"$WORK/up.log" 2>&1; then
+		tail -n 40 "$WORK/up.log"
+		swarm_logs 2>&1 | tail -n 150
+		exit 1
+	fi
+	UP_S=$((SECONDS - t))
+	phase "converged in $UP_S s"
+	docker service ls
+	EDGE_PORT_NOTE="Swarm host-mode port on docker_gwbridge's 127.0.0.1"
+else
+	phase "docker-compose up -d --scale backend=$BACKENDS --scale postgres-replica=$REPLICAS --scale redis-node=$REDIS_NODES"
+	t=$SECONDS
+	if ! compose up -d --scale backend=$BACKENDS --scale postgres-replica=$REPLICAS --scale redis-node=$REDIS_NODES \
+		>"$WORK/up.log" 2>&1; then
+		tail -n 40 "$WORK/up.log"
+		compose ps
+		compose logs --tail=30 migrate redis-cluster-init postgres-primary pgbouncer backend nginx 2>&1 | tail -n 120
+		exit 1
+	fi
+	UP_S=$((SECONDS - t))
+	phase "up in $UP_S s"
 	compose ps
-	compose logs --tail=30 migrate redis-cluster-init postgres-primary pgbouncer backend nginx 2>&1 | tail -n 120
-	exit 1
+	EDGE_PORT_NOTE="published on 127.0.0.1"
 fi
-UP_S=$((SECONDS - t))
-phase "up in $UP_S s"
-compose ps
 
 EDGE=http://127.0.0.1:$EDGE_PORT
 BACKEND_URLS=()
-for id in $(compose ps -q backend); do
-	hp=$(docker port "$id" 8080/tcp | head -n1)
+for id in $(ids backend); do
+	hp=$(docker port "$id" 8080/tcp | grep '^127\.0\.0\.1:' | head -n1)
 	BACKEND_URLS+=("http://$hp")
 done
 deadline=$((SECONDS + 120))
 until curl -fsS -o /dev/null -m 2 "$EDGE/readyz"; do
 	[ "$SECONDS" -lt "$deadline" ] || {
-		phase "nginx $EDGE/readyz not 200 after 120 s"
-		compose logs --tail=40 nginx backend
+		phase "nginx $EDGE/readyz ($EDGE_PORT_NOTE) not 200 after 120 s"
+		if [ "$ORCH" = swarm ]; then swarm_logs; else compose logs --tail=40 nginx backend; fi
 		exit 1
 	}
 	sleep 1
 done
 
-psql_primary() { compose exec -T postgres-primary psql -X -q -tA -U postgres -d marketd "$@"; }
-phase "seed --scale demo (docker-compose run --rm migrate seed)"
-compose run --rm -T migrate seed --scale demo >"$WORK/seed.log" 2>&1 || {
+# SQL on the primary as postgres; the seed with the migrate job's
+# environment (straight to the primary), in a container of the image.
+primary_id() { ids postgres-primary | head -n1; }
+psql_primary() { docker exec -i "$(primary_id)" psql -X -q -tA -U postgres -d marketd "$@"; }
+if [ "$ORCH" = swarm ]; then
+	phase "seed --scale demo (docker exec in a backend task, DATABASE_URL of migrate)"
+	docker exec -i "$(ids backend | head -n1)" env \
+		DATABASE_URL="postgresql://marketd@postgres-primary:5432/marketd?sslmode=disable" \
+		marketd seed --scale demo >"$WORK/seed.log" 2>&1
+else
+	phase "seed --scale demo (docker-compose run --rm migrate seed)"
+	compose run --rm -T migrate seed --scale demo >"$WORK/seed.log" 2>&1
+fi || {
 	tail -n 20 "$WORK/seed.log"
 	exit 1
 }
@@ -184,7 +328,7 @@ n_streaming() {
 }
 replicas_in_recovery() {
 	local id r ok=0
-	for id in $(compose ps -q postgres-replica); do
+	for id in $(ids postgres-replica); do
 		r=$(docker exec "$id" psql -X -tA -U postgres -d marketd -c "SELECT pg_is_in_recovery(), (SELECT count(*) FROM products)")
 		echo "$r"
 		[[ $r == t\|* ]] || ok=1
@@ -193,7 +337,7 @@ replicas_in_recovery() {
 }
 redis_cluster() {
 	local id info masters
-	id=$(compose ps -q redis-node | head -n1)
+	id=$(ids redis-node | head -n1)
 	info=$(docker exec "$id" sh -c 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli cluster info' | tr -d '\r')
 	masters=$(docker exec "$id" sh -c 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli cluster nodes' | grep -c master)
 	grep -E '^cluster_(state|known_nodes|size):' <<<"$info" | tr '\n' ' '
@@ -202,24 +346,30 @@ redis_cluster() {
 }
 pgbouncer_mode() {
 	local id
-	id=$(compose ps -q pgbouncer)
+	id=$(ids pgbouncer)
 	docker exec "$id" grep -E '^(pool_mode|marketd|marketd_ro) ' /tmp/pgbouncer/pgbouncer.ini &&
 		docker exec "$id" grep -q '^pool_mode = transaction' /tmp/pgbouncer/pgbouncer.ini
 }
 backend_env() {
 	local id
-	id=$(compose ps -q backend | head -n1)
+	id=$(ids backend | head -n1)
 	docker exec "$id" sh -c 'echo "DB_PREPARE=$DB_PREPARE DATABASE_URL=$DATABASE_URL DB_READ_REPLICA_URL=$DB_READ_REPLICA_URL REDIS_CLUSTER_NODES=$REDIS_CLUSTER_NODES"' &&
 		docker exec "$id" sh -c '[ "$DB_PREPARE" = 0 ] && case $DATABASE_URL in *@pgbouncer:6432/*) ;; *) exit 1 ;; esac'
 }
 nginx_version() {
 	local id
-	id=$(compose ps -q nginx)
+	id=$(ids nginx)
 	docker exec "$id" nginx -v 2>&1 && docker exec -i "$id" cmp -s /etc/nginx/nginx.conf - <"$ROOT/nginx/nginx.conf" &&
 		echo "runs nginx/nginx.conf unchanged"
 }
 phase "topology"
-topo "backends running" bash -c "n=\$(cd '$TREE' && docker-compose ${FILES[*]} --profile cluster ps -q backend | wc -l); echo \$n; [ \$n = $BACKENDS ]"
+backends_running() {
+	local n
+	n=$(ids backend | wc -l)
+	echo "$n"
+	[ "$n" = "$BACKENDS" ]
+}
+topo "backends running ($ORCH)" backends_running
 topo "nginx" nginx_version
 topo "PgBouncer" pgbouncer_mode
 topo "backend env" backend_env
@@ -234,7 +384,7 @@ check)
 	args=()
 	for u in "${BACKEND_URLS[@]}"; do args+=(--backend "$u"); done
 	python3 "$ROOT/tests/compose/http_check.py" --edge "$EDGE" "${args[@]}" \
-		--admin-sql "cd '$TREE' && docker-compose ${FILES[*]} --profile cluster exec -T postgres-primary psql -X -q -U postgres -d marketd -v ON_ERROR_STOP=1" ||
+		--admin-sql "$DK_DOCKER exec -i $(primary_id) psql -X -q -U postgres -d marketd -v ON_ERROR_STOP=1" ||
 		RC=1
 	if [ "${DEPLOY_BENCH:-1}" = 1 ] && command -v wrk >/dev/null 2>&1; then
 		# Throughput, 10 s each, 2 wrk threads, 32 connections. Through nginx
@@ -256,15 +406,20 @@ check)
 	;;
 drills)
 	phase "drills"
-	DRILL_COMPOSE="cd '$TREE' && docker-compose ${FILES[*]} --profile cluster" \
-		python3 "$ROOT/tests/compose/drills.py" --edge "$EDGE" --out "$ROOT/bench/results/drills-latest.json" || RC=1
+	DRILL_COMPOSE="cd '$TREE' && docker-compose ${FILES[*]} --profile cluster" DRILL_ORCH=$ORCH DRILL_STACK=$STACK \
+		DRILL_DOCKER=$DK_DOCKER python3 "$ROOT/tests/compose/drills.py" --edge "$EDGE" \
+		--out "$DRILLS_OUT" || RC=1
 	;;
 up)
-	dk_say "up: $EDGE; export DOCKER_HOST=$DOCKER_HOST; (cd $TREE && docker-compose ${FILES[*]} --profile cluster ps)"
+	if [ "$ORCH" = swarm ]; then
+		dk_say "up: $EDGE; export DOCKER_HOST=$DOCKER_HOST; $DK_DOCKER stack ps $STACK"
+	else
+		dk_say "up: $EDGE; export DOCKER_HOST=$DOCKER_HOST; (cd $TREE && docker-compose ${FILES[*]} --profile cluster ps)"
+	fi
 	dk_say "press Enter to tear down"
 	read -r _ || true
 	;;
 esac
 [ "$FAILS" -eq 0 ] || RC=1
-phase "summary: build $BUILD_S s, up $UP_S s, topology failures $FAILS, mode $MODE exit $RC"
+phase "summary: $ORCH, build $BUILD_S s, up $UP_S s, topology failures $FAILS, mode $MODE exit $RC"
 exit "$RC"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Offline validation of the deployment artefacts (issue 5): Prometheus
 # configuration, alert rules and their unit tests, the Grafana dashboard,
-# nginx configurations, docker-compose.prod.yml, the Dockerfiles, and the
-# Kubernetes manifests rendered with kustomize and validated against the
-# Kubernetes API schemas. Nothing here is run for real (no Docker engine, no
+# nginx configurations, docker-compose.prod.yml (and its Swarm stack form),
+# the Dockerfiles, and the Kubernetes manifests rendered with kustomize and
+# validated against the Kubernetes API schemas. Nothing here is run for real (no Docker engine, no
 # cluster): each artefact goes through the tool that would consume it, plus
 # the project's own rules (tests/deploy/lib/policy.cjs).
 #
@@ -204,6 +204,45 @@ compose_policy() {
 		policy compose "$TMP/compose.yml" "$TMP/compose/docker-compose.prod.yml"
 }
 
+# The same file for `docker stack deploy` (issue 12 item 4; S1 Docker Swarm,
+# S17 deployment): the `docker-compose config` outputs (with
+# deploy/swarm/docker-compose.swarm.yml) that tests/compose/run.sh and users
+# feed to deploy/swarm/compose-to-stack.py, transformed and checked by
+# tests/deploy/test_compose_to_stack.py (no Swarm-unsupported key survives;
+# the rolling-update settings, dnsrr, replicas and one-shot restart policies
+# are there).
+swarm_stack() {
+	local d=$TMP/compose sw=(-f deploy/swarm/docker-compose.swarm.yml)
+	compose_tree || return 1
+	mkdir -p "$d/deploy/swarm"
+	cp "$ROOT/tests/compose/docker-compose.test.yml" "$d/docker-compose.test.yml"
+	cp "$ROOT/deploy/swarm/docker-compose.swarm.yml" "$d/deploy/swarm/"
+	compose config >"$TMP/compose-prod.yml" &&
+		compose "${sw[@]}" config >"$TMP/swarm-prod.yml" &&
+		compose "${sw[@]}" --profile cluster config >"$TMP/swarm-cluster.yml" &&
+		(cd "$d" && MARKETD_HTTP_PORT=127.0.0.1:18080 COMPOSE_PROJECT_NAME=marketd docker-compose -f docker-compose.prod.yml \
+			-f docker-compose.test.yml "${sw[@]}" --profile cluster config) >"$TMP/swarm-test.yml" || return 1
+	COMPOSE_CONFIG=$TMP/compose-prod.yml \
+		STACK_CONFIGS="prod||$TMP/swarm-prod.yml:prod+cluster|cluster|$TMP/swarm-cluster.yml:prod+test override|cluster|$TMP/swarm-test.yml" \
+		python3 "$HERE/test_compose_to_stack.py" || return 1
+	python3 "$ROOT/deploy/swarm/compose-to-stack.py" --profile cluster --check "$TMP/swarm-cluster.yml" >"$TMP/stack.yml"
+}
+
+# A Docker CLI with `docker stack config` (>= 23; Debian 12's 20.10 has
+# none) loads the stack file with its own compose loader and schema, without
+# a daemon: a cross-check of the transform's output.
+stack_cli() {
+	local d
+	for d in ${DOCKER_CLI:-} $(type -ap docker); do
+		if "$d" stack config --help >/dev/null 2>&1; then
+			echo "$d"
+			return 0
+		fi
+	done
+	return 1
+}
+stack_load() { DOCKER_HOST=unix:///nonexistent "$1" stack config -c "$TMP/stack.yml" >/dev/null; }
+
 # --- Dockerfiles ------------------------------------------------------------------------------
 
 dockerfile_lint() {
@@ -391,6 +430,12 @@ check "nginx: required directives; k8s copy in step" nginx_in_step
 check "pgbouncer: transaction mode; k8s copy in step" pgbouncer_in_step
 check "compose: docker-compose config -q (with and without --profile monitoring)" compose_config
 check "compose: scalable backend, migrate gate, healthchecks, env files" compose_policy
+check "swarm: compose-to-stack.py leaves no Swarm-unsupported key; rolling update, dnsrr, replicas kept" swarm_stack
+if [ -s "$TMP/stack.yml" ] && cli=$(stack_cli); then
+	check "swarm: $cli stack config loads the stack file" stack_load "$cli"
+else
+	skip "swarm: docker stack config loads the stack file" "no docker CLI >= 23 on PATH, or no stack file"
+fi
 check "docker: dockerfile-utils lint (Dockerfile, pgbouncer)" dockerfile_lint
 check "docker: multi-stage, slim non-root runtime, HEALTHCHECK, entrypoint" policy dockerfile "$ROOT/Dockerfile"
 check "docker: build/runtime packages cover the Makefile's libraries" docker_packages
