@@ -42,6 +42,8 @@ struct cache_worker {
     int lsn_versions;
     h2o_timeout_t store_delay;
     h2o_timeout_t retry_timeout; /* 100 ms: retries of an invalidation */
+    unsigned outages_seen;       /* redis_outages() at the last tick */
+    uint64_t down_since_us;      /* when the last tick first saw Redis away; 0 while up */
 };
 
 static int cache_enabled;
@@ -406,6 +408,8 @@ static void on_versions(void *arg, redisReply *reply, int err)
         on_lookup_done(op);
 }
 
+static void watch_outages(cache_worker_t *cw);
+
 void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const cache_tags_t *tags,
                cache_get_cb cb, void *arg)
 {
@@ -413,6 +417,8 @@ void cache_get(cache_worker_t *cw, cache_get_op_t *op, const char *key, const ca
     op->cw = cw;
     op->cb = cb;
     op->arg = arg;
+    if (cw != NULL)
+        watch_outages(cw); /* not only at the tick: a reconnect may come first */
     if (cw == NULL || flush_pending() || key[0] == '\0' || tags->n > CACHE_ENTRY_TAGS ||
         !redis_is_up(cw->redis)) {
         lookup_finish(op, CACHE_BYPASS, NULL, 0);
@@ -744,6 +750,11 @@ void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags
         return;
     }
     op->deadline_us = now_us() + INVALIDATE_PATIENCE_US;
+    if (cw->down_since_us != 0 && now_us() - cw->down_since_us >= INVALIDATE_PATIENCE_US)
+        /* Redis has been away longer than the patience: an outage, not a
+         * failover. Waiting would only delay the answer (a write took 1.5 s
+         * in the compose redis-down drill); the flush below covers it. */
+        op->deadline_us = 0;
     if (cw->lsn_versions && lsn == 0) {
         /* Replicas, but the write's LSN is unknown (the primary went away
          * after the commit): a new epoch without an LSN sends every fill to
@@ -787,10 +798,37 @@ void cache_epoch_lsn_offer(cache_worker_t *cw, uint64_t lsn, uint64_t sent_at_us
         inval_finish(op, 0);
 }
 
+/*
+ * Lost Redis. While this worker could not reach Redis, another instance may
+ * have written and failed to invalidate (it answers after
+ * INVALIDATE_PATIENCE_US and flushes once Redis is back — but its flush may
+ * come after this worker reconnects). So a worker that lost Redis trusts no
+ * entry again until a new epoch is set after the loss: the process bypasses
+ * the cache and bumps the epoch as soon as Redis answers. A failover or
+ * outage thus costs one cold start (measured: bench-overload (b)/(c)) rather
+ * than a window in which an entry older than an acknowledged write is
+ * served (B2, B3).
+ */
+static void watch_outages(cache_worker_t *cw)
+{
+    unsigned n = redis_outages(cw->redis);
+    if (n != cw->outages_seen) {
+        cw->outages_seen = n;
+        if (!__atomic_exchange_n(&must_flush, 1, __ATOMIC_ACQ_REL))
+            log_warn("cache: lost Redis; bypassing the cache until a new epoch is set once it is back");
+    }
+    if (redis_is_up(cw->redis))
+        cw->down_since_us = 0;
+    else if (cw->down_since_us == 0)
+        cw->down_since_us = now_us();
+}
+
 void cache_tick(cache_worker_t *cw)
 {
-    if (cw == NULL || !flush_pending() || !redis_is_up(cw->redis) ||
-        __atomic_exchange_n(&flushing, 1, __ATOMIC_ACQ_REL))
+    if (cw == NULL)
+        return;
+    watch_outages(cw);
+    if (!flush_pending() || !redis_is_up(cw->redis) || __atomic_exchange_n(&flushing, 1, __ATOMIC_ACQ_REL))
         return;
     cache_inval_op_t *op = epoch_op(cw);
     if (send_mset(op) != 0)

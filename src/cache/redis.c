@@ -173,6 +173,7 @@ struct redis {
     node_t **slots; /* REDIS_SLOTS entries (cluster) */
     int have_topology;
     int up;
+    unsigned outages; /* times `up` went from 1 to 0 */
     int refreshing;
     int refresh_wanted;
     unsigned refresh_seq;
@@ -309,10 +310,17 @@ static void conn_detach_socket(conn_t *c)
 
 /* ---- node state -------------------------------------------------------- */
 
+static void set_up(redis_t *r, int up)
+{
+    if (r->up && !up)
+        r->outages++;
+    r->up = up;
+}
+
 static void update_up(redis_t *r)
 {
     if (!r->cluster) {
-        r->up = r->single->conn != NULL && r->single->conn->up;
+        set_up(r, r->single->conn != NULL && r->single->conn->up);
         return;
     }
     int masters = 0, all_up = 1;
@@ -324,7 +332,7 @@ static void update_up(redis_t *r)
         if (n->conn == NULL || !n->conn->up)
             all_up = 0;
     }
-    r->up = r->have_topology && masters > 0 && all_up;
+    set_up(r, r->have_topology && masters > 0 && all_up);
 }
 
 static node_t *node_find(redis_t *r, const char *host, int port)
@@ -893,6 +901,11 @@ int redis_command(redis_t *r, const char *slot_key, size_t slot_key_len, int arg
 int redis_is_up(const redis_t *r)
 {
     return r->up;
+}
+
+unsigned redis_outages(const redis_t *r)
+{
+    return r->outages;
 }
 
 /* ---- cluster topology -------------------------------------------------- */

@@ -63,6 +63,10 @@ int redis_command(redis_t *r, const char *slot_key, size_t slot_key_len, int arg
 
 /* 1 when the (or every known master's) connection is up. For /readyz. */
 int redis_is_up(const redis_t *r);
+/* How many times the client went from up to not up (a connection lost, a
+ * cluster master unreachable): a cache that was away must not trust what
+ * it stored before (src/cache/cache.c, "lost Redis"). */
+unsigned redis_outages(const redis_t *r);
 
 /* The Redis Cluster hash slot of a key (CRC16/XMODEM of the key or of its
  * {hash tag}, mod 16384). Pure; exposed for tests. */

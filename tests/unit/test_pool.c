@@ -627,7 +627,7 @@ static void advance_ms(int ms)
 static db_pool_options_t options(void)
 {
     return (db_pool_options_t){
-        .conninfo = "postgresql://fake/marketd",
+        .conninfo = "postgresql://127.0.0.1/marketd",
         .label = "test",
         .base = 1,
         .overflow = 0,
@@ -730,7 +730,7 @@ static void test_create_opens_base_connections(void **state)
     create(o);
     assert_i64_eq(fk_nconns, 2);
     for (int i = 0; i < 2; i++) {
-        assert_string_equal(fk_conns[i]->dbname, "postgresql://fake/marketd");
+        assert_string_equal(fk_conns[i]->dbname, "postgresql://127.0.0.1/marketd");
         assert_string_equal(fk_conns[i]->options, "-c statement_timeout=3000");
         assert_i64_eq(fk_conns[i]->nonblocking, 1);
         assert_i64_eq(fk_conns[i]->pipeline, 1);
