@@ -42,8 +42,7 @@ struct cache_worker {
     int lsn_versions;
     h2o_timeout_t store_delay;
     h2o_timeout_t retry_timeout; /* 100 ms: retries of an invalidation */
-    unsigned outages_seen;       /* redis_outages() at the last tick */
-    uint64_t down_since_us;      /* when the last tick first saw Redis away; 0 while up */
+    unsigned outages_seen;       /* redis_outages() when last looked at */
 };
 
 static int cache_enabled;
@@ -750,7 +749,7 @@ void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags
         return;
     }
     op->deadline_us = now_us() + INVALIDATE_PATIENCE_US;
-    if (cw->down_since_us != 0 && now_us() - cw->down_since_us >= INVALIDATE_PATIENCE_US)
+    if (redis_down_for_ms(cw->redis) * 1000 >= INVALIDATE_PATIENCE_US)
         /* Redis has been away longer than the patience: an outage, not a
          * failover. Waiting would only delay the answer (a write took 1.5 s
          * in the compose redis-down drill); the flush below covers it. */
@@ -817,10 +816,6 @@ static void watch_outages(cache_worker_t *cw)
         if (!__atomic_exchange_n(&must_flush, 1, __ATOMIC_ACQ_REL))
             log_warn("cache: lost Redis; bypassing the cache until a new epoch is set once it is back");
     }
-    if (redis_is_up(cw->redis))
-        cw->down_since_us = 0;
-    else if (cw->down_since_us == 0)
-        cw->down_since_us = now_us();
 }
 
 void cache_tick(cache_worker_t *cw)

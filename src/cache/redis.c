@@ -173,7 +173,8 @@ struct redis {
     node_t **slots; /* REDIS_SLOTS entries (cluster) */
     int have_topology;
     int up;
-    unsigned outages; /* times `up` went from 1 to 0 */
+    unsigned outages;       /* times `up` went from 1 to 0 */
+    uint64_t down_since_ms; /* loop time `up` last became (or, from creation, was) 0 */
     int refreshing;
     int refresh_wanted;
     unsigned refresh_seq;
@@ -312,8 +313,10 @@ static void conn_detach_socket(conn_t *c)
 
 static void set_up(redis_t *r, int up)
 {
-    if (r->up && !up)
+    if (r->up && !up) {
         r->outages++;
+        r->down_since_ms = h2o_now(r->loop);
+    }
     r->up = up;
 }
 
@@ -908,6 +911,11 @@ unsigned redis_outages(const redis_t *r)
     return r->outages;
 }
 
+uint64_t redis_down_for_ms(const redis_t *r)
+{
+    return r->up ? 0 : h2o_now(r->loop) - r->down_since_ms;
+}
+
 /* ---- cluster topology -------------------------------------------------- */
 
 static int slots_reply_valid(const redisReply *reply)
@@ -1150,6 +1158,7 @@ redis_t *redis_create(h2o_loop_t *loop, const redis_options_t *opt, char *err, s
     if (r == NULL)
         abort();
     r->loop = loop;
+    r->down_since_ms = h2o_now(loop); /* not up until a handshake is answered */
     metrics_loop_clock_init(&r->clock, h2o_now(loop) * 1000 + (uint64_t)TICK_MS * 1000);
     r->cluster = nodes != NULL;
     r->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : DEFAULT_TIMEOUT_MS;

@@ -22,6 +22,7 @@
  */
 #include <hiredis/hiredis.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "h2o.h"
 
@@ -67,6 +68,8 @@ int redis_is_up(const redis_t *r);
  * cluster master unreachable): a cache that was away must not trust what
  * it stored before (src/cache/cache.c, "lost Redis"). */
 unsigned redis_outages(const redis_t *r);
+/* How long the client has not been up (ms of loop time), 0 while up. */
+uint64_t redis_down_for_ms(const redis_t *r);
 
 /* The Redis Cluster hash slot of a key (CRC16/XMODEM of the key or of its
  * {hash tag}, mod 16384). Pure; exposed for tests. */

@@ -133,6 +133,10 @@ static void conn_on_writable(h2o_socket_t *sock, const char *err);
 static void pool_dispatch(db_pool_t *pool);
 static void fail_waiters_if_down(db_pool_t *pool);
 
+/* A base slot whose connection broke or could not start is retried after a
+ * backoff that doubles from 0 (at once) through 100 ms up to 1 s. */
+static void slot_backoff(db_pool_t *pool, int slot);
+
 /* Runs pool_dispatch from the loop on its next turn: used wherever a direct
  * call could re-enter a dispatch or a result loop already on the stack. */
 static void schedule_dispatch(db_pool_t *pool)
@@ -594,14 +598,18 @@ static void conn_close(db_conn_t *c, int err, const char *why)
     schedule_dispatch(pool);
     PQfinish(c->pg);
     free(c->ring);
-    if (!c->overflow && !pool->destroying) {
-        uint64_t b = pool->backoff_ms[c->slot];
-        pool->backoff_ms[c->slot] = b == 0 ? 100 : (b * 2 > 1000 ? 1000 : b * 2);
-        pool->retry_at_us[c->slot] = now_us() + b * 1000;
-    }
+    if (!c->overflow && !pool->destroying)
+        slot_backoff(pool, c->slot);
     free(c);
     if (!pool->destroying)
         pool_update_stats(pool);
+}
+
+static void slot_backoff(db_pool_t *pool, int slot)
+{
+    uint64_t b = pool->backoff_ms[slot];
+    pool->backoff_ms[slot] = b == 0 ? 100 : (b * 2 > 1000 ? 1000 : b * 2);
+    pool->retry_at_us[slot] = now_us() + b * 1000;
 }
 
 /* A connection attempt in the empty base `slot` could not even start. */
@@ -611,11 +619,8 @@ static void connect_failed(db_pool_t *pool, int slot, const char *why)
         log_warn("db %s: connect failed (retrying with backoff, further failures not logged): %s",
                  pool->opt.label, why);
     pool->last_connect_failed = 1, pool->last_fail_us = now_us();
-    if (slot < pool->opt.base) {
-        uint64_t b = pool->backoff_ms[slot];
-        pool->backoff_ms[slot] = b == 0 ? 100 : (b * 2 > 1000 ? 1000 : b * 2);
-        pool->retry_at_us[slot] = now_us() + b * 1000;
-    }
+    if (slot < pool->opt.base)
+        slot_backoff(pool, slot);
     fail_waiters_if_down(pool);
 }
 
