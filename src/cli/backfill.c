@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/db.h"
+
 #define BATCH_DEFAULT 2000
 #define BATCH_MIN     100
 #define BATCH_MAX     50000
@@ -179,25 +181,11 @@ int cli_backfill_main(int argc, char **argv)
             return usage();
         }
     }
-    const char *url = getenv("DATABASE_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "marketd: bad configuration: DATABASE_URL: required but not set\n");
+    PGconn *conn = cli_db_connect("backfill");
+    if (conn == NULL)
         return CLI_BACKFILL_FAILED;
-    }
-    PGconn *conn = PQconnectdb(url);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        fprintf(stderr, "marketd backfill: cannot connect: %s", PQerrorMessage(conn));
-        PQfinish(conn);
-        return CLI_BACKFILL_FAILED;
-    }
-    int rc = CLI_BACKFILL_FAILED;
-    PGresult *res = PQexec(conn, "SET application_name = 'marketd backfill'");
-    if (PQresultStatus(res) == PGRES_COMMAND_OK &&
-        cli_backfill_order_docs(conn, (int)batch, (int)months, "backfill") == 0)
-        rc = CLI_BACKFILL_OK;
-    else if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        fprintf(stderr, "marketd backfill: %s", PQerrorMessage(conn));
-    PQclear(res);
+    int rc = cli_backfill_order_docs(conn, (int)batch, (int)months, "backfill") == 0 ? CLI_BACKFILL_OK
+                                                                                     : CLI_BACKFILL_FAILED;
     PQfinish(conn);
     return rc;
 }

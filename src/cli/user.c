@@ -9,6 +9,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "cli/db.h"
 #include "core/email.h"
 #include "core/password.h"
 
@@ -126,22 +127,6 @@ static int read_password(char *buf, size_t size, size_t *len)
     return 0;
 }
 
-static PGconn *connect_db(void)
-{
-    const char *url = getenv("DATABASE_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "marketd: bad configuration: DATABASE_URL: required but not set\n");
-        return NULL;
-    }
-    PGconn *conn = PQconnectdb(url);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        fprintf(stderr, "marketd user: cannot connect: %s", PQerrorMessage(conn));
-        PQfinish(conn);
-        return NULL;
-    }
-    return conn;
-}
-
 static int user_create(const user_args_t *a)
 {
     char password[PASSWORD_MAX + 2], hash[PASSWORD_HASH_MAX], name[NAME_MAX_LEN + 1];
@@ -167,7 +152,7 @@ static int user_create(const user_args_t *a)
         size_t local = (size_t)(strchr(a->email, '@') - a->email);
         snprintf(name, sizeof name, "%.*s", (int)local, a->email);
     }
-    conn = connect_db();
+    conn = cli_db_connect("user");
     if (conn == NULL)
         goto out;
     const char *params[4] = {a->email, hash, name, a->admin ? "true" : "false"};
@@ -200,7 +185,7 @@ out:
 static int user_set_admin(const user_args_t *a)
 {
     int rc = CLI_USER_FAILED;
-    PGconn *conn = connect_db();
+    PGconn *conn = cli_db_connect("user");
     PGresult *res = NULL;
     if (conn == NULL)
         return rc;

@@ -119,9 +119,11 @@ def replica_state(port, i=0):
     return reps[i] if len(reps) > i else None
 
 
-class ReplicaTests(ServerTestCase):
+class ReplicaCase(ServerTestCase):
+    """A class with a streaming replica of its own (`cls.replica`), which
+    its servers read from (DB_READ_REPLICA_URL), stopped with them."""
+
     start_redis = True
-    second_server = True
     replica = None
 
     @classmethod
@@ -130,8 +132,8 @@ class ReplicaTests(ServerTestCase):
         cls.server_env = {
             "JWT_SECRET": JWT_SECRET, "DB_POOL_SIZE": "4",
             "DB_READ_REPLICA_URL": cls.replica.url,
-            # Large: the delayed replica stays in use (reads must avoid
-            # it by LSN, not by lag); a test below uses a small one.
+            # Large: a delayed replica stays in use (reads must avoid it by
+            # LSN, not by lag); a test of ReplicaTests uses a small one.
             "DB_REPLICA_MAX_LAG_MS": "600000",
         }
         super().setUpClass()  # on failure it stops the replica too
@@ -144,6 +146,10 @@ class ReplicaTests(ServerTestCase):
             if cls.replica is not None:
                 cls.replica.stop()
                 cls.replica = None
+
+
+class ReplicaTests(ReplicaCase):
+    second_server = True
 
     def setUp(self):
         super().setUp()
@@ -317,31 +323,12 @@ class ReplicaTests(ServerTestCase):
         srv.stop()
 
 
-class PromotedReplicaTests(ServerTestCase):
+class PromotedReplicaTests(ReplicaCase):
     """A replica that is promoted (a failover elsewhere, an operator's
     mistake) is no longer a copy of the primary: its writes diverge. It must
     leave the read rotation — /readyz "promoted", a warning in the log — and
     every read, the writer's own included, goes to the primary (issue 12
     "Bad input": continue in degraded mode with a clear log line)."""
-
-    start_redis = True
-    replica = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.replica = Replica().start()
-        cls.server_env = {"JWT_SECRET": JWT_SECRET, "DB_POOL_SIZE": "4",
-                          "DB_READ_REPLICA_URL": cls.replica.url, "DB_REPLICA_MAX_LAG_MS": "600000"}
-        super().setUpClass()
-
-    @classmethod
-    def _stop_class_processes(cls, check):
-        try:
-            super()._stop_class_processes(check)
-        finally:
-            if cls.replica is not None:
-                cls.replica.stop()
-                cls.replica = None
 
     def test_promoted_replica_leaves_the_rotation(self):
         self.assertTrue(self.replica.caught_up(), "the replica never caught up with the primary")
