@@ -80,8 +80,8 @@ void api_print_routes(FILE *out)
                     "\"auth\":\"%s\",\"body\":\"%s\","
                     "\"body_max\":%zu,\"cacheable\":%s,\"db\":\"%s\",\"limit\":\"%s\"}%s\n",
                     m->name, methods[r->method], r->pattern, r->name, auth[r->auth], body[r->body],
-                    route_body_max(r->body), r->cache != NULL ? "true" : "false", db[r->db], limit[r->limit],
-                    i == NMODULES - 1 && k == m->nroutes - 1 ? "" : ",");
+                    route_body_max(r->body), r->cache != NULL && !r->cache->server_only ? "true" : "false",
+                    db[r->db], limit[r->limit], i == NMODULES - 1 && k == m->nroutes - 1 ? "" : ",");
         }
     }
     fprintf(out, "]\n");

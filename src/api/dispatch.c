@@ -737,7 +737,7 @@ static void on_admin(rctx_t *r, PGresult *res)
 void api_dispatch(rctx_t *r)
 {
     const route_t *rt = r->route;
-    r->cacheable = rt->cache != NULL;
+    r->cacheable = rt->cache != NULL && !rt->cache->server_only;
     r->cache_control = rt->cache != NULL ? rt->cache->cache_control : NULL;
     /* Before anything else: a body past the route's limit is not read on. */
     if (rt->body != BODY_NONE && r->req->entity.len > route_body_max(rt->body)) {

@@ -32,6 +32,10 @@ typedef enum { TTL_PRODUCTS, TTL_REFERENCE, TTL_POPULAR_SELLERS } cache_ttl_clas
 typedef struct cache_policy {
     cache_ttl_class_t ttl;
     const char *cache_control; /* NULL: "no-cache" (revalidate with the ETag) */
+    /* Entries of one user's private data (the plan's key names the user):
+     * cached in Redis like any other, but the answer stays what api.md says
+     * for a private GET — no ETag, X-Cache or Cache-Control. */
+    int server_only;
 } cache_policy_t;
 
 /* A resource module: its routes and its start-up (statements). After h2o's

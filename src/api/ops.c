@@ -307,25 +307,51 @@ static void on_partitions_ahead(void *arg, PGresult *res, int err)
 
 /* Logs each name of a text[] in its text form ({a,b}); partition names are
  * plain identifiers, never quoted in it. */
-static void log_dropped(const char *array)
+static int log_dropped(const char *array)
 {
+    int n_dropped = 0;
     const char *p = array;
     if (*p == '{')
         p++;
     while (*p != '\0' && *p != '}') {
         size_t n = strcspn(p, ",}");
-        if (n > 0)
+        if (n > 0) {
             log_info("partition upkeep: dropped %.*s (older than ORDER_RETENTION_MONTHS=%d)", (int)n, p,
                      api_config()->order_retention_months);
+            n_dropped++;
+        }
         p += n;
         if (*p == ',')
             p++;
     }
+    return n_dropped;
+}
+
+static void on_orders_forgotten(void *arg)
+{
+    free(arg);
+}
+
+/* Dropped months take orders out of every history that showed them: the
+ * cached ones go too (cache/tags.h "orders"). Every instance reads the
+ * same Redis, so the instance that dropped them tells all. */
+static void forget_histories(worker_t *w)
+{
+    cache_inval_op_t *op = malloc(sizeof(*op));
+    if (op == NULL) {
+        log_warn(
+            "partition upkeep: out of memory; cached order histories keep dropped months until their TTL");
+        return;
+    }
+    cache_tags_t tags = {0};
+    tags_orders_dropped(&tags);
+    cache_invalidate(api_worker(w)->cache, op, &tags, 0, on_orders_forgotten, op);
 }
 
 static void on_partitions(void *arg, PGresult *res, int err)
 {
-    db_pool_t *primary = arg;
+    worker_t *w = arg;
+    db_pool_t *primary = api_worker(w)->primary;
     if (err != 0) {
         log_warn("partition upkeep failed (%s): %s", mkd_strerror(err),
                  res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result");
@@ -333,18 +359,20 @@ static void on_partitions(void *arg, PGresult *res, int err)
         int created = atoi(PQgetvalue(res, 0, 1));
         if (created > 0)
             log_info("partition upkeep: created %d partition(s)", created);
-        log_dropped(PQgetvalue(res, 0, 2));
+        if (log_dropped(PQgetvalue(res, 0, 2)) > 0)
+            forget_histories(w);
     }
     if (db_pool_query(primary, st_partitions_ahead, NULL, on_partitions_ahead, NULL) != 0)
         log_warn("partition upkeep: database unavailable, the months ahead stay unmeasured");
 }
 
-static void partition_job(db_pool_t *primary)
+static void partition_job(worker_t *w)
 {
+    db_pool_t *primary = api_worker(w)->primary;
     char keep[16];
     snprintf(keep, sizeof(keep), "%d", api_config()->order_retention_months);
     const char *params[] = {keep};
-    if (db_pool_query(primary, st_ensure_partitions, params, on_partitions, primary) != 0)
+    if (db_pool_query(primary, st_ensure_partitions, params, on_partitions, w) != 0)
         log_warn("partition upkeep: database unavailable, will retry");
 }
 
@@ -461,7 +489,7 @@ static void ops_tick(worker_t *w)
         return;
     db_pool_t *primary = api_worker(w)->primary;
     if (job_due(&partition_job_due_us, now, PARTITION_JOB_FIRST_US, PARTITION_JOB_EVERY_US))
-        partition_job(primary);
+        partition_job(w);
     /* Only with a working connection: during an outage the refresh would
      * make the pool try to connect every 10 s for nothing (reads are exact
      * without it); it runs on the first tick after the database is back. */

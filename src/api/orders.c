@@ -33,16 +33,21 @@ static const char *const statuses[] = {"new", "confirmed", "shipped", "delivered
     " $4::timestamptz, $5::timestamptz, $6::timestamptz, $7::int8, $8::int4) p"
 enum { L_USER, L_SELLER, L_STATUS, L_FROM, L_TO, L_AFTER_AT, L_AFTER_ID, L_LIMIT, L_NPARAMS };
 
+/* Who must see an order's change (besides its products' readers): the
+ * histories of its buyer and of its seller's user (cache/tags.h). */
+#define ORDER_PARTIES                                                                                        \
+    " LEFT JOIN sellers s ON f.outcome = 'ok' AND s.id = (f.body::json ->> 'seller_id')::int8"
+
 static void orders_init(void)
 {
     /* Besides the answer: what the cache must forget when stock moved — the
      * products of the order and the city of their seller (docs/cache.md). */
     st_place = db_stmt_register(
         "SELECT f.outcome, f.detail, f.field, f.message, f.extra, f.body, f.replayed, s.city_id,"
+        " (f.body::json ->> 'buyer_id')::int8, s.user_id,"
         " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
         "    CASE WHEN f.outcome = 'ok' THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
-        " FROM marketd_place_order($1::int8, $2::jsonb, $3::text, $4::text) f"
-        " LEFT JOIN sellers s ON f.outcome = 'ok' AND s.id = (f.body::json ->> 'seller_id')::int8",
+        " FROM marketd_place_order($1::int8, $2::jsonb, $3::text, $4::text) f" ORDER_PARTIES,
         4);
     /* The id carries its month, so the created_at range names one partition.
      * The stored document if there is one (migrations/0009_order_docs.sql). */
@@ -56,10 +61,10 @@ static void orders_init(void)
                          2);
     st_transition = db_stmt_register(
         "SELECT f.outcome, f.detail, f.field, f.message, f.extra, f.body, f.replayed, s.city_id,"
+        " (f.body::json ->> 'buyer_id')::int8, s.user_id,"
         " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
         "    CASE WHEN f.outcome = 'ok' THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
-        " FROM marketd_order_transition($1::int8, $2::int8, $3::text, $4::text) f"
-        " LEFT JOIN sellers s ON f.outcome = 'ok' AND s.id = (f.body::json ->> 'seller_id')::int8",
+        " FROM marketd_order_transition($1::int8, $2::int8, $3::text, $4::text) f" ORDER_PARTIES,
         4);
     st_list = db_stmt_register(LIST_SQL, L_NPARAMS);
 }
@@ -73,7 +78,19 @@ static int order_id_plausible(int64_t id)
 }
 
 /* The columns of st_place and st_transition. */
-enum { O_OUTCOME, O_DETAIL, O_FIELD, O_MESSAGE, O_EXTRA, O_BODY, O_REPLAYED, O_CITY, O_PRODUCTS };
+enum {
+    O_OUTCOME,
+    O_DETAIL,
+    O_FIELD,
+    O_MESSAGE,
+    O_EXTRA,
+    O_BODY,
+    O_REPLAYED,
+    O_CITY,
+    O_BUYER,
+    O_SELLER_USER,
+    O_PRODUCTS
+};
 
 /* Maps the outcome of an order function to the answer; r->data says the
  * success status (201 for a placed order, 200 for a transition). */
@@ -97,9 +114,10 @@ static void on_function_answer(rctx_t *r, PGresult *res)
         reply_body(r, status, "application/json", body, len);
         return;
     }
-    /* Stock moved: the products' details and their city's lists show it.
-     * A replay invalidates again: the first answer's invalidation may have
-     * been cut short (a crash after the commit), and a client retries
+    /* Stock moved: the products' details and their city's lists show it;
+     * the order is new or changed: its buyer's and seller's histories show
+     * it. A replay invalidates again: the first answer's invalidation may
+     * have been cut short (a crash after the commit), and a client retries
      * exactly then. */
     cache_tags_t tags = {0};
     int64_t city = api_int(res, 0, O_CITY);
@@ -112,6 +130,7 @@ static void on_function_answer(rctx_t *r, PGresult *res)
         tags_product_changed(&tags, id, city);
         ids = *end == ',' ? end + 1 : end;
     }
+    tags_order_changed(&tags, api_int(res, 0, O_BUYER), api_int(res, 0, O_SELLER_USER));
     api_reply_written(r, &tags, status, "application/json", body, len);
 }
 
@@ -175,18 +194,17 @@ static int render_list(rctx_t *r, PGresult *res, jbuf_t *b)
     return 0;
 }
 
-/* `from`/`to`: RFC 3339 or a date (00:00 UTC). */
-static int query_time(rctx_t *r, const char *name, char out[TS_BUFSZ])
+/* `from`/`to`: RFC 3339 or a date (00:00 UTC); *us is the instant. */
+static int query_time(rctx_t *r, const char *name, char out[TS_BUFSZ], int64_t *us)
 {
     const slice_t *s = query_get(&r->query, name, &r->verr);
     if (s == NULL)
         return 0;
-    int64_t us;
-    if (ts_parse_rfc3339(s->ptr, s->len, &us) != 0) {
+    if (ts_parse_rfc3339(s->ptr, s->len, us) != 0) {
         verr_add(&r->verr, name, "must be an RFC 3339 timestamp or a date (YYYY-MM-DD)");
         return -1;
     }
-    ts_format_pg(us, out);
+    ts_format_pg(*us, out);
     return 1;
 }
 
@@ -211,8 +229,9 @@ static void orders_list(rctx_t *r)
             verr_add(v, "status", "must be one of new, confirmed, shipped, delivered, cancelled");
     }
     char from[TS_BUFSZ], to[TS_BUFSZ], key[TS_BUFSZ];
-    int has_from = query_time(r, "from", from) > 0;
-    int has_to = query_time(r, "to", to) > 0;
+    int64_t from_us = 0, to_us = 0;
+    int has_from = query_time(r, "from", from, &from_us) > 0;
+    int has_to = query_time(r, "to", to, &to_us) > 0;
     int limit = query_limit(&r->query, 20, 100, v);
     cursor_t cur = {0};
     int has_cursor = 0;
@@ -244,7 +263,18 @@ static void orders_list(rctx_t *r)
     }
     snprintf(lim, sizeof(lim), "%d", limit + 1);
     params[L_LIMIT] = lim;
-    api_read(r, &(api_read_t){st_list, params, render_list, "orders", NULL, NULL});
+    /* First pages are cached per user (pages after the first are read on
+     * their own, as for every list). The key is the user, the role and
+     * the normalised filters: "2026-09-06" and "2026-09-06T00:00:00Z" are
+     * one entry. */
+    char ckey[CACHE_KEY_MAX] = "";
+    cache_tags_t tags;
+    tags_for_order_history(&tags, r->user_id, as_seller);
+    if (!has_cursor)
+        snprintf(ckey, sizeof(ckey), "orders:%lld:%c:%s:%s%lld:%s%lld:%d", (long long)r->user_id,
+                 as_seller ? 's' : 'b', status != NULL ? status : "", has_from ? "" : "-", (long long)from_us,
+                 has_to ? "" : "-", (long long)to_us, limit);
+    api_read(r, &(api_read_t){st_list, params, render_list, "orders", ckey, &tags});
 }
 
 /* ---- GET /orders/{id} ------------------------------------------------------------ */
@@ -316,11 +346,17 @@ static void orders_patch(rctx_t *r)
     api_query(r, st_transition, (const char *[]){id, u, "seller", want}, on_function_answer);
 }
 
+/* The caller's order history (GET /orders): private, so the answers carry
+ * no cache headers (api.md lists the cacheable GETs); entries live as long
+ * as product lists and go with any change of the user's orders. */
+static const cache_policy_t history_cache = {.ttl = TTL_PRODUCTS, .server_only = 1};
+
 static const route_t routes[] = {
     {.method = M_GET,
      .pattern = "/api/v1/orders",
      HANDLER(orders_list),
      .auth = AUTH_USER,
+     .cache = &history_cache,
      .limit = LIMIT_API},
     {.method = M_POST,
      .pattern = "/api/v1/orders",

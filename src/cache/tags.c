@@ -64,6 +64,16 @@ void tags_for_reference(cache_tags_t *t)
     add(t, "reference", 0);
 }
 
+/* Users are many, too: bucketed like products. The global "orders" tag is
+ * changed only when retention drops whole months, which no per-user tag
+ * could name. */
+void tags_for_order_history(cache_tags_t *t, int64_t user, int as_seller)
+{
+    t->n = 0;
+    add(t, as_seller ? "orders:seller" : "orders:buyer", bucket(user));
+    add(t, "orders", 0);
+}
+
 void tags_reference_changed(cache_tags_t *t)
 {
     add(t, "reference", 0);
@@ -80,4 +90,15 @@ void tags_product_changed(cache_tags_t *t, int64_t product, int64_t city)
     add(t, "product", bucket(product));
     add(t, "products:city", city);
     add(t, "products:all", 0);
+}
+
+void tags_order_changed(cache_tags_t *t, int64_t buyer_user, int64_t seller_user)
+{
+    add(t, "orders:buyer", bucket(buyer_user));
+    add(t, "orders:seller", bucket(seller_user));
+}
+
+void tags_orders_dropped(cache_tags_t *t)
+{
+    add(t, "orders", 0);
 }

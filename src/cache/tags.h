@@ -17,6 +17,9 @@
  *   popular sellers           sellers                                seller_changed (and its TTL, api.md)
  *   cities, districts,        reference                              reference_changed
  *   categories
+ *   order history of a user   orders:buyer:<user> | orders:seller:<user>, order_changed (its buyer's and its
+ *   (GET /orders, first pages; orders                                 seller's user), orders_dropped
+ *   private: the key names the user)                                  (retention removed months)
  */
 #include <stdint.h>
 
@@ -36,6 +39,8 @@ void tags_for_product_list(cache_tags_t *t, int64_t city);
 void tags_for_seller(cache_tags_t *t, int64_t seller);
 void tags_for_popular_sellers(cache_tags_t *t);
 void tags_for_reference(cache_tags_t *t);
+/* The orders of `user` as buyer, or (as_seller) of the user's seller profile. */
+void tags_for_order_history(cache_tags_t *t, int64_t user, int as_seller);
 
 /* ---- what a write changes (each appends to `t`, without duplicates) ---- */
 /* A city, district or category was created. */
@@ -46,5 +51,10 @@ void tags_seller_changed(cache_tags_t *t, int64_t seller);
 /* A product (of a seller in `city`) was created, changed, archived, given an
  * image, or its stock moved with an order. */
 void tags_product_changed(cache_tags_t *t, int64_t product, int64_t city);
+/* An order was placed or changed status: the histories of its buyer and of
+ * the user who owns its seller profile. */
+void tags_order_changed(cache_tags_t *t, int64_t buyer_user, int64_t seller_user);
+/* Order partitions were dropped (retention): every history may have lost rows. */
+void tags_orders_dropped(cache_tags_t *t);
 
 #endif

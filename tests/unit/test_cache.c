@@ -382,6 +382,12 @@ static void test_tags_for_entries(void **state)
     dirty(&t);
     tags_for_reference(&t);
     expect_tags(&t, "tags_for_reference", "reference");
+    dirty(&t);
+    tags_for_order_history(&t, 9, 0);
+    expect_tags(&t, "tags_for_order_history(9, buyer)", "orders:buyer:9", "orders");
+    dirty(&t);
+    tags_for_order_history(&t, 65536 + 9, 1);
+    expect_tags(&t, "tags_for_order_history(65545, seller): its bucket", "orders:seller:9", "orders");
     /* The extremes of an id fit a tag name. */
     tags_for_product(&t, INT64_MAX);
     expect_tags(&t, "tags_for_product(INT64_MAX): its bucket", "product:65535", "sellers");
@@ -411,6 +417,10 @@ static void test_tags_for_entries_fit_a_lookup(void **state)
     tags_for_popular_sellers(&t);
     assert_true(t.n >= 1 && t.n <= CACHE_ENTRY_TAGS);
     tags_for_reference(&t);
+    assert_true(t.n >= 1 && t.n <= CACHE_ENTRY_TAGS);
+    tags_for_order_history(&t, 1, 0);
+    assert_true(t.n >= 1 && t.n <= CACHE_ENTRY_TAGS);
+    tags_for_order_history(&t, 1, 1);
     assert_true(t.n >= 1 && t.n <= CACHE_ENTRY_TAGS);
 }
 
@@ -452,11 +462,15 @@ static void test_tags_of_an_order(void **state)
     expect_tags(&t, "an order of products 11, 12, 13 in city 7", "product:11", "products:city:7",
                 "products:all", "product:12", "product:13");
 
-    /* The largest order (50 products) fits: 50 + the city + "all". */
+    /* The largest order (50 products) fits: 50 + the city + "all", and the
+     * histories of its buyer and seller. */
     t.n = 0;
     for (int i = 1; i <= 50; i++)
         tags_product_changed(&t, 1000 + i, 3);
-    assert_i64_eq(t.n, 52);
+    tags_order_changed(&t, INT64_MAX, INT64_MAX - 1);
+    assert_i64_eq(t.n, 54);
+    assert_true(has_tag(&t, "orders:buyer:65535"));
+    assert_true(has_tag(&t, "orders:seller:65534"));
     assert_true(t.n <= CACHE_TAGS_MAX);
     for (int i = 1; i <= 50; i++) {
         char name[CACHE_TAG_MAX];
@@ -486,12 +500,26 @@ enum {
     E_SELLER_6,
     E_POPULAR,
     E_REFERENCE,
+    E_ORDERS_BUYER_9,
+    E_ORDERS_BUYER_10,
+    E_ORDERS_SELLER_9,
+    E_ORDERS_SELLER_11,
     NENTRIES
 };
 static const char *const entry_names[NENTRIES] = {
-    "product detail 42",   "product detail 43", "product list city 7",
-    "product list city 8", "product list all",  "seller detail 5",
-    "seller detail 6",     "popular sellers",   "reference lists",
+    "product detail 42",
+    "product detail 43",
+    "product list city 7",
+    "product list city 8",
+    "product list all",
+    "seller detail 5",
+    "seller detail 6",
+    "popular sellers",
+    "reference lists",
+    "orders of user 9 as buyer",
+    "orders of user 10 as buyer",
+    "orders of user 9 as seller",
+    "orders of user 11 as seller",
 };
 
 static void build_entry_tags(int e, cache_tags_t *t)
@@ -524,12 +552,25 @@ static void build_entry_tags(int e, cache_tags_t *t)
     case E_REFERENCE:
         tags_for_reference(t);
         break;
+    case E_ORDERS_BUYER_9:
+        tags_for_order_history(t, 9, 0);
+        break;
+    case E_ORDERS_BUYER_10:
+        tags_for_order_history(t, 10, 0);
+        break;
+    case E_ORDERS_SELLER_9:
+        tags_for_order_history(t, 9, 1);
+        break;
+    case E_ORDERS_SELLER_11:
+        tags_for_order_history(t, 11, 1);
+        break;
     }
 }
 
-enum { W_REFERENCE, W_SELLER_5, W_PRODUCT_42_CITY_7, NWRITES };
-static const char *const write_names[NWRITES] = {"reference_changed", "seller_changed(5)",
-                                                 "product_changed(42, city 7)"};
+enum { W_REFERENCE, W_SELLER_5, W_PRODUCT_42_CITY_7, W_ORDER_9_TO_11, W_ORDERS_DROPPED, NWRITES };
+static const char *const write_names[NWRITES] = {
+    "reference_changed", "seller_changed(5)", "product_changed(42, city 7)",
+    "order_changed(buyer user 9, seller user 11)", "orders_dropped"};
 
 static void build_write_tags(int w, cache_tags_t *t)
 {
@@ -544,21 +585,33 @@ static void build_write_tags(int w, cache_tags_t *t)
     case W_PRODUCT_42_CITY_7:
         tags_product_changed(t, 42, 7);
         break;
+    case W_ORDER_9_TO_11:
+        tags_order_changed(t, 9, 11);
+        break;
+    case W_ORDERS_DROPPED:
+        tags_orders_dropped(t);
+        break;
     }
 }
 
 /* invalidates[entry][write], from the "changed by" column of tags.h. */
 static const int invalidates[NENTRIES][NWRITES] = {
-    /*                  reference seller_5 product_42_city_7 */
-    [E_PRODUCT_42] = {0, 1, 1},  /* product_changed (its id), seller_changed (embeds any seller) */
-    [E_PRODUCT_43] = {0, 1, 0},  /* another product's change is not this one's */
-    [E_LIST_CITY_7] = {0, 1, 1}, /* product_changed (its city), seller_changed */
-    [E_LIST_CITY_8] = {0, 1, 0}, /* a product of city 7 is not in city 8's list */
-    [E_LIST_ALL] = {0, 1, 1},    /* product_changed ("all"), seller_changed */
-    [E_SELLER_5] = {0, 1, 0},    /* seller_changed (its id) only */
-    [E_SELLER_6] = {0, 0, 0},    /* another seller */
-    [E_POPULAR] = {0, 1, 0},     /* seller_changed (and its TTL) */
-    [E_REFERENCE] = {1, 0, 0},   /* reference_changed only */
+    /*                  reference seller_5 product_42_city_7 order_9_to_11 orders_dropped */
+    [E_PRODUCT_42] = {0, 1, 1, 0, 0},  /* product_changed (its id), seller_changed (embeds any seller) */
+    [E_PRODUCT_43] = {0, 1, 0, 0, 0},  /* another product's change is not this one's */
+    [E_LIST_CITY_7] = {0, 1, 1, 0, 0}, /* product_changed (its city), seller_changed */
+    [E_LIST_CITY_8] = {0, 1, 0, 0, 0}, /* a product of city 7 is not in city 8's list */
+    [E_LIST_ALL] = {0, 1, 1, 0, 0},    /* product_changed ("all"), seller_changed */
+    [E_SELLER_5] = {0, 1, 0, 0, 0},    /* seller_changed (its id) only */
+    [E_SELLER_6] = {0, 0, 0, 0, 0},    /* another seller */
+    [E_POPULAR] = {0, 1, 0, 0, 0},     /* seller_changed (and its TTL) */
+    [E_REFERENCE] = {1, 0, 0, 0, 0},   /* reference_changed only */
+    /* An order's documents copy what they show (titles, prices): only a
+     * change of the order itself, or of which months exist, shows. */
+    [E_ORDERS_BUYER_9] = {0, 0, 0, 1, 1},   /* its buyer */
+    [E_ORDERS_BUYER_10] = {0, 0, 0, 0, 1},  /* another buyer */
+    [E_ORDERS_SELLER_9] = {0, 0, 0, 0, 1},  /* user 9 bought it; as a seller they are not in it */
+    [E_ORDERS_SELLER_11] = {0, 0, 0, 1, 1}, /* its seller's user */
 };
 
 static int shared_tag(const cache_tags_t *a, const cache_tags_t *b, const char **which)
