@@ -22,6 +22,11 @@
 #   2. Order history: wrk GET /api/v1/orders?from=<3 months ago>&to=<start>
 #      with random tokens of buyers that have orders in that window, and
 #      pgbench running marketd's list SQL (captured) with as many connections.
+#      Three marketd runs: without Redis (every request reads PostgreSQL),
+#      and a second marketd with a Redis of its own (the first pages are
+#      cached per user, docs/cache.md) — cold (restarted just before: a new
+#      cache epoch, no warm-up) and warm (after the warm-up) — each with
+#      its hit ratio from marketd_cache_requests_total.
 #   3. Login: ORDERS_LOGIN_N sequential POST /api/v1/auth/login (curl), and
 #      wrk -t2 -c4 for throughput; with ORDERS_LOGIN_USERS accounts
 #      registered through marketd at the start (the server's Argon2id
@@ -33,7 +38,8 @@
 # Uses the cluster of bench/run.sh (.data/bench-pg, 127.0.0.1:15433, seeded
 # by `make bench` / BENCH_PREPARE_ONLY=1 bench/run.sh) and its lock file
 # .data/bench.lock: waits for it (up to ORDERS_LOCK_WAIT s) instead of
-# failing. marketd listens on 127.0.0.1:18091 only. Every wait is bounded;
+# failing. marketd listens on 127.0.0.1:18091 (the one with Redis on 18092,
+# Redis on 18093) only. Every wait is bounded;
 # every process started here is stopped on exit, and the database is put
 # back (orders and login accounts created here deleted, stock restored,
 # orders_id_seq reset, helper schema bench_orders dropped, the touched
@@ -57,6 +63,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 HOST=127.0.0.1
 PG_PORT=15433
 API_PORT=18091
+CACHED_PORT=18092
+REDIS_PORT=18093
 DB_NAME=marketd_bench
 DB_URL="postgresql://postgres@$HOST:$PG_PORT/$DB_NAME"
 PGDIR=${BENCH_PG_DIR:-$ROOT/.data/bench-pg}
@@ -96,6 +104,8 @@ TMP=
 LOCK_FD=
 PG_STARTED=0
 MARKETD_PID=
+CACHED_PID=
+REDIS_PID=
 DB_TOUCHED=0
 
 psql_db() { PGOPTIONS='-c client_min_messages=warning' timeout "${PSQL_TIMEOUT:-120}" "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$HOST" -p "$PG_PORT" -U postgres "$@"; }
@@ -152,6 +162,9 @@ cleanup() {
 		b_stop_pid "$MARKETD_PID" marketd 10
 		MARKETD_PID=
 	fi
+	[ -z "$CACHED_PID" ] || b_stop_pid "$CACHED_PID" marketd 10
+	[ -z "$REDIS_PID" ] || b_stop_pid "$REDIS_PID" redis-server 10
+	CACHED_PID= REDIS_PID=
 	if [ "$DB_TOUCHED" = 1 ]; then
 		restore_db || rc=1
 	fi
@@ -164,7 +177,7 @@ trap 'exit 143' TERM
 # --- preflight, lock, database ----------------------------------------------------
 preflight() {
 	local t
-	for t in "$WRK" "$PGBENCH" "$PSQL" "$PYTHON" curl ss flock timeout awk; do
+	for t in "$WRK" "$PGBENCH" "$PSQL" "$PYTHON" curl ss flock timeout awk redis-server redis-cli; do
 		command -v "$t" >/dev/null 2>&1 || b_die "$t not found"
 	done
 	[ -x "$MARKETD" ] || b_die "$MARKETD not built (make build)"
@@ -333,6 +346,42 @@ start_marketd() {
 	b_log "marketd (pid $MARKETD_PID) ready, $(db_conns) database connections"
 }
 db_conns() { q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'marketd'"; }
+
+# The history's second marketd: the same settings plus a Redis of its own
+# (volatile-lru as scripts/stack.sh: entries may be evicted, tag versions
+# never). Started again for the cold run: a new process sets a new cache
+# epoch, so no entry of before is served.
+start_redis() {
+	local d=$TMP/redis i
+	mkdir -p "$d"
+	redis-server --bind "$HOST" --port "$REDIS_PORT" --protected-mode yes --save '' --appendonly no \
+		--maxmemory 512mb --maxmemory-policy volatile-lru --daemonize no --dir "$d" \
+		--logfile "$d/redis.log" >/dev/null 2>&1 &
+	REDIS_PID=$!
+	for ((i = 0; i < 50; i++)); do
+		[ "$(redis-cli -h "$HOST" -p "$REDIS_PORT" PING 2>/dev/null)" = PONG ] && return 0
+		sleep 0.1
+	done
+	b_die "redis-server did not start on $HOST:$REDIS_PORT (log: $d/redis.log)"
+}
+start_cached() {
+	[ -z "$CACHED_PID" ] || b_stop_pid "$CACHED_PID" marketd 10
+	local log=$TMP/marketd-cached.log deadline
+	env "${MARKETD_ENV[@]}" LISTEN="$HOST:$CACHED_PORT" REDIS_URL="redis://$HOST:$REDIS_PORT" \
+		"$MARKETD" serve >>"$log" 2>&1 &
+	CACHED_PID=$!
+	b_wait_http "http://$HOST:$CACHED_PORT/readyz" 30 "$CACHED_PID" || { tail -n 20 "$log" >&2; b_die "marketd with Redis did not become ready"; }
+	deadline=$((SECONDS + 20))
+	until [ "$(db_conns)" -ge $((2 * POOL)) ] || [ "$SECONDS" -ge "$deadline" ]; do sleep 0.2; done
+}
+# cache_counts PORT: "hits misses bypasses" of the instance so far.
+cache_counts() {
+	curl -sS --max-time 10 "http://$HOST:$1/metrics" | awk '
+		/^marketd_cache_requests_total\{result="hit"\}/ { h = $2 }
+		/^marketd_cache_requests_total\{result="miss"\}/ { m = $2 }
+		/^marketd_cache_requests_total\{result="bypass"\}/ { b = $2 }
+		END { print h + 0, m + 0, b + 0 }'
+}
 pg_postmaster_pid() { head -n1 "$PGDIR/data/postmaster.pid" 2>/dev/null; }
 seq_now() { q "SELECT last_value FROM orders_id_seq"; }
 
@@ -448,12 +497,24 @@ run_wrk() {
 	t=$((n < 2 ? n : 2))
 	local out=$TMP/wrk-$label-r$ROUND.txt line s0 s1 req dur okn rps okps p50 p90 p99 errs nonok cpu
 	b_log "round $ROUND: wrk $label -c$n ${DURATION}s"
+	local port=${WRK_PORT:-$API_PORT} c0 c1
 	s0=$(seq_now)
-	b_measure_begin "$MARKETD_PID" "$(pg_postmaster_pid)"
+	[ "$port" = "$API_PORT" ] || c0=$(cache_counts "$port")
+	b_measure_begin "${WRK_PID:-$MARKETD_PID}" "$(pg_postmaster_pid)"
 	timeout -k 5 $((DURATION + 60)) "$WRK" -t"$t" -c"$n" -d"${DURATION}s" --latency -s "$LUA" \
-		"http://$HOST:$API_PORT" -- "$method" "$path" "$tokens" "$bodies" >"$out" 2>&1
+		"http://$HOST:$port" -- "$method" "$path" "$tokens" "$bodies" >"$out" 2>&1
 	b_measure_end
 	s1=$(seq_now)
+	if [ "$port" != "$API_PORT" ]; then
+		# Hit ratio of the run: hits ÷ (hits + misses + bypasses), in %.
+		c1=$(cache_counts "$port")
+		awk -v a="$c0" -v b="$c1" -v l="$label" -v r="$ROUND" 'BEGIN {
+			split(a, x, " "); split(b, y, " "); h = y[1] - x[1]; m = y[2] - x[2]; p = y[3] - x[3]
+			n = h + m + p
+			printf "%s\t%s\t%.1f\t%d\t%d\t%d\n", r, l, (n ? 100 * h / n : 0), h, m, p }' \
+			>>"$TMP/hits.tsv"
+		b_log "    cache: $(tail -n1 "$TMP/hits.tsv" | awk -F'\t' '{ printf "%s %% hits (%s hits, %s misses, %s bypasses)", $3, $4, $5, $6 }')"
+	fi
 	line=$(grep '^BENCH ' "$out" | tail -n1)
 	if [ -z "$line" ]; then
 		b_log "wrk produced no result:"
@@ -528,7 +589,7 @@ restock() {
 }
 
 warm() { # METHOD PATH TOKENS BODIES CONNS
-	timeout -k 5 $((WARMUP + 30)) "$WRK" -t2 -c"$5" -d"${WARMUP}s" -s "$LUA" "http://$HOST:$API_PORT" -- "$1" "$2" "$3" "$4" >/dev/null 2>&1
+	timeout -k 5 $((WARMUP + 30)) "$WRK" -t2 -c"$5" -d"${WARMUP}s" -s "$LUA" "http://$HOST:${WRK_PORT:-$API_PORT}" -- "$1" "$2" "$3" "$4" >/dev/null 2>&1
 }
 
 create_runs() {
@@ -560,6 +621,15 @@ history_runs() {
 		run_pgb history "pgbench-history" "$HIST_CONNS" "$TMP/pgbench/history.sql"
 		run_wrk history "marketd-history" "$HIST_CONNS" 200 GET "$HIST_PATH" "$TMP/tokens_hist.txt" -
 	fi
+	# With Redis: cold first (a fresh process, a new epoch, no warm-up),
+	# then warm (the same process after the warm-up).
+	b_log "round $ROUND: restarting the marketd with Redis (cold cache)"
+	start_cached
+	WRK_PORT=$CACHED_PORT WRK_PID=$CACHED_PID \
+		run_wrk history "marketd-history-cold" "$HIST_CONNS" 200 GET "$HIST_PATH" "$TMP/tokens_hist.txt" -
+	WRK_PORT=$CACHED_PORT warm GET "$HIST_PATH" "$TMP/tokens_hist.txt" - "$HIST_CONNS"
+	WRK_PORT=$CACHED_PORT WRK_PID=$CACHED_PID \
+		run_wrk history "marketd-history-warm" "$HIST_CONNS" 200 GET "$HIST_PATH" "$TMP/tokens_hist.txt" -
 }
 
 # seq_logins LABEL BODIES: LOGIN_N sequential logins (curl), random bodies.
@@ -590,6 +660,10 @@ login_runs() {
 }
 
 # --- report ----------------------------------------------------------------------------
+# hits_of LABEL: "r1 / r2 / …" of the cache's hit ratio over that label's runs.
+hits_of() {
+	awk -F'\t' -v l="$1" '$2 == l { printf "%s%s %% (%s hits, %s misses)", (n++ ? " / " : ""), $3, $4, $5 }' "$TMP/hits.tsv"
+}
 # med LABEL COLUMN: median over rounds of a column of $RESULTS.
 med() {
 	# shellcheck disable=SC2046
@@ -681,11 +755,19 @@ write_report() {
 		echo
 		echo "| run | conns | req/s (200) | req/s all | p50 ms | p99 ms | non-200 / failed (per round) | socket errors Σ | marketd CPU µs/req | PG CPU µs/req |"
 		echo "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|"
-		line_for marketd-history "marketd"
+		line_for marketd-history "marketd, no Redis (every request reads PostgreSQL)"
+		line_for marketd-history-cold "marketd + Redis, cold (restarted just before, no warm-up)"
+		line_for marketd-history-warm "marketd + Redis, warm"
 		line_for pgbench-history "pgbench marketd's list SQL"
 		echo
-		echo "- marketd ÷ pgbench (req/s, same round): ${rh%|*} → median **${rh#*|}**"
-		echo "- bar p99 < 20 ms at $HIST_CONNS connections: marketd median p99 $(med marketd-history 9) ms — **$(verdict "$(med marketd-history 9)" "<" 20)**"
+		echo "Cache hits per round (marketd_cache_requests_total; first pages cached per user, docs/cache.md):"
+		echo "cold $(hits_of marketd-history-cold); warm $(hits_of marketd-history-warm)."
+		echo "The marketd + Redis rows' CPU columns leave out Redis's own CPU."
+		echo
+		echo "- marketd (no Redis) ÷ pgbench (req/s, same round): ${rh%|*} → median **${rh#*|}**"
+		echo "- bar p99 < 20 ms at $HIST_CONNS connections, median p99: no Redis $(med marketd-history 9) ms — **$(verdict "$(med marketd-history 9)" "<" 20)**;" \
+			"with Redis, cold $(med marketd-history-cold 9) ms — **$(verdict "$(med marketd-history-cold 9)" "<" 20)**;" \
+			"warm $(med marketd-history-warm 9) ms — **$(verdict "$(med marketd-history-warm 9)" "<" 20)**"
 		echo
 		echo "## 3. Login — POST /api/v1/auth/login"
 		echo
@@ -726,6 +808,9 @@ write_report() {
 		echo "pgbench -n -M prepared -c $CONNS -j 2 -T $DURATION -l ... -f place_exact_1.sql | place_exact_13.sql $DB_NAME   # below"
 		echo "pgbench -n -M prepared -c $POOL -j 2 -T $DURATION -l ... -f bench/orders_place_literal.sql $DB_NAME"
 		echo "wrk -t2 -c$HIST_CONNS -d${DURATION}s --latency -s bench/orders_wrk.lua http://$HOST:$API_PORT -- GET '$HIST_PATH' tokens_hist.txt -"
+		echo "redis-server --bind $HOST --port $REDIS_PORT --save '' --appendonly no --maxmemory 512mb --maxmemory-policy volatile-lru"
+		echo "# the same marketd with LISTEN=$HOST:$CACHED_PORT REDIS_URL=redis://$HOST:$REDIS_PORT, started again before each cold run"
+		echo "wrk -t2 -c$HIST_CONNS -d${DURATION}s --latency -s bench/orders_wrk.lua http://$HOST:$CACHED_PORT -- GET '$HIST_PATH' tokens_hist.txt -   # cold, then warm after a ${WARMUP} s warm-up"
 		echo "pgbench -n -M prepared -c $HIST_CONNS -j 2 -T $DURATION -l -h $HOST -p $PG_PORT -U postgres -D hfrom=${HIST_FROM}T00:00:00Z -D hto=$HIST_TO -f history.sql $DB_NAME"
 		printf '%s\n' "for i in \$(seq $LOGIN_N); do curl -s -o /dev/null -w '%{time_total}\\n' -H 'Content-Type: application/json' --data '<random line of bodies_login_*.txt>' http://$HOST:$API_PORT/api/v1/auth/login; done"
 		echo "wrk -t2 -c$LOGIN_CONNS -d${DURATION}s --latency -s bench/orders_wrk.lua http://$HOST:$API_PORT -- POST /api/v1/auth/login - bodies_login_new.txt   # or bodies_login_seeded.txt"
@@ -767,9 +852,11 @@ prepare_data
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 start_marketd
+start_redis
+: >"$TMP/hits.tsv"
 make_pgbench_scripts
 make_login_users
-b_log "$ROUNDS rounds: 6 creation runs, 2 history runs, $LOGIN_N sequential logins and 1 login run each"
+b_log "$ROUNDS rounds: 6 creation runs, 4 history runs, $LOGIN_N sequential logins and 1 login run each"
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	create_runs
 	history_runs
@@ -777,6 +864,9 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 done
 b_stop_pid "$MARKETD_PID" marketd 10
 MARKETD_PID=
+b_stop_pid "$CACHED_PID" marketd 10
+b_stop_pid "$REDIS_PID" redis-server 10
+CACHED_PID= REDIS_PID=
 restore_db || b_log "restore failed; see above"
 DB_TOUCHED=0
 
