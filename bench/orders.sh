@@ -54,6 +54,8 @@
 #   ORDERS_LOGIN_N=50 ORDERS_LOGIN_CONNS=4 ORDERS_LOGIN_USERS=20
 #   ORDERS_LOCK_WAIT=1800 (s)  ORDERS_KEEP_TMP=1 (keep logs)
 #   ORDERS_TAG=name (write bench/results/orders-<UTC>-<name>.md only)
+#   ORDERS_PARTS="create history login" (the parts to run and report)
+#   ORDERS_DEPTH=N (marketd's DB_PIPELINE_DEPTH; unset: the server's default)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -82,6 +84,13 @@ LOGIN_N=${ORDERS_LOGIN_N:-50}
 LOGIN_CONNS=${ORDERS_LOGIN_CONNS:-4}
 LOCK_WAIT=${ORDERS_LOCK_WAIT:-1800}
 TAG=${ORDERS_TAG:-}
+PARTS=" ${ORDERS_PARTS:-create history login} "
+DEPTH=${ORDERS_DEPTH:-}
+[[ $DEPTH =~ ^[0-9]*$ ]] || { echo "ORDERS_DEPTH: a number" >&2; exit 2; }
+for p in $PARTS; do
+	case $p in create | history | login) ;; *) echo "ORDERS_PARTS: create, history and/or login, not $p" >&2; exit 2 ;; esac
+done
+part_on() { [[ $PARTS == *" $1 "* ]]; }
 [[ $TAG =~ ^[A-Za-z0-9._-]*$ ]] || { echo "ORDERS_TAG: letters, digits, . _ - only" >&2; exit 2; }
 MARKETD=${MARKETD_BIN:-$ROOT/build/release/marketd}
 WRK=${WRK_BIN:-wrk}
@@ -330,7 +339,7 @@ MARKETD_ENV=()
 start_marketd() {
 	local log=$TMP/marketd.log deadline n
 	MARKETD_ENV=(LISTEN="$HOST:$API_PORT" WORKERS=2 ACCESS_LOG=0 DATABASE_URL="$DB_URL"
-		DB_POOL_SIZE="$POOL" DB_MAX_OVERFLOW=0 JWT_SECRET="$JWT_SECRET")
+		DB_POOL_SIZE="$POOL" DB_MAX_OVERFLOW=0 JWT_SECRET="$JWT_SECRET" ${DEPTH:+DB_PIPELINE_DEPTH="$DEPTH"})
 	env "${MARKETD_ENV[@]}" "$MARKETD" serve >>"$log" 2>&1 &
 	MARKETD_PID=$!
 	if ! b_wait_http "http://$HOST:$API_PORT/readyz" 30 "$MARKETD_PID"; then
@@ -711,9 +720,10 @@ write_report() {
 		echo
 		echo "\`bench/orders.sh\`: $ROUNDS rounds of ${DURATION} s per run; medians over the rounds; ratios computed within each round"
 		echo "(then their median). Git HEAD $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src migrations 2>/dev/null || echo ' (src/ or migrations/ modified in the work tree)'); $SCHEMA_VERSION."
-		echo "marketd: release build, WORKERS=2, DB_POOL_SIZE=$POOL, DB_MAX_OVERFLOW=0, no Redis, access log off; PostgreSQL, marketd and the"
-		echo "load generators share the machine's $(nproc) CPUs."
+		echo "marketd: release build, WORKERS=2, DB_POOL_SIZE=$POOL, DB_MAX_OVERFLOW=0, ${DEPTH:+DB_PIPELINE_DEPTH=$DEPTH, }no Redis (but see part 2), access log off; PostgreSQL, marketd and the"
+		echo "load generators share the machine's $(nproc) CPUs.$([ "$PARTS" = " create history login " ] || echo " Parts run:$PARTS(ORDERS_PARTS).")"
 		echo
+		part_on create && {
 		echo "## 1. Order creation — POST /api/v1/orders, -c$CONNS"
 		echo
 		echo "Buyers: $(fmt_n $((BUYER_HI - BUYER_LO + 1))) seeded users ($BUYER_LO..$BUYER_HI), a random one per request (a pre-minted token each)."
@@ -747,6 +757,8 @@ write_report() {
 		echo "(orders_id_seq) vs 201s counted by wrk: $(awk -F'\t' '$2 == "create" && $3 ~ /^marketd/ { printf "%s%s %s/%s", (n++ ? ", " : ""), $3 "-r" $1, $14, $16 }' "$RESULTS")."
 		echo "p50/p99: wrk's latency over all answers (2 s timeout); pgbench's from its per-transaction log (-l)."
 		echo
+		}
+		part_on history && {
 		echo "## 2. Order history — GET $HIST_PATH, -c$HIST_CONNS"
 		echo
 		echo "Tokens of the $(fmt_n "$NHB") buyers among $BUYER_LO..$BUYER_HI with orders in the window (ids $HB_MIN..$HB_MAX$([ "$HB_CONTIGUOUS" = 1 ] && echo ', all of them' || echo ', pgbench draws them from bench_orders.hbuyers')):"
@@ -769,6 +781,8 @@ write_report() {
 			"with Redis, cold $(med marketd-history-cold 9) ms — **$(verdict "$(med marketd-history-cold 9)" "<" 20)**;" \
 			"warm $(med marketd-history-warm 9) ms — **$(verdict "$(med marketd-history-warm 9)" "<" 20)**"
 		echo
+		}
+		part_on login && {
 		echo "## 3. Login — POST /api/v1/auth/login"
 		echo
 		echo "*Registered*: $LOGIN_USERS accounts registered through marketd at the start of the run (POST /api/v1/auth/register, median"
@@ -787,6 +801,7 @@ write_report() {
 		echo
 		echo "Not 200: registered sequential $(nonok_all login-sequential), wrk $(nonok_all login-wrk); seeded sequential $(nonok_all login-seeded-sequential), wrk $(nonok_all login-seeded-wrk)."
 		echo
+		}
 		echo "## Machine and database"
 		echo
 		echo "- $(nproc) CPUs ($(lscpu 2>/dev/null | awk -F': *' '/^Model name/ { print $2; exit }')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -855,12 +870,12 @@ start_marketd
 start_redis
 : >"$TMP/hits.tsv"
 make_pgbench_scripts
-make_login_users
-b_log "$ROUNDS rounds: 6 creation runs, 4 history runs, $LOGIN_N sequential logins and 1 login run each"
+part_on login && make_login_users
+b_log "$ROUNDS rounds:$PARTS(create: 6 runs, history: 4 runs, login: $LOGIN_N sequential logins and 1 run)"
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-	create_runs
-	history_runs
-	login_runs
+	part_on create && create_runs
+	part_on history && history_runs
+	part_on login && login_runs
 done
 b_stop_pid "$MARKETD_PID" marketd 10
 MARKETD_PID=
