@@ -327,9 +327,25 @@ static int log_dropped(const char *array)
     return n_dropped;
 }
 
+/* The one invalidation of the partition job: worker 0 runs it at most
+ * hourly, and an invalidation ends within its patience (seconds), so one
+ * static operation is enough and nothing is left to free at shutdown. A
+ * drop while it still runs asks for another after it (its versions may
+ * have been set before that drop committed). */
+static cache_inval_op_t forget_op;
+static worker_t *forgetting; /* the worker whose invalidation runs, or NULL */
+static int forget_again;
+
+static void forget_histories(worker_t *w);
+
 static void on_orders_forgotten(void *arg)
 {
-    free(arg);
+    worker_t *w = forgetting;
+    forgetting = NULL;
+    if (forget_again) {
+        forget_again = 0;
+        forget_histories(w);
+    }
 }
 
 /* Dropped months take orders out of every history that showed them: the
@@ -337,15 +353,14 @@ static void on_orders_forgotten(void *arg)
  * same Redis, so the instance that dropped them tells all. */
 static void forget_histories(worker_t *w)
 {
-    cache_inval_op_t *op = malloc(sizeof(*op));
-    if (op == NULL) {
-        log_warn(
-            "partition upkeep: out of memory; cached order histories keep dropped months until their TTL");
+    if (forgetting != NULL) {
+        forget_again = 1;
         return;
     }
+    forgetting = w;
     cache_tags_t tags = {0};
     tags_orders_dropped(&tags);
-    cache_invalidate(api_worker(w)->cache, op, &tags, 0, on_orders_forgotten, op);
+    cache_invalidate(api_worker(w)->cache, &forget_op, &tags, 0, on_orders_forgotten, NULL);
 }
 
 static void on_partitions(void *arg, PGresult *res, int err)

@@ -33,8 +33,8 @@ static const char *const statuses[] = {"new", "confirmed", "shipped", "delivered
     " $4::timestamptz, $5::timestamptz, $6::timestamptz, $7::int8, $8::int4) p"
 enum { L_USER, L_SELLER, L_STATUS, L_FROM, L_TO, L_AFTER_AT, L_AFTER_ID, L_LIMIT, L_NPARAMS };
 
-/* Who must see an order's change (besides its products' readers): the
- * histories of its buyer and of its seller's user (cache/tags.h). */
+/* The order's seller, for what its change invalidates (cache/tags.h): its
+ * city (product lists) and its user (the seller's order history). */
 #define ORDER_PARTIES                                                                                        \
     " LEFT JOIN sellers s ON f.outcome = 'ok' AND s.id = (f.body::json ->> 'seller_id')::int8"
 
