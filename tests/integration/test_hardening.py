@@ -20,28 +20,14 @@ products are made with SQL, tokens minted with the server's secret
 """
 
 import json
-import random
-import time
 
 import harness
 from harness import fmt_resp, parallel
-from test_orders import JWT_SECRET, OrderCase, describe, token_for, unique
+from test_orders import JWT_SECRET, OrderCase, describe, retry_503, token_for, unique
 
 JSON = {"Content-Type": "application/json"}
 
 
-
-def retry_503(send, patience_s=60.0):
-    """send() again while it answers 503 + Retry-After, as a client does:
-    on a busy machine the server's admission control may shed a burst of
-    writes (api.md: 503 means overloaded, retry). Gives the last answer;
-    bounded by patience_s, a hang detector."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        r = send()
-        if getattr(r, "status", None) != 503 or not r.headers.get("Retry-After") or time.monotonic() > deadline:
-            return r
-        time.sleep(min(float(r.headers.get("Retry-After")), 1.0) * random.random())
 
 class HardeningCase(OrderCase):
 
