@@ -33,22 +33,23 @@ static const char *const statuses[] = {"new", "confirmed", "shipped", "delivered
     " $4::timestamptz, $5::timestamptz, $6::timestamptz, $7::int8, $8::int4) p"
 enum { L_USER, L_SELLER, L_STATUS, L_FROM, L_TO, L_AFTER_AT, L_AFTER_ID, L_LIMIT, L_NPARAMS };
 
-/* The order's seller, for what its change invalidates (cache/tags.h): its
- * city (product lists) and its user (the seller's order history). */
-#define ORDER_PARTIES                                                                                        \
+/* The answer of an order function (`call`, as "f") and what its change
+ * invalidates (cache/tags.h): the products of the order, and — when the
+ * outcome is "ok" and the body is the order — its seller's city (product
+ * lists) and user (the seller's order history) and its buyer. Columns: the
+ * O_* below. */
+#define ORDER_ANSWER_SQL(call)                                                                               \
+    "SELECT f.outcome, f.detail, f.field, f.message, f.extra, f.body, f.replayed, s.city_id,"                \
+    " (f.body::json ->> 'buyer_id')::int8, s.user_id,"                                                       \
+    " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("                 \
+    "    CASE WHEN f.outcome = 'ok' THEN f.body::json -> 'items' ELSE '[]'::json END) i)"                    \
+    " FROM " call " f"                                                                                       \
     " LEFT JOIN sellers s ON f.outcome = 'ok' AND s.id = (f.body::json ->> 'seller_id')::int8"
 
 static void orders_init(void)
 {
-    /* Besides the answer: what the cache must forget when stock moved — the
-     * products of the order and the city of their seller (docs/cache.md). */
-    st_place = db_stmt_register(
-        "SELECT f.outcome, f.detail, f.field, f.message, f.extra, f.body, f.replayed, s.city_id,"
-        " (f.body::json ->> 'buyer_id')::int8, s.user_id,"
-        " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
-        "    CASE WHEN f.outcome = 'ok' THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
-        " FROM marketd_place_order($1::int8, $2::jsonb, $3::text, $4::text) f" ORDER_PARTIES,
-        4);
+    st_place =
+        db_stmt_register(ORDER_ANSWER_SQL("marketd_place_order($1::int8, $2::jsonb, $3::text, $4::text)"), 4);
     /* The id carries its month, so the created_at range names one partition.
      * The stored document if there is one (migrations/0009_order_docs.sql). */
     st_get =
@@ -60,12 +61,7 @@ static void orders_init(void)
                          "      OR o.seller_id = (SELECT s.id FROM sellers s WHERE s.user_id = $2::int8))",
                          2);
     st_transition = db_stmt_register(
-        "SELECT f.outcome, f.detail, f.field, f.message, f.extra, f.body, f.replayed, s.city_id,"
-        " (f.body::json ->> 'buyer_id')::int8, s.user_id,"
-        " (SELECT array_to_string(array_agg(i ->> 'product_id'), ',') FROM json_array_elements("
-        "    CASE WHEN f.outcome = 'ok' THEN f.body::json -> 'items' ELSE '[]'::json END) i)"
-        " FROM marketd_order_transition($1::int8, $2::int8, $3::text, $4::text) f" ORDER_PARTIES,
-        4);
+        ORDER_ANSWER_SQL("marketd_order_transition($1::int8, $2::int8, $3::text, $4::text)"), 4);
     st_list = db_stmt_register(LIST_SQL, L_NPARAMS);
 }
 

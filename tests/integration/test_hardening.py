@@ -23,7 +23,7 @@ import json
 
 import harness
 from harness import fmt_resp, parallel
-from test_orders import JWT_SECRET, OrderCase, describe, retry_503, token_for, unique
+from test_orders import JWT_SECRET, OrderCase, describe, retry_503, unique
 
 JSON = {"Content-Type": "application/json"}
 
