@@ -62,6 +62,7 @@ typedef struct db_query {
     db_result_cb cb;
     void *arg;
     uint64_t queued_at_us;
+    uint64_t queued_att_us;  /* the same instant in attentive time (the wait's bound) */
     uint64_t sent_att;       /* attentive time (core/metrics.h) it was sent at */
     PGresult *prepare_error; /* the error of a failed PREPARE sent for it */
     int nparams;
@@ -104,6 +105,7 @@ struct db_pool {
     db_conn_t **conns; /* max_conns slots; NULL when free */
     h2o_linklist_t waiters;
     h2o_timeout_t wait_timeout;
+    h2o_timeout_t recheck_timeout; /* TICK_MS: a wait the loop's lateness made look longer */
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick;
     h2o_timeout_t zero_timeout;
@@ -244,10 +246,20 @@ static void query_finish(db_query_t *q, PGresult *res, int err)
     free(q);
 }
 
+/* The wait is bounded in attentive time, like every other deadline here: a
+ * loop that stalled (a starved machine, a burst of 10,000 sockets) did not
+ * give the connections a chance to take the query, so its lateness does
+ * not count against the database; the query is looked at again a tick
+ * later instead. */
 static void on_wait_timeout(h2o_timeout_entry_t *entry)
 {
     db_query_t *q = H2O_STRUCT_FROM_MEMBER(db_query_t, timeout, entry);
     db_pool_t *pool = q->pool;
+    uint64_t att = att_now(pool);
+    if (att < q->queued_att_us + (uint64_t)pool->opt.timeout_ms * 1000) {
+        h2o_timeout_link(pool->loop, &pool->recheck_timeout, &q->timeout);
+        return;
+    }
     h2o_linklist_unlink(&q->link);
     record_wait(pool, now_us() - q->queued_at_us);
     pool_update_stats(pool);
@@ -269,6 +281,7 @@ int db_pool_query(db_pool_t *pool, const db_stmt_t *stmt, const char *const *val
         return MKD_EBUSY;
     db_query_t *q = query_new(pool, stmt, values, cb, arg);
     q->queued_at_us = now_us();
+    q->queued_att_us = att_now(pool);
     h2o_linklist_insert(&pool->waiters, &q->link);
     q->timeout.cb = on_wait_timeout;
     h2o_timeout_link(pool->loop, &pool->wait_timeout, &q->timeout);
@@ -930,6 +943,7 @@ db_pool_t *db_pool_create(h2o_loop_t *loop, const db_pool_options_t *opt)
         abort();
     h2o_linklist_init_anchor(&pool->waiters);
     h2o_timeout_init(loop, &pool->wait_timeout, (uint64_t)opt->timeout_ms);
+    h2o_timeout_init(loop, &pool->recheck_timeout, TICK_MS);
     h2o_timeout_init(loop, &pool->tick_timeout, TICK_MS);
     h2o_timeout_init(loop, &pool->zero_timeout, 0);
     pool->dispatch_entry.cb = on_deferred_dispatch;
@@ -958,6 +972,7 @@ void db_pool_destroy(db_pool_t *pool)
         h2o_timeout_unlink(&pool->dispatch_entry);
     h2o_timeout_dispose(pool->loop, &pool->zero_timeout);
     h2o_timeout_dispose(pool->loop, &pool->wait_timeout);
+    h2o_timeout_dispose(pool->loop, &pool->recheck_timeout);
     h2o_timeout_dispose(pool->loop, &pool->tick_timeout);
     free(pool->conns);
     free(pool->retry_at_us);

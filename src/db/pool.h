@@ -13,8 +13,9 @@
  * ready connection already has `pipeline_depth` queries in flight, up to
  * `overflow` more are opened, and closed again after `idle_ms` unused.
  * A query that finds no room waits in a bounded FIFO for at most
- * `timeout_ms`, then fails with MKD_EBUSY (the handler answers 503 +
- * Retry-After). While no connection can be made at all, queries fail at
+ * `timeout_ms` of attentive time (a stalled loop's lateness does not count,
+ * as for the liveness checks below), then fails with MKD_EBUSY (the handler
+ * answers 503 + Retry-After). While no connection can be made at all, queries fail at
  * once with MKD_EUNAVAILABLE instead of waiting.
  *
  * A connection is dropped when the socket says so (error, EOF) or when its

@@ -958,6 +958,29 @@ static void test_waiter_times_out_with_ebusy_once(void **state)
     assert_i64_eq(h.buckets[8], 1); /* le 0.5 */
 }
 
+/* The bound is attentive time: a loop that stalled past the wait (3 s, no
+ * turn at all) did not let the connection take the query, so the query is
+ * not refused for it; it runs once the connection is free. */
+static void test_stalled_loop_does_not_time_out_a_waiter(void **state)
+{
+    db_pool_options_t o = options();
+    o.timeout_ms = 500;
+    create(o);
+    PGconn *c0 = fk_conns[0];
+    SUBMIT(S1, "0", &recs[0]);
+    SUBMIT(S1, "1", &recs[1]);
+    advance_ms(100);
+    fk_now_us += 3000 * 1000; /* the stall */
+    settle();
+    assert_i64_eq(recs[1].calls, 0);
+    srv_answer_all(c0);
+    settle();
+    assert_ok(&recs[0], "0");
+    srv_answer_all(c0);
+    settle();
+    assert_ok(&recs[1], "1");
+}
+
 static void test_unavailable_at_once_while_db_down(void **state)
 {
     fk_connect_mode = FK_CONNECT_REFUSED;
@@ -1394,6 +1417,7 @@ int main(void)
         T(test_flush_backpressure_waits_for_writable),
         T(test_answer_unread_when_watchdog_fires_is_delivered),
         T(test_stalled_loop_does_not_blame_the_database),
+        T(test_stalled_loop_does_not_time_out_a_waiter),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
