@@ -228,12 +228,15 @@ make_tmp() {
 
 port_in_use() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
-# A free loopback port in 56000–56999, from a random start so that parallel
-# runs rarely collide (a collision still fails cleanly and is retried).
+# A free loopback port in 31200–31999, from a random start so that parallel
+# runs rarely collide (a collision still fails cleanly and is retried). Below
+# Linux's ephemeral range (32768–60999), where any outgoing connection may
+# take a port between this check and the postmaster's bind; the harness keeps
+# its servers in 30000–31199 for the same reason.
 pick_port() {
-	local i port start=$((RANDOM % 1000))
-	for i in $(seq 0 999); do
-		port=$((56000 + (start + i) % 1000))
+	local i port start=$((RANDOM % 800))
+	for i in $(seq 0 799); do
+		port=$((31200 + (start + i) % 800))
 		if ! port_in_use "$port"; then
 			printf '%s\n' "$port"
 			return 0
@@ -247,7 +250,7 @@ start_test_pg() {
 	local attempt dir=$TMP/pg
 	for attempt in 1 2 3; do
 		PG_PORT=$(pick_port) || {
-			note "no free port in 56000-56999"
+			note "no free port in 31200-31999"
 			return 1
 		}
 		note "starting PostgreSQL 15 on 127.0.0.1:$PG_PORT in $dir"

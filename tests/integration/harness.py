@@ -4,7 +4,7 @@ What lives here (the test modules import it as `harness`):
 
 - configuration from the environment (MARKETD_BIN, DATABASE_URL, TEST_TMPDIR);
 - `Server`: the real binary as a subprocess on a free 127.0.0.1 port in
-  56000-56999, readiness by polling GET /healthz (bounded), stop by SIGTERM
+  30000-30999 (below Linux's ephemeral range), readiness by polling GET /healthz (bounded), stop by SIGTERM
   with an exit-code-0 check (ASan/LeakSanitizer turn leaks and memory errors
   into a non-zero exit code, so a leak fails the test that stopped it); its
   stdout+stderr go to a file under TEST_TMPDIR and are printed on failure;
@@ -104,12 +104,29 @@ _used_ports = set()
 _port_lock = threading.Lock()
 
 
-def free_port():
-    """A port in 56000-56999 that nobody listens on now and that this run has
-    not handed out before (so a TIME_WAIT leftover of an earlier server is
-    never mistaken for a new one)."""
+# Below Linux's ephemeral range (32768-60999 by default): a port there can be
+# taken at any moment as the local end of somebody's outgoing connection (a
+# test's own client, marketd's pool), between the check below and the
+# server's bind. One CI run lost a server's start-up to exactly that.
+SERVER_PORTS = range(30000, 31000)
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return range(lo, hi + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+def _pick_port(ports, used):
+    """A port of `ports` that nobody listens on now and that this run has not
+    handed out before (so a TIME_WAIT leftover of an earlier server is never
+    mistaken for a new one). Ports inside the ephemeral range are skipped."""
+    eph = _ephemeral_range()
     with _port_lock:
-        candidates = [p for p in range(56000, 57000) if p not in _used_ports]
+        candidates = [p for p in ports if p not in used and p not in eph]
         random.shuffle(candidates)
         for port in candidates:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -119,9 +136,15 @@ def free_port():
                 continue
             finally:
                 s.close()
-            _used_ports.add(port)
+            used.add(port)
             return port
-    raise RuntimeError("no free port in 56000-56999")
+    raise RuntimeError("no free port in %d-%d outside the ephemeral range %d-%d"
+                       % (ports[0], ports[-1], eph[0], eph[-1]))
+
+
+def free_port():
+    """A free port for a marketd under test (SERVER_PORTS)."""
+    return _pick_port(SERVER_PORTS, _used_ports)
 
 
 def closed_port():
@@ -232,7 +255,24 @@ class Server:
         return self
 
     def start(self):
-        """Start and wait until GET /healthz answers 200 (bounded)."""
+        """Start and wait until GET /healthz answers 200 (bounded). A first
+        start that lost its port to another process between free_port() and
+        marketd's bind moves to another port (at most twice); a restart, or a
+        LISTEN the test chose itself, keeps its address."""
+        for attempt in range(3):
+            try:
+                return self._start()
+            except AssertionError:
+                ours = self.env.get("LISTEN") == "127.0.0.1:%d" % self.port
+                if not (ours and attempt < 2 and not getattr(self, "_started_once", False)
+                        and "Address already in use" in self.log_text()):
+                    raise
+                self._log.close()
+                self.port = free_port()
+                self.env["LISTEN"] = "127.0.0.1:%d" % self.port
+        raise AssertionError("unreachable")
+
+    def _start(self):
         self.spawn()
         deadline = time.monotonic() + START_TIMEOUT
         last = None
@@ -245,6 +285,7 @@ class Server:
             try:
                 r = request(self.port, "GET", "/healthz", timeout=2)
                 if r.status == 200:
+                    self._started_once = True
                     return self
                 last = "status %d" % r.status
             except (OSError, http.client.HTTPException) as e:
@@ -1068,7 +1109,7 @@ class TcpProxy:
     and cuts every proxied connection (as a database restart would)."""
 
     def __init__(self, port=None):
-        self.port = port or closed_port()
+        self.port = port or free_port()  # outside the ephemeral range: up() binds it later
         self.target = db_target()
         self._listener = None
         self._running = False
@@ -1153,7 +1194,7 @@ class TcpProxy:
 
 REDIS_SERVER_BIN = os.environ.get("REDIS_SERVER_BIN", "/usr/bin/redis-server")
 REDIS_CLI_BIN = os.environ.get("REDIS_CLI_BIN", "/usr/bin/redis-cli")
-REDIS_PORTS = range(57100, 57200)
+REDIS_PORTS = range(31000, 31200)  # below the ephemeral range, like SERVER_PORTS
 REDIS_START_TIMEOUT = 10.0  # s, until PING answers
 REDIS_STOP_TIMEOUT = 10.0   # s, from SIGTERM to exit
 
@@ -1161,22 +1202,9 @@ _used_redis_ports = set()
 
 
 def free_redis_port():
-    """A loopback port in 57100-57199 that nobody listens on now and that
-    this run has not handed out before."""
-    with _port_lock:
-        candidates = [p for p in REDIS_PORTS if p not in _used_redis_ports]
-        random.shuffle(candidates)
-        for port in candidates:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            finally:
-                s.close()
-            _used_redis_ports.add(port)
-            return port
-    raise RuntimeError("no free port in 57100-57199")
+    """A free port for a Redis under test (REDIS_PORTS), cluster bus ports
+    included."""
+    return _pick_port(REDIS_PORTS, _used_redis_ports)
 
 
 class RedisError(Exception):

@@ -3,7 +3,7 @@ X-Cache, ETag, 304; S7, S9, S10; B2, B3, B4, B5).
 
 Every class starts its own real redis-server processes (Debian's
 redis-server, `--save '' --appendonly no`, files in TEST_TMPDIR, loopback
-ports 57100-57199; see harness.RedisServer / harness.RedisCluster) and stops
+ports 31000-31199; see harness.RedisServer / harness.RedisCluster) and stops
 them in tearDownClass. What is tested:
 
 - CacheBasicTests: MISS/BYPASS then HIT on every cacheable GET kind, no
@@ -254,7 +254,7 @@ class DbProxy:
     HOLD_MAX_S = 60.0
 
     def __init__(self):
-        self.port = harness.closed_port()
+        self.port = harness.free_port()  # outside the ephemeral range: up() binds it later
         self.target = harness.db_target()
         self._open = threading.Event()
         self._open.set()
