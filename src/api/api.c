@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "api/flight.h"
+#include "api/outage.h"
 
 /* Every resource of api.md; adding one is a module + OpenAPI + a test. */
 static const api_module_t *const modules[] = {
@@ -21,6 +22,7 @@ static void worker_tick(worker_t *w)
     cache_tick(api_worker(w)->cache);
     api_dispatch_tick(w);
     flight_sweep();
+    outage_store_sweep(server_now_us());
 }
 
 static http_app_t app = {

@@ -84,6 +84,7 @@ int api_outcome_or_reply(rctx_t *r, const PGresult *res, int c, const api_refusa
 /* ---- read replicas (S4, B2, B3; docs/design.md "Read routing") ---------------------- */
 
 static const db_stmt_t *st_write_lsn;
+static const db_stmt_t *st_stamp; /* the outage store's probe (api/outage.h) */
 
 #define LSN_COOKIE     "mkd_lsn"
 #define LSN_COOKIE_LEN (sizeof(LSN_COOKIE) - 1)
@@ -372,6 +373,13 @@ typedef struct read_state {
     uint64_t fill_start_us;
     uint64_t need; /* replicas: the WAL position the query must see */
     flight_waiter_t waiter;
+    /* Redis out (api/outage.h): a stored body waiting for its check, and
+     * the stamp it was stored under — or, for a bypass's leader, the stamp
+     * its query is labelled with (labelled: there is one). */
+    outage_waiter_t checked;
+    flight_body_t *stored;
+    int labelled;
+    char label[OUTAGE_STAMP_MAX];
 } read_state_t;
 
 enum { COUNT_HIT, COUNT_MISS, COUNT_BYPASS };
@@ -440,6 +448,8 @@ static void on_read_result(void *arg, PGresult *res, int err)
             uint64_t fill_ms = (server_now_us() - rs->fill_start_us) / 1000 + 1;
             cache_put(api_worker(r->w)->cache, rs->key, &rs->versions, ttl_of(r->route->cache), b->data,
                       b->len, fill_ms);
+        } else if (rs->labelled) {
+            outage_store_put(rs->key, rs->label, b->data, b->len, ttl_of(r->route->cache), server_now_us());
         }
         rs->lead = 0;
         flight_finish(rs->flight_id, rs->flight_mode, 0, b->data, b->len);
@@ -449,6 +459,11 @@ static void on_read_result(void *arg, PGresult *res, int err)
 
 static void run_query(read_state_t *rs)
 {
+    /* A bypass's query, sent after the probe that returned the label
+     * finished: its body may be stored under that label (api/outage.h). */
+    api_worker_t *aw = api_worker(rs->r->w);
+    if (rs->lead && rs->flight_mode == FLIGHT_GATHER && aw->store_on)
+        rs->labelled = outage_label(&aw->prober, rs->label) == 0;
     int rc = db_submit(rs->r, rs->stmt, rs->params, rs->need, on_read_result, rs);
     if (rc != 0) {
         lead_failed(rs, rc);
@@ -515,6 +530,24 @@ static void join_flight(read_state_t *rs, flight_mode_t mode)
     run_query(rs);
 }
 
+/* A stored body's check: the stamp of a probe sent after the request
+ * arrived. Equal to the body's label: nothing committed since its query was
+ * sent, so it is what a query would read now (B2). */
+static void on_checked(outage_waiter_t *w, const char *stamp)
+{
+    read_state_t *rs = w->arg;
+    flight_body_t *body = rs->stored;
+    rs->stored = NULL;
+    int current = stamp != NULL && strcmp(stamp, rs->label) == 0;
+    if (stamp != NULL)
+        outage_store_count_hit(current);
+    if (current)
+        reply_shared(rs->r, body->data, body->len);
+    else
+        join_flight(rs, FLIGHT_GATHER);
+    flight_body_release(body);
+}
+
 static void on_cached(void *arg, cache_result_t result, const char *body, size_t len,
                       const cache_versions_t *ver)
 {
@@ -527,9 +560,17 @@ static void on_cached(void *arg, cache_result_t result, const char *body, size_t
         reply_shared(r, body, len);
         return;
     case CACHE_BYPASS:
-        /* Redis could not be asked: still one query per key at a time. */
+        /* Redis could not be asked: a stored body the database's stamp
+         * says is current, else still one query per key at a time. */
         r->x_cache = "BYPASS";
         count(r, COUNT_BYPASS);
+        if (api_worker(r->w)->store_on && rs->need == 0 &&
+            (rs->stored = outage_store_get(rs->key, rs->label, server_now_us())) != NULL) {
+            rs->checked.cb = on_checked;
+            rs->checked.arg = rs;
+            outage_probe_wait(&api_worker(r->w)->prober, &rs->checked);
+            return;
+        }
         join_flight(rs, FLIGHT_GATHER);
         return;
     case CACHE_MISS:
@@ -799,6 +840,8 @@ void api_dispatch_init(const config_t *c)
                 c->db_replica_max_lag_ms);
     }
     st_write_lsn = db_stmt_register("SELECT pg_current_wal_insert_lsn()::text", 0);
+    st_stamp = outage_register_stmt();
+    outage_store_init((size_t)c->outage_store_mb << 20);
     cache_global_init(c->redis_url != NULL || c->redis_cluster_nodes != NULL);
     cache_options_t co = cache_options(c);
     cache_start(&co, CACHE_START_PATIENCE_MS);
@@ -809,6 +852,7 @@ void api_dispatch_init(const config_t *c)
 void api_dispatch_dispose(void)
 {
     flight_dispose_all();
+    outage_store_dispose();
     db_replicas_dispose();
 }
 
@@ -851,6 +895,8 @@ int api_worker_init(worker_t *w)
     cache_options_t co = cache_options(cfg);
     aw->cache = cache_worker_create(w->loop, &co);
     h2o_multithread_register_receiver(w->ctx.queue, &aw->flights, flight_on_messages);
+    outage_prober_init(&aw->prober, w->loop, aw->primary, st_stamp);
+    aw->store_on = cfg->outage_store_mb > 0 && aw->nreplicas == 0;
     /* Per worker, the most queries the pool could carry at once. */
     int capacity = (po.base + po.overflow) * (cfg->db_pipeline_depth > 0 ? cfg->db_pipeline_depth : 1);
     admission_options_t ao = {
@@ -900,6 +946,7 @@ void api_worker_dispose(worker_t *w)
     for (int i = 0; i < aw->nreplicas; i++)
         db_pool_destroy(aw->replicas[i]);
     db_pool_destroy(aw->primary);
+    outage_prober_dispose(&aw->prober); /* after the pool: its probe's callback has run */
     cache_worker_destroy(aw->cache);
     if (h2o_timeout_is_linked(&aw->expiry))
         h2o_timeout_unlink(&aw->expiry);
@@ -946,7 +993,35 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
             expired[i] += __atomic_load_n(&a->expired, __ATOMIC_RELAXED);
         }
     }
-    char line[256];
+    uint64_t probes = 0;
+    int stamp_waiters = 0;
+    for (int wk = 0; wk < s->nworkers; wk++) {
+        api_worker_t *aw = api_worker(&s->workers[wk]);
+        if (aw == NULL)
+            continue;
+        probes += __atomic_load_n(&aw->prober.probes, __ATOMIC_RELAXED);
+        stamp_waiters += __atomic_load_n(&aw->prober.nwaiting, __ATOMIC_RELAXED);
+    }
+    outage_store_stats_t os;
+    outage_store_get_stats(&os);
+    char line[1024];
+    snprintf(
+        line, sizeof(line),
+        "# HELP marketd_outage_store_checks_total Bodies of the outage store (Redis out) checked against "
+        "the database's stamp, by result.\n# TYPE marketd_outage_store_checks_total counter\n"
+        "marketd_outage_store_checks_total{result=\"current\"} %llu\n"
+        "marketd_outage_store_checks_total{result=\"stale\"} %llu\n"
+        "# HELP marketd_outage_store_entries Bodies in the outage store.\n"
+        "# TYPE marketd_outage_store_entries gauge\nmarketd_outage_store_entries %zu\n"
+        "# HELP marketd_outage_store_bytes Bytes the outage store holds (OUTAGE_STORE_MB bounds it).\n"
+        "# TYPE marketd_outage_store_bytes gauge\nmarketd_outage_store_bytes %zu\n"
+        "# HELP marketd_outage_probes_total Stamp queries (pg_current_snapshot) sent to check stored "
+        "bodies.\n# TYPE marketd_outage_probes_total counter\nmarketd_outage_probes_total %llu\n"
+        "# HELP marketd_outage_stamp_waiters Reads whose stored body waits for the next stamp.\n"
+        "# TYPE marketd_outage_stamp_waiters gauge\nmarketd_outage_stamp_waiters %d\n",
+        (unsigned long long)os.hits, (unsigned long long)os.stale, os.entries, os.bytes,
+        (unsigned long long)probes, stamp_waiters);
+    jbuf_puts(b, line);
     snprintf(line, sizeof(line),
              "# HELP marketd_flight_waiters Reads waiting for a database query another read of the same key "
              "runs.\n# TYPE marketd_flight_waiters gauge\nmarketd_flight_waiters %d\n",

@@ -18,6 +18,7 @@
 #include <libpq-fe.h>
 
 #include "api/admission.h"
+#include "api/outage.h"
 #include "cache/cache.h"
 #include "db/pool.h"
 #include "db/replicas.h"
@@ -60,6 +61,10 @@ typedef struct api_worker {
     unsigned rr;           /* round robin among equally loaded replicas */
     cache_worker_t *cache; /* NULL: no cache */
     h2o_multithread_receiver_t flights;
+    /* Reads while Redis is out (api/outage.h); store_on: the store is used
+     * (OUTAGE_STORE_MB > 0 and no read replicas). */
+    outage_prober_t prober;
+    int store_on;
     /* Database work in flight and waiting, per route (api/admission.h):
      * an expensive route cannot queue a cheap one behind it, and reads
      * cannot crowd out writes (orders). One per row of the route table. */

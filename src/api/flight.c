@@ -26,6 +26,17 @@ static uint64_t now_us(void)
     return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
 }
 
+flight_body_t *flight_body_new(const char *data, size_t len)
+{
+    flight_body_t *b = malloc(sizeof(*b) + len);
+    if (b == NULL)
+        abort();
+    b->refs = 1;
+    b->len = len;
+    memcpy(b->data, data, len);
+    return b;
+}
+
 void flight_body_release(flight_body_t *b)
 {
     if (b != NULL && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
@@ -118,15 +129,7 @@ flight_join_t flight_join(const char *id, flight_mode_t mode, flight_waiter_t *w
 
 void flight_finish(const char *id, flight_mode_t mode, int err, const char *body, size_t len)
 {
-    flight_body_t *sb = NULL;
-    if (body != NULL) {
-        sb = malloc(sizeof(*sb) + len);
-        if (sb == NULL)
-            abort();
-        sb->refs = 1;
-        sb->len = len;
-        memcpy(sb->data, body, len);
-    }
+    flight_body_t *sb = body != NULL ? flight_body_new(body, len) : NULL;
     unsigned b = bucket_of(id);
     flight_waiter_t *waiters = NULL, *leader = NULL;
     pthread_mutex_lock(&flights_lock);

@@ -36,6 +36,8 @@ typedef struct flight_body {
     char data[];
 } flight_body_t;
 
+/* A new body holding a copy of data (one reference). */
+flight_body_t *flight_body_new(const char *data, size_t len);
 void flight_body_release(flight_body_t *b);
 
 typedef enum { FLIGHT_SHARE, FLIGHT_GATHER } flight_mode_t;

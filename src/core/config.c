@@ -46,6 +46,8 @@ static const option_t options[] = {
     {"CACHE_TTL_PRODUCTS", T_DURATION, OFF(cache_ttl_products), "300", 1, 86400},
     {"CACHE_TTL_REFERENCE", T_DURATION, OFF(cache_ttl_reference), "3600", 1, 86400},
     {"CACHE_TTL_POPULAR_SELLERS", T_DURATION, OFF(cache_ttl_popular_sellers), "900", 1, 86400},
+    /* Bodies kept for reads while Redis is out (api/outage.h); 0: off. */
+    {"OUTAGE_STORE_MB", T_INT, OFF(outage_store_mb), "64", 0, 65536},
     {"CACHE_TIMEOUT_MS", T_INT, OFF(cache_timeout_ms), "500", 1, 10000},
     {"CACHE_WAIT_REPLICAS", T_INT, OFF(cache_wait_replicas), "-1", -1, 16},
     /* Tests only: while this file exists, cache stores wait (docs/cache.md). */

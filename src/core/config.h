@@ -37,6 +37,7 @@ typedef struct config {
     char *redis_cluster_nodes;
     char *redis_password; /* AUTH for cluster nodes (a single Redis takes it in REDIS_URL) */
     int cache_ttl_products;
+    int outage_store_mb; /* the outage store's bound (api/outage.h); 0 turns it off */
     int cache_ttl_reference;
     int cache_ttl_popular_sellers;
     int cache_timeout_ms;        /* longest wait for Redis before serving from the database */

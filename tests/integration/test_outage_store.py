@@ -1,0 +1,180 @@
+"""The outage store (src/api/outage.h; docs/cache.md "While Redis is out";
+issue 11, B2, B4, B5).
+
+While Redis is out, a read may take a body stored by an earlier read of the
+same key only after a stamp — pg_current_snapshot() of a probe sent after
+the read arrived — equals the stamp the body was stored under. Redis is
+killed for the whole class; the first instance reaches PostgreSQL through
+the counting, holding proxy of test_cache, the second directly (it makes
+the writes). What is tested:
+
+- repeated reads of a key cost one query, then only stamp probes;
+- a write through the other instance, and a write made outside marketd,
+  are seen by the very next read (B2), and counted as a stale check;
+- a write acknowledged while a probe is held back: the read that arrived
+  after it never takes the body of the probe that ran before it;
+- OUTAGE_STORE_MB=0 turns the store off (every repeat queries).
+"""
+
+import re
+import threading
+
+import harness
+from harness import Server, wait_until
+from test_cache import CacheCase, DbProxy, fetch, show, unique, xc
+
+
+def outage_metrics(port):
+    """The marketd_outage_* series of /metrics, by name (and result)."""
+    text = fetch(port, "GET", "/metrics").raw.decode("utf-8", "replace")
+    out = {}
+    for m in re.finditer(r'^(marketd_outage_\w+)(?:\{result="(\w+)"\})? (\d+)$', text, re.M):
+        out[m.group(1) + ("." + m.group(2) if m.group(2) else "")] = int(m.group(3))
+    return out
+
+
+class OutageCase(CacheCase):
+    """Redis killed after start; the first instance behind a DbProxy."""
+
+    proxy = None
+    store_mb = "64"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.proxy = DbProxy().up()
+        try:
+            super().setUpClass()
+            cls.server2 = Server(env=dict(cls.server_env, DATABASE_URL=harness.DATABASE_URL),
+                                 name=cls.__name__ + "-direct").start()
+            cls.redis.kill()
+        except BaseException:
+            cls._stop_class_processes(check=False)
+            cls.proxy.down()
+            raise
+
+    @classmethod
+    def cache_env(cls):
+        env = super().cache_env()
+        env["DATABASE_URL"] = cls.proxy.url
+        env["OUTAGE_STORE_MB"] = cls.store_mb
+        return env
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.proxy.down()
+
+    def queries_since(self, mark, table):
+        return [q for q in self.proxy.sql_since(mark) if "FROM " + table in q]
+
+    def probes_since(self, mark):
+        return [q for q in self.proxy.sql_since(mark) if "pg_current_snapshot" in q]
+
+    def read(self, path, what):
+        r = self.GET(path)
+        self.expect(r, 200, what)
+        self.assertEqual(xc(r), "BYPASS", "%s: Redis is down, so X-Cache is BYPASS\n%s" % (what, show(r)))
+        return r
+
+    def stored(self, path, what):
+        """Reads path until a read is answered from the store (a current
+        check): the first read may precede the first stamp, so its body
+        is not stored (bounded)."""
+        def current():
+            before = outage_metrics(self.server.port).get("marketd_outage_store_checks_total.current", 0)
+            self.read(path, what)
+            return outage_metrics(self.server.port).get("marketd_outage_store_checks_total.current", 0) > before
+        self.assertTrue(wait_until(current, 30.0, interval=0.1), "%s: never answered from the store" % what)
+
+
+class OutageStoreTests(OutageCase):
+
+    def test_repeated_reads_cost_one_query_then_only_stamp_probes(self):
+        path = "/api/v1/products?city_id=%d&sort=newest&limit=5" % self.dataset.ids["msk"]
+        self.stored(path, "the list")
+        mark, _ = self.proxy.counts()
+        m0 = outage_metrics(self.server.port)
+        bodies = {self.read(path, "repeat %d" % i).raw for i in range(10)}
+        self.assertEqual(len(bodies), 1, "the repeats answered different bodies")
+        self.assertEqual(self.queries_since(mark, "products"), [],
+                         "repeats of a stored, current key queried the products")
+        self.assertGreaterEqual(len(self.probes_since(mark)), 10,
+                                "each repeat must wait for a stamp taken after it arrived")
+        m1 = outage_metrics(self.server.port)
+        self.assertEqual(m1["marketd_outage_store_checks_total.current"]
+                         - m0["marketd_outage_store_checks_total.current"], 10)
+        self.assertGreaterEqual(m1["marketd_outage_probes_total"] - m0["marketd_outage_probes_total"], 10)
+        self.assertGreater(m1["marketd_outage_store_entries"], 0)
+        self.assertGreater(m1["marketd_outage_store_bytes"], 0)
+
+    def test_a_write_through_another_instance_is_seen_by_the_next_read(self):
+        uid, _ = self.new_seller(server=self.server2)
+        p = self.new_product(uid, server=self.server2)
+        path = "/api/v1/products/%d" % p["id"]
+        self.stored(path, "the product")
+        stale0 = outage_metrics(self.server.port)["marketd_outage_store_checks_total.stale"]
+        title = unique("Новое название ")
+        self.expect(self.call("PATCH", path, uid, {"title": title}, server=self.server2), 200, "PATCH")
+        self.assertEqual(self.read(path, "after the write").body["title"], title,
+                         "a read after an acknowledged write got the stored body from before it (B2)")
+        self.assertGreater(outage_metrics(self.server.port)["marketd_outage_store_checks_total.stale"], stale0)
+        # And the new body is stored and served in its turn.
+        self.stored(path, "the product after the write")
+        self.assertEqual(self.read(path, "again").body["title"], title)
+
+    def test_a_write_made_outside_marketd_is_seen_by_the_next_read(self):
+        uid, _ = self.new_seller(server=self.server2)
+        p = self.new_product(uid, server=self.server2)
+        path = "/api/v1/products/%d" % p["id"]
+        self.stored(path, "the product")
+        title = unique("Из psql ")
+        self.db("UPDATE products SET title = %s WHERE id = %s", (title, p["id"]))
+        self.assertEqual(self.read(path, "after the UPDATE").body["title"], title,
+                         "a commit no marketd knew of did not change the stamp")
+
+    def test_a_read_after_a_write_never_takes_a_stamp_taken_before_it(self):
+        uid, _ = self.new_seller(server=self.server2)
+        p = self.new_product(uid, server=self.server2)
+        path = "/api/v1/products/%d" % p["id"]
+        self.stored(path, "the product")
+        out = {}
+        self.proxy.hold()
+        try:
+            mark, _ = self.proxy.counts()
+            first = threading.Thread(target=lambda: out.setdefault("old", self.GET(path)), daemon=True)
+            first.start()
+            # The first read's probe ran at the database (before the write);
+            # its answer is held.
+            self.assertTrue(wait_until(lambda: self.probes_since(mark), 30.0), "the first read sent no probe")
+            title = unique("После записи ")
+            self.expect(self.call("PATCH", path, uid, {"title": title}, server=self.server2), 200, "PATCH")
+            second = threading.Thread(target=lambda: out.setdefault("new", self.GET(path)), daemon=True)
+            second.start()
+            self.assertTrue(wait_until(lambda: outage_metrics(self.server.port).get(
+                "marketd_outage_stamp_waiters", 0) >= 2, 30.0), "the second read does not wait for a stamp")
+        finally:
+            self.proxy.release()
+        first.join(60)
+        second.join(60)
+        self.expect(out.get("old"), 200, "the read that arrived before the write")
+        new = out.get("new")
+        self.expect(new, 200, "the read that arrived after the write")
+        self.assertEqual(new.body["title"], title,
+                         "a read that arrived after an acknowledged write took a stamp from before it")
+
+
+class OutageStoreOffTests(OutageCase):
+    store_mb = "0"
+
+    def test_zero_turns_the_store_off(self):
+        path = "/api/v1/products?city_id=%d&sort=price_desc&limit=4" % self.dataset.ids["msk"]
+        mark, _ = self.proxy.counts()
+        for i in range(3):
+            self.read(path, "read %d" % i)
+        self.assertEqual(len(self.queries_since(mark, "products")), 3, "without the store every repeat queries")
+        self.assertEqual(self.probes_since(mark), [])
+        m = outage_metrics(self.server.port)
+        self.assertEqual(m["marketd_outage_store_entries"], 0)
+        self.assertEqual(m["marketd_outage_probes_total"], 0)
