@@ -377,6 +377,8 @@ typedef struct read_state {
      * the stamp it was stored under — or, for a bypass's leader, the stamp
      * its query is labelled with (labelled: there is one). */
     outage_waiter_t checked;
+    const db_stmt_t *batch; /* api_read_t.batch */
+    batch_item_t batched;
     flight_body_t *stored;
     int labelled;
     char label[OUTAGE_STAMP_MAX];
@@ -457,6 +459,38 @@ static void on_read_result(void *arg, PGresult *res, int err)
     reply_json(r, 200, b);
 }
 
+static void on_batched(batch_item_t *it, PGresult *res, int err)
+{
+    on_read_result(it->arg, res, err);
+}
+
+/* A batch goes out on behalf of its first read, with that request's
+ * admission and memory: the request stays valid until it is answered, which
+ * happens in the statement's own callback. */
+static int batch_send(batch_item_t *first, const db_stmt_t *st, const char *ids, db_result_cb cb, void *arg)
+{
+    read_state_t *rs = first->arg;
+    const char **params = h2o_mem_alloc_pool(&rs->r->req->pool, sizeof(*params));
+    params[0] = h2o_strdup(&rs->r->req->pool, ids, SIZE_MAX).base;
+    return db_submit(rs->r, st, params, 0, cb, arg);
+}
+
+/* The worker's batcher for `st` (made on first use), or NULL. */
+static batcher_t *batcher_of(api_worker_t *aw, const db_stmt_t *st)
+{
+    if (st == NULL)
+        return NULL;
+    for (int i = 0; i < aw->nbatchers; i++)
+        if (aw->batchers[i].stmt == st)
+            return &aw->batchers[i];
+    if (aw->nbatchers == API_BATCHERS)
+        return NULL;
+    batcher_t *b = &aw->batchers[aw->nbatchers];
+    batcher_init(b, aw->w->loop, &aw->batch_pace, st, batch_send);
+    __atomic_store_n(&aw->nbatchers, aw->nbatchers + 1, __ATOMIC_RELEASE); /* /metrics reads it */
+    return b;
+}
+
 static void run_query(read_state_t *rs)
 {
     /* A bypass's query, sent after the probe that returned the label
@@ -464,6 +498,16 @@ static void run_query(read_state_t *rs)
     api_worker_t *aw = api_worker(rs->r->w);
     if (rs->lead && rs->flight_mode == FLIGHT_GATHER && aw->store_on)
         rs->labelled = outage_label(&aw->prober, rs->label) == 0;
+    /* A bypass's read by id: with the others of its kind (batch.h). */
+    batcher_t *b =
+        rs->lead && rs->flight_mode == FLIGHT_GATHER && rs->need == 0 ? batcher_of(aw, rs->batch) : NULL;
+    if (b != NULL) {
+        snprintf(rs->batched.id, sizeof(rs->batched.id), "%s", rs->params[0]);
+        rs->batched.done = on_batched;
+        rs->batched.arg = rs;
+        batcher_add(b, &rs->batched);
+        return;
+    }
     int rc = db_submit(rs->r, rs->stmt, rs->params, rs->need, on_read_result, rs);
     if (rc != 0) {
         lead_failed(rs, rc);
@@ -603,6 +647,7 @@ void api_read(rctx_t *r, const api_read_t *plan)
     rs->missing =
         plan->missing != NULL ? h2o_strdup(&r->req->pool, plan->missing, SIZE_MAX).base : "not found";
     rs->params = pool_params(r, plan->stmt, plan->params);
+    rs->batch = plan->batch;
     rs->need = read_need(r);
     if (r->route->cache == NULL) {
         run_query(rs);
@@ -621,7 +666,8 @@ void api_read(rctx_t *r, const api_read_t *plan)
 }
 
 void api_read_by_id(rctx_t *r, const char *what, const char *key_prefix, const db_stmt_t *st,
-                    api_render_fn render, void (*tags_of)(cache_tags_t *t, int64_t id))
+                    const db_stmt_t *batch, api_render_fn render,
+                    void (*tags_of)(cache_tags_t *t, int64_t id))
 {
     int64_t id;
     if (api_path_id(r, 0, what, &id) != 0)
@@ -632,7 +678,7 @@ void api_read_by_id(rctx_t *r, const char *what, const char *key_prefix, const d
     snprintf(missing, sizeof(missing), "%s %s not found", what, v);
     cache_tags_t tags;
     tags_of(&tags, id);
-    api_read(r, &(api_read_t){st, (const char *[]){v}, render, missing, key, &tags});
+    api_read(r, &(api_read_t){st, (const char *[]){v}, render, missing, key, &tags, batch});
 }
 
 /* ---- writes ------------------------------------------------------------------------ */
@@ -896,6 +942,7 @@ int api_worker_init(worker_t *w)
     aw->cache = cache_worker_create(w->loop, &co);
     h2o_multithread_register_receiver(w->ctx.queue, &aw->flights, flight_on_messages);
     outage_prober_init(&aw->prober, w->loop, aw->primary, st_stamp);
+    h2o_timeout_init(w->loop, &aw->batch_pace, BATCH_INTERVAL_MS);
     aw->store_on = cfg->outage_store_mb > 0 && aw->nreplicas == 0;
     /* Per worker, the most queries the pool could carry at once. */
     int capacity = (po.base + po.overflow) * (cfg->db_pipeline_depth > 0 ? cfg->db_pipeline_depth : 1);
@@ -947,6 +994,9 @@ void api_worker_dispose(worker_t *w)
         db_pool_destroy(aw->replicas[i]);
     db_pool_destroy(aw->primary);
     outage_prober_dispose(&aw->prober); /* after the pool: its probe's callback has run */
+    for (int i = 0; i < aw->nbatchers; i++)
+        batcher_dispose(&aw->batchers[i]);
+    h2o_timeout_dispose(w->loop, &aw->batch_pace);
     cache_worker_destroy(aw->cache);
     if (h2o_timeout_is_linked(&aw->expiry))
         h2o_timeout_unlink(&aw->expiry);
@@ -993,7 +1043,7 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
             expired[i] += __atomic_load_n(&a->expired, __ATOMIC_RELAXED);
         }
     }
-    uint64_t probes = 0;
+    uint64_t probes = 0, batches = 0, batched = 0;
     int stamp_waiters = 0;
     for (int wk = 0; wk < s->nworkers; wk++) {
         api_worker_t *aw = api_worker(&s->workers[wk]);
@@ -1001,6 +1051,10 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
             continue;
         probes += __atomic_load_n(&aw->prober.probes, __ATOMIC_RELAXED);
         stamp_waiters += __atomic_load_n(&aw->prober.nwaiting, __ATOMIC_RELAXED);
+        for (int i = 0; i < __atomic_load_n(&aw->nbatchers, __ATOMIC_ACQUIRE); i++) {
+            batches += __atomic_load_n(&aw->batchers[i].statements, __ATOMIC_RELAXED);
+            batched += __atomic_load_n(&aw->batchers[i].items, __ATOMIC_RELAXED);
+        }
     }
     outage_store_stats_t os;
     outage_store_get_stats(&os);
@@ -1021,6 +1075,13 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
         "# TYPE marketd_outage_stamp_waiters gauge\nmarketd_outage_stamp_waiters %d\n",
         (unsigned long long)os.hits, (unsigned long long)os.stale, os.entries, os.bytes,
         (unsigned long long)probes, stamp_waiters);
+    jbuf_puts(b, line);
+    snprintf(line, sizeof(line),
+             "# HELP marketd_read_batches_total Statements that read several ids at once (Redis out).\n"
+             "# TYPE marketd_read_batches_total counter\nmarketd_read_batches_total %llu\n"
+             "# HELP marketd_read_batched_total Reads answered by such statements.\n"
+             "# TYPE marketd_read_batched_total counter\nmarketd_read_batched_total %llu\n",
+             (unsigned long long)batches, (unsigned long long)batched);
     jbuf_puts(b, line);
     snprintf(line, sizeof(line),
              "# HELP marketd_flight_waiters Reads waiting for a database query another read of the same key "

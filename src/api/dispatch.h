@@ -18,6 +18,7 @@
 #include <libpq-fe.h>
 
 #include "api/admission.h"
+#include "api/batch.h"
 #include "api/outage.h"
 #include "cache/cache.h"
 #include "db/pool.h"
@@ -52,6 +53,8 @@ typedef struct api_module {
 /* The dispatcher's state of one worker. */
 enum { ADMIT_READS, ADMIT_WRITES, ADMIT_NCLASSES }; /* for /metrics: by the route's .db */
 
+#define API_BATCHERS 4
+
 typedef struct api_worker {
     db_pool_t *primary;
     /* One pool per DB_READ_REPLICA_URL entry (db/replicas.h): DB_READ
@@ -65,6 +68,11 @@ typedef struct api_worker {
      * (OUTAGE_STORE_MB > 0 and no read replicas). */
     outage_prober_t prober;
     int store_on;
+    /* Reads by id gathered into one statement while Redis is out (batch.h),
+     * one batcher per batch statement. */
+    batcher_t batchers[API_BATCHERS];
+    int nbatchers;
+    h2o_timeout_t batch_pace;
     /* Database work in flight and waiting, per route (api/admission.h):
      * an expensive route cannot queue a cheap one behind it, and reads
      * cannot crowd out writes (orders). One per row of the route table. */
@@ -106,6 +114,9 @@ typedef struct api_read {
     const char *missing;      /* the detail of a render refusal ("product 42 not found") */
     const char *key;          /* the normalised request; NULL/"": not cached */
     const cache_tags_t *tags; /* what the entry depends on (cache/tags.h) */
+    /* Optional, for reads by one id ($1 of stmt): the same columns, the id
+     * first, for `= ANY($1::int8[])` — used while Redis is out (batch.h). */
+    const db_stmt_t *batch;
 } api_read_t;
 
 /* Answers a GET from the cache or the database (see above). */
@@ -113,9 +124,11 @@ void api_read(rctx_t *r, const api_read_t *plan);
 
 /* The read of one resource by its path id ({id} is $1 of `st`): a bad id is
  * a 404 "<what> <raw> not found", the entry is "<key_prefix>:<id>" with the
- * tags `tags_of` gives, and a render refusal says "<what> <id> not found". */
+ * tags `tags_of` gives, and a render refusal says "<what> <id> not found".
+ * `batch`: NULL, or api_read_t.batch. */
 void api_read_by_id(rctx_t *r, const char *what, const char *key_prefix, const db_stmt_t *st,
-                    api_render_fn render, void (*tags_of)(cache_tags_t *t, int64_t id));
+                    const db_stmt_t *batch, api_render_fn render,
+                    void (*tags_of)(cache_tags_t *t, int64_t id));
 
 /* Runs a statement on the route's pool; answers a refusal or a failure
  * (503, 409 for a constraint, 500) itself, else calls on_result. */

@@ -55,7 +55,7 @@ enum {
 #define NVARIANTS   (NSORTS * (MAX_WORDS + 1) * NMASKS)
 
 static const db_stmt_t *st_list[NVARIANTS];
-static const db_stmt_t *st_get, *st_create, *st_patch, *st_delete;
+static const db_stmt_t *st_get, *st_get_batch, *st_create, *st_patch, *st_delete;
 static int col_id, col_price, col_created_at; /* in the list's result */
 
 static int variant(int sort, int nwords, int mask)
@@ -329,7 +329,7 @@ static int render_product(rctx_t *r, PGresult *res, jbuf_t *b)
 
 static void products_get(rctx_t *r)
 {
-    api_read_by_id(r, "product", "product", st_get, render_product, tags_for_product);
+    api_read_by_id(r, "product", "product", st_get, st_get_batch, render_product, tags_for_product);
 }
 
 /* ---- writes: a seller's own products ------------------------------------------------------------ */
@@ -494,6 +494,10 @@ static void products_init(void)
             }
     st_get = api_stmt(
         1, "SELECT %s FROM products p JOIN sellers s ON s.id = p.seller_id WHERE p.id = $1::int8", cols);
+    /* The same, for several ids at once (api/batch.h): p.id is column 0. */
+    st_get_batch = api_stmt(
+        1, "SELECT %s FROM products p JOIN sellers s ON s.id = p.seller_id WHERE p.id = ANY($1::int8[])",
+        cols);
     /* The seller row is locked FOR SHARE: a concurrent move of the seller
      * (marketd_seller_patch) either sees this product or is seen by it. A
      * category's root is its parent or itself (the tree has two levels). */

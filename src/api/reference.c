@@ -85,7 +85,7 @@ static void reference_tags(cache_tags_t *t, int64_t city)
 
 static void districts_list(rctx_t *r)
 {
-    api_read_by_id(r, "city", "districts", st_districts, render_districts, reference_tags);
+    api_read_by_id(r, "city", "districts", st_districts, NULL, render_districts, reference_tags);
 }
 
 static void categories_list(rctx_t *r)

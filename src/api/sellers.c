@@ -88,7 +88,7 @@ static int render_seller(rctx_t *r, PGresult *res, jbuf_t *b)
 
 static void sellers_get(rctx_t *r)
 {
-    api_read_by_id(r, "seller", "seller", st_get, render_seller, tags_for_seller);
+    api_read_by_id(r, "seller", "seller", st_get, NULL, render_seller, tags_for_seller);
 }
 
 static int render_popular(rctx_t *r, PGresult *res, jbuf_t *b)

@@ -13,7 +13,9 @@ the writes). What is tested:
   are seen by the very next read (B2), and counted as a stale check;
 - a write acknowledged while a probe is held back: the read that arrived
   after it never takes the body of the probe that ran before it;
-- OUTAGE_STORE_MB=0 turns the store off (every repeat queries).
+- OUTAGE_STORE_MB=0 turns the store off (every repeat queries);
+- concurrent product details share `= ANY(...)` statements (src/api/batch.h)
+  and each gets its own product or its own 404.
 """
 
 import re
@@ -25,10 +27,11 @@ from test_cache import CacheCase, DbProxy, fetch, show, unique, xc
 
 
 def outage_metrics(port):
-    """The marketd_outage_* series of /metrics, by name (and result)."""
+    """The marketd_outage_* and marketd_read_batch* series of /metrics, by
+    name (and result)."""
     text = fetch(port, "GET", "/metrics").raw.decode("utf-8", "replace")
     out = {}
-    for m in re.finditer(r'^(marketd_outage_\w+)(?:\{result="(\w+)"\})? (\d+)$', text, re.M):
+    for m in re.finditer(r'^(marketd_outage_\w+|marketd_read_batch\w+)(?:\{result="(\w+)"\})? (\d+)$', text, re.M):
         out[m.group(1) + ("." + m.group(2) if m.group(2) else "")] = int(m.group(3))
     return out
 
@@ -178,3 +181,56 @@ class OutageStoreOffTests(OutageCase):
         m = outage_metrics(self.server.port)
         self.assertEqual(m["marketd_outage_store_entries"], 0)
         self.assertEqual(m["marketd_outage_probes_total"], 0)
+
+
+class OutageBatchTests(OutageCase):
+    """Product details read while Redis is out share statements
+    (src/api/batch.h): ids that arrive while one statement runs go together
+    in the next, `= ANY($1::int8[])`, and each read still gets exactly its
+    own product, or its own 404."""
+
+    N = 40
+
+    def test_concurrent_details_share_statements_and_each_gets_its_own(self):
+        uid, _ = self.new_seller(server=self.server2)
+        pids = [self.new_product(uid, server=self.server2, title=unique("Партия %d " % i))["id"]
+                for i in range(self.N)]
+        missing = max(pids) + 1000
+        paths = ["/api/v1/products/%d" % p for p in pids] + ["/api/v1/products/%d" % missing]
+        want = {path: self.expect(self.GET(path, server=self.server2), 200, "through the other instance")
+                for path in paths[:-1]}
+        m0 = outage_metrics(self.server.port)
+        mark, _ = self.proxy.counts()
+        self.proxy.hold()  # the first statement is held: the rest gather behind it
+        out = {}
+        try:
+            threads = [threading.Thread(target=lambda p=p: out.setdefault(p, self.GET(p)), daemon=True)
+                       for p in paths]
+            for t in threads:
+                t.start()
+            self.assertTrue(wait_until(lambda: self.queries_since(mark, "products"), 30.0), "no statement sent")
+        finally:
+            self.proxy.release()
+        for t in threads:
+            t.join(60)
+        for path in paths[:-1]:
+            got = self.expect(out.get(path), 200, path)
+            self.assertEqual(got, want[path], "%s: the batch answered another product's body" % path)
+        r = out.get(paths[-1])
+        self.expect(r, 404, "a missing id in a batch")
+        self.assertEqual(r.body.get("detail"), "product %d not found" % missing)
+        statements = [q for q in self.queries_since(mark, "products") if "ANY(" in q]
+        self.assertTrue(statements, "no batched statement ran: %r" % self.queries_since(mark, "products"))
+        self.assertLess(len(self.queries_since(mark, "products")), len(paths) // 2,
+                        "%d reads by id took %d statements" % (len(paths), len(self.queries_since(mark, "products"))))
+        m1 = outage_metrics(self.server.port)
+        self.assertGreaterEqual(m1["marketd_read_batched_total"] - m0["marketd_read_batched_total"], len(paths) - 2)
+
+    def test_a_batched_read_after_a_write_sees_it(self):
+        uid, _ = self.new_seller(server=self.server2)
+        p = self.new_product(uid, server=self.server2)
+        path = "/api/v1/products/%d" % p["id"]
+        self.read(path, "before")
+        title = unique("Пакетом ")
+        self.expect(self.call("PATCH", path, uid, {"title": title}, server=self.server2), 200, "PATCH")
+        self.assertEqual(self.read(path, "after").body["title"], title)
