@@ -1058,7 +1058,7 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
     }
     outage_store_stats_t os;
     outage_store_get_stats(&os);
-    char line[1024];
+    char line[2048]; /* the outage block with every counter at 20 digits: ~1,100 bytes */
     snprintf(
         line, sizeof(line),
         "# HELP marketd_outage_store_checks_total Bodies of the outage store (Redis out) checked against "
