@@ -2065,24 +2065,21 @@ class CacheClusterTests(CacheCase, CacheBasicMixin, CacheInvalidationMixin):
 # 9. Redis down: still one database query per key at a time (B4, B2)
 # ---------------------------------------------------------------------------
 
-class CacheOutageCoalescingTests(CacheCase):
+class RedisOutCase(CacheCase):
     """Redis is killed for the whole class: every read bypasses the cache.
-    Concurrent reads of one key must still share database work (issue 11:
-    a Redis outage must not multiply the database's load), and sharing must
-    never hand out a result read before a write that was acknowledged when
-    the request arrived (B2). Two instances; the first reaches PostgreSQL
-    through the counting, holding proxy, the second directly."""
+    Two instances; the first reaches PostgreSQL through the counting,
+    holding proxy, the second directly (it writes past the proxy, so that a
+    write commits while the first instance's reads are held).
+    `outage_store_mb` is the first instance's OUTAGE_STORE_MB."""
 
     proxy = None
-    N = 120
+    outage_store_mb = "0"
 
     @classmethod
     def setUpClass(cls):
         cls.proxy = DbProxy().up()
         try:
             super().setUpClass()
-            # The second instance writes past the proxy, so that a write
-            # commits while the first instance's reads are held.
             cls.server2 = Server(env=dict(cls.server_env, DATABASE_URL=harness.DATABASE_URL),
                                  name=cls.__name__ + "-direct").start()
             cls.redis.kill()
@@ -2096,9 +2093,7 @@ class CacheOutageCoalescingTests(CacheCase):
         env = super().cache_env()
         env["DATABASE_URL"] = cls.proxy.url
         env["WORKERS"] = "2"
-        # The flights alone: the outage store (test_outage_store) would
-        # answer repeats without the queries these tests count.
-        env["OUTAGE_STORE_MB"] = "0"
+        env["OUTAGE_STORE_MB"] = cls.outage_store_mb
         return env
 
     @classmethod
@@ -2107,6 +2102,17 @@ class CacheOutageCoalescingTests(CacheCase):
             super().tearDownClass()
         finally:
             cls.proxy.down()
+
+
+class CacheOutageCoalescingTests(RedisOutCase):
+    """Concurrent reads of one key must still share database work while
+    Redis is out (issue 11: an outage must not multiply the database's
+    load), and sharing must never hand out a result read before a write
+    that was acknowledged when the request arrived (B2). The flights alone:
+    the outage store (test_outage_store) would answer repeats without the
+    queries these tests count."""
+
+    N = 120
 
     def product_queries_since(self, mark):
         return [q for q in self.proxy.sql_since(mark) if "FROM products" in q]

@@ -21,9 +21,8 @@ the writes). What is tested:
 import re
 import threading
 
-import harness
-from harness import Server, wait_until
-from test_cache import CacheCase, DbProxy, fetch, show, unique, xc
+from harness import wait_until
+from test_cache import RedisOutCase, fetch, show, unique, xc
 
 
 def outage_metrics(port):
@@ -36,38 +35,11 @@ def outage_metrics(port):
     return out
 
 
-class OutageCase(CacheCase):
-    """Redis killed after start; the first instance behind a DbProxy."""
+class OutageCase(RedisOutCase):
+    """Redis killed after start; the first instance behind a DbProxy, with
+    the store on."""
 
-    proxy = None
-    store_mb = "64"
-
-    @classmethod
-    def setUpClass(cls):
-        cls.proxy = DbProxy().up()
-        try:
-            super().setUpClass()
-            cls.server2 = Server(env=dict(cls.server_env, DATABASE_URL=harness.DATABASE_URL),
-                                 name=cls.__name__ + "-direct").start()
-            cls.redis.kill()
-        except BaseException:
-            cls._stop_class_processes(check=False)
-            cls.proxy.down()
-            raise
-
-    @classmethod
-    def cache_env(cls):
-        env = super().cache_env()
-        env["DATABASE_URL"] = cls.proxy.url
-        env["OUTAGE_STORE_MB"] = cls.store_mb
-        return env
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.proxy.down()
+    outage_store_mb = "64"
 
     def queries_since(self, mark, table):
         return [q for q in self.proxy.sql_since(mark) if "FROM " + table in q]
@@ -169,7 +141,7 @@ class OutageStoreTests(OutageCase):
 
 
 class OutageStoreOffTests(OutageCase):
-    store_mb = "0"
+    outage_store_mb = "0"
 
     def test_zero_turns_the_store_off(self):
         path = "/api/v1/products?city_id=%d&sort=price_desc&limit=4" % self.dataset.ids["msk"]
