@@ -1,6 +1,7 @@
 #include "api/batch.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -39,12 +40,18 @@ char *batch_ids_literal(const batch_item_t *list, int n, char *buf, size_t size)
     return buf;
 }
 
+/* One statement in flight and the reads it answers. */
+typedef struct batch_call {
+    batcher_t *b;
+    batch_item_t *items;
+} batch_call_t;
+
 static void send_batch(batcher_t *b);
 
 static void on_pace(h2o_timeout_entry_t *entry)
 {
     batcher_t *b = H2O_STRUCT_FROM_MEMBER(batcher_t, entry, entry);
-    if (!b->in_flight && b->pending != NULL)
+    if (b->pending != NULL)
         send_batch(b);
 }
 
@@ -60,11 +67,12 @@ void batcher_init(batcher_t *b, h2o_loop_t *loop, h2o_timeout_t *pace, const db_
     b->entry.cb = on_pace;
 }
 
-/* Sends now, or when the pace allows; the statement in flight sends the
- * next one when it is answered. */
+/* Sends now, or when the pace allows. Statements already in flight do not
+ * hold the next one back: a stuck statement must not keep the reads behind
+ * it from the pool's bounded wait and its 503 (B5). */
 static void kick(batcher_t *b)
 {
-    if (b->in_flight || b->pending == NULL || h2o_timeout_is_linked(&b->entry))
+    if (b->pending == NULL || h2o_timeout_is_linked(&b->entry))
         return;
     if (b->npending >= BATCH_MAX || h2o_now(b->loop) - b->last_sent_ms >= BATCH_INTERVAL_MS)
         send_batch(b);
@@ -98,12 +106,12 @@ static void answer(batch_item_t *list, PGresult *res, int err)
 
 static void on_batch(void *arg, PGresult *res, int err)
 {
-    batcher_t *b = arg;
-    batch_item_t *sent = b->sent;
-    b->sent = NULL;
-    b->in_flight = 0;
-    answer(sent, res, err);
-    kick(b);
+    batch_call_t *call = arg;
+    batch_item_t *items = call->items;
+    batcher_t *b = call->b;
+    free(call);
+    __atomic_store_n(&b->in_flight, b->in_flight - 1, __ATOMIC_RELAXED);
+    answer(items, res, err);
 }
 
 static void send_batch(batcher_t *b)
@@ -124,18 +132,22 @@ static void send_batch(batcher_t *b)
     b->npending -= n;
     char ids[BATCH_MAX * 21 + 3];
     batch_ids_literal(first, n, ids, sizeof(ids));
-    b->sent = first;
-    b->in_flight = 1;
     b->last_sent_ms = h2o_now(b->loop);
+    batch_call_t *call = malloc(sizeof(*call));
+    if (call == NULL)
+        abort();
+    call->b = b;
+    call->items = first;
     __atomic_store_n(&b->statements, b->statements + 1, __ATOMIC_RELAXED);
     __atomic_store_n(&b->items, b->items + (uint64_t)n, __ATOMIC_RELAXED);
-    int rc = b->send(first, b->stmt, ids, on_batch, b);
+    __atomic_store_n(&b->in_flight, b->in_flight + 1, __ATOMIC_RELAXED);
+    int rc = b->send(first, b->stmt, ids, on_batch, call);
     if (rc != 0) {
-        b->sent = NULL;
-        b->in_flight = 0;
+        free(call);
+        __atomic_store_n(&b->in_flight, b->in_flight - 1, __ATOMIC_RELAXED);
         answer(first, NULL, rc);
-        kick(b);
     }
+    kick(b); /* what is left waits for the pace */
 }
 
 void batcher_add(batcher_t *b, batch_item_t *it)

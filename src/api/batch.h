@@ -6,11 +6,14 @@
  * catalogue is a key of its own, so neither single flight nor the outage
  * store (outage.h) can share its query; under issue 11's load that is
  * ~1,500 statements a second, each with its own round trip and executor
- * start. A batcher per worker and statement keeps one statement in flight
- * and sends the ids that arrived meanwhile together, at most one statement
- * per BATCH_INTERVAL_MS (BATCH_MAX ids at most) — so a request waits at most
- * that long before its query is sent, and the database sees a few hundred
- * statements a second instead of one per id.
+ * start. A batcher per worker and statement sends the ids that arrived
+ * since its last statement together, at most one statement per
+ * BATCH_INTERVAL_MS (sooner only with BATCH_MAX ids waiting) — so a request
+ * waits at most that long before its query is sent, and the database sees
+ * a few hundred statements a second instead of one per id. Statements in
+ * flight do not hold the next back: each goes through admission and the
+ * pool like any query, so a stuck database still answers 503 after the
+ * pool's bounded wait (B5).
  *
  * The batch statement returns the columns of the single-id statement, the
  * id first: each waiting read gets a result of its own row (or of no row: a
@@ -49,8 +52,7 @@ typedef struct batcher {
     batch_item_t *pending; /* in arrival order */
     batch_item_t **tail;
     int npending;
-    batch_item_t *sent; /* answered by the statement in flight */
-    int in_flight;
+    int in_flight; /* statements sent and not yet answered */
     uint64_t last_sent_ms;
     h2o_loop_t *loop;
     h2o_timeout_t *pace; /* BATCH_INTERVAL_MS, shared by a worker's batchers */
@@ -62,7 +64,7 @@ void batcher_init(batcher_t *b, h2o_loop_t *loop, h2o_timeout_t *pace, const db_
                   batch_send_fn send);
 void batcher_add(batcher_t *b, batch_item_t *it);
 /* Fails what is still pending (MKD_EUNAVAILABLE); the pool must already be
- * destroyed (the statement in flight has been answered). */
+ * destroyed (every statement in flight has been answered). */
 void batcher_dispose(batcher_t *b);
 
 /* A copy of res with only `row` (row < 0: no row). */

@@ -499,8 +499,9 @@ static void run_query(read_state_t *rs)
     if (rs->lead && rs->flight_mode == FLIGHT_GATHER && aw->store_on)
         rs->labelled = outage_label(&aw->prober, rs->label) == 0;
     /* A bypass's read by id: with the others of its kind (batch.h). */
-    batcher_t *b =
-        rs->lead && rs->flight_mode == FLIGHT_GATHER && rs->need == 0 ? batcher_of(aw, rs->batch) : NULL;
+    batcher_t *b = aw->batch_on && rs->lead && rs->flight_mode == FLIGHT_GATHER && rs->need == 0
+                       ? batcher_of(aw, rs->batch)
+                       : NULL;
     if (b != NULL) {
         snprintf(rs->batched.id, sizeof(rs->batched.id), "%s", rs->params[0]);
         rs->batched.done = on_batched;
@@ -943,7 +944,11 @@ int api_worker_init(worker_t *w)
     h2o_multithread_register_receiver(w->ctx.queue, &aw->flights, flight_on_messages);
     outage_prober_init(&aw->prober, w->loop, aw->primary, st_stamp);
     h2o_timeout_init(w->loop, &aw->batch_pace, BATCH_INTERVAL_MS);
-    aw->store_on = cfg->outage_store_mb > 0 && aw->nreplicas == 0;
+    /* Stand-ins for a configured Redis that is out; without a Redis every
+     * read is its own query, as it always was. */
+    int cache_configured = cfg->redis_url != NULL || cfg->redis_cluster_nodes != NULL;
+    aw->store_on = cache_configured && cfg->outage_store_mb > 0 && aw->nreplicas == 0;
+    aw->batch_on = cache_configured;
     /* Per worker, the most queries the pool could carry at once. */
     int capacity = (po.base + po.overflow) * (cfg->db_pipeline_depth > 0 ? cfg->db_pipeline_depth : 1);
     admission_options_t ao = {

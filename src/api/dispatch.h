@@ -65,11 +65,12 @@ typedef struct api_worker {
     cache_worker_t *cache; /* NULL: no cache */
     h2o_multithread_receiver_t flights;
     /* Reads while Redis is out (api/outage.h); store_on: the store is used
-     * (OUTAGE_STORE_MB > 0 and no read replicas). */
+     * (a Redis is configured, OUTAGE_STORE_MB > 0, no read replicas). */
     outage_prober_t prober;
     int store_on;
     /* Reads by id gathered into one statement while Redis is out (batch.h),
-     * one batcher per batch statement. */
+     * one batcher per batch statement; batch_on: a Redis is configured. */
+    int batch_on;
     batcher_t batchers[API_BATCHERS];
     int nbatchers;
     h2o_timeout_t batch_pace;

@@ -431,6 +431,13 @@ static int result_err(PGresult *res)
          * 08xxx connection exceptions: the database, not the request, failed. */
         if (state != NULL && (strncmp(state, "57", 2) == 0 || strncmp(state, "08", 2) == 0))
             return MKD_EUNAVAILABLE;
+        /* 26000: the prepared statement is missing — its PREPARE, earlier
+         * in the same pipeline, failed (say, cancelled while it waited on a
+         * lock). The query was never run; a retry prepares it again. */
+        if (state != NULL && strcmp(state, "26000") == 0) {
+            db_log_error(LOG_WARN, NULL, res, "db: a pipelined query found its statement unprepared");
+            return MKD_EUNAVAILABLE;
+        }
         return MKD_EDB;
     }
     }
@@ -482,12 +489,16 @@ static void conn_process(db_conn_t *c)
         c->last_used_us = now_us();
         int err;
         if (q->prepare_error != NULL) {
-            db_log_error(LOG_ERROR, q->stmt, q->prepare_error, "db %s: prepare failed", c->pool->opt.label);
+            /* Mapped like the statement's own error: a PREPARE cancelled by
+             * the statement timeout (it waited on a lock) is the database
+             * failing, a 503, not a 500. */
             if (res != NULL)
                 PQclear(res);
             res = q->prepare_error;
             q->prepare_error = NULL;
-            err = MKD_EDB;
+            err = result_err(res);
+            db_log_error(err == MKD_EDB ? LOG_ERROR : LOG_WARN, q->stmt, res, "db %s: prepare failed",
+                         c->pool->opt.label);
         } else if (res == NULL) {
             err = MKD_EDB;
         } else {

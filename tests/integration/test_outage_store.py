@@ -18,11 +18,13 @@ the writes). What is tested:
   and each gets its own product or its own 404.
 """
 
+import http.client
 import re
 import threading
 
-from harness import wait_until
-from test_cache import RedisOutCase, fetch, show, unique, xc
+import harness
+from harness import db_connect, wait_until
+from test_cache import RedisOutCase, Resp, fetch, show, unique, xc
 
 
 def outage_metrics(port):
@@ -172,19 +174,33 @@ class OutageBatchTests(OutageCase):
         want = {path: self.expect(self.GET(path, server=self.server2), 200, "through the other instance")
                 for path in paths[:-1]}
         m0 = outage_metrics(self.server.port)
+        # Connected first, then every request sent at once: they arrive
+        # within a few milliseconds, so most gather for one statement.
+        conns = [http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=60) for _ in paths]
+        for c in conns:
+            c.connect()
         mark, _ = self.proxy.counts()
-        self.proxy.hold()  # the first statement is held: the rest gather behind it
+        self.proxy.hold()  # the statements are held: the reads cannot finish one by one
         out = {}
         try:
-            threads = [threading.Thread(target=lambda p=p: out.setdefault(p, self.GET(p)), daemon=True)
-                       for p in paths]
-            for t in threads:
-                t.start()
+            for c, path in zip(conns, paths):
+                c.request("GET", path)
             self.assertTrue(wait_until(lambda: self.queries_since(mark, "products"), 30.0), "no statement sent")
         finally:
             self.proxy.release()
+
+        def answer(c, path):
+            resp = c.getresponse()
+            raw = resp.read()
+            out[path] = Resp(resp.status, resp.headers, raw, harness.decode_body(resp.headers, raw), 0)
+
+        threads = [threading.Thread(target=answer, args=(c, p), daemon=True) for c, p in zip(conns, paths)]
+        for t in threads:
+            t.start()
         for t in threads:
             t.join(60)
+        for c in conns:
+            c.close()
         for path in paths[:-1]:
             got = self.expect(out.get(path), 200, path)
             self.assertEqual(got, want[path], "%s: the batch answered another product's body" % path)
@@ -206,3 +222,39 @@ class OutageBatchTests(OutageCase):
         title = unique("Пакетом ")
         self.expect(self.call("PATCH", path, uid, {"title": title}, server=self.server2), 200, "PATCH")
         self.assertEqual(self.read(path, "after").body["title"], title)
+
+    def test_a_stuck_database_answers_batched_reads_503_not_500(self):
+        """B5 with batching: a PREPARE cancelled by the statement timeout
+        (it waited on a lock) and the batches pipelined behind it, which
+        find their statement unprepared, are the database failing — every
+        read is answered 503 + Retry-After, none 500, none left hanging."""
+        s = self.new_server(env=dict(self.server_env, DATABASE_URL=harness.DATABASE_URL, DB_POOL_SIZE=1,
+                                     DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT_MS=300, DB_STATEMENT_TIMEOUT_MS=1000),
+                            name="stuck").start()
+        paths = ["/api/v1/products/%d" % p["id"] for p in self.dataset.products][:30]
+        out = {}
+        lock = db_connect(autocommit=False)
+        try:
+            cur = lock.cursor()
+            cur.execute("SET lock_timeout = 0")
+            cur.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+            threads = [threading.Thread(target=lambda p=p: out.setdefault(p, fetch(s.port, "GET", p, timeout=60)),
+                                        daemon=True) for p in paths]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(45)
+        finally:
+            lock.rollback()
+            lock.close()
+        hung = [p for p in paths if p not in out]
+        self.assertFalse(hung, "no answer within 45 s with the database stuck: %s" % hung)
+        statuses = sorted({out[p].status for p in paths})
+        self.assertEqual(statuses, [503], "with the database stuck: %s\n%s"
+                         % (statuses, "\n".join(show(out[p]) for p in paths if out[p].status != 503)[:3000]))
+        for p in paths:
+            ra = out[p].headers.get("Retry-After")
+            self.assertTrue(ra and ra.strip().isdigit(), "%s: 503 without a numeric Retry-After: %r" % (p, ra))
+        for p in paths:
+            self.assertEqual(self.GET(p, server=s).status, 200, "%s after the lock was released" % p)
+        s.stop()

@@ -1203,6 +1203,23 @@ static void test_failed_prepare_fails_query_and_is_retried(void **state)
     assert_i64_eq(c0->finished, 0);
 }
 
+/* A PREPARE cancelled by the statement timeout (it waited on a lock held
+ * elsewhere) fails its query as the database's failure (503), not as the
+ * request's (500): the same mapping as the statement's own error. */
+static void test_prepare_cancelled_by_timeout_is_unavailable(void **state)
+{
+    create(options());
+    PGconn *c0 = fk_conns[0];
+    SUBMIT(S1, "0", &recs[0]);
+    settle();
+    srv_answer_ex(c0, 1, "57014");
+    settle();
+    assert_i64_eq(recs[0].calls, 1);
+    assert_i64_eq(recs[0].err, MKD_EUNAVAILABLE);
+    assert_string_equal(recs[0].sqlstate, "57014");
+    assert_i64_eq(c0->finished, 0);
+}
+
 static void test_query_errors_map_sqlstate_and_keep_connection(void **state)
 {
     db_pool_options_t o = options();
@@ -1223,6 +1240,11 @@ static void test_query_errors_map_sqlstate_and_keep_connection(void **state)
     assert_i64_eq(recs[1].calls, 1);
     assert_i64_eq(recs[1].err, MKD_EUNAVAILABLE);
     assert_string_equal(recs[1].sqlstate, "57014");
+    SUBMIT(S1, "3", &recs[3]);
+    settle();
+    srv_answer_ex(c0, 1, "26000"); /* its statement unprepared (a failed PREPARE before it) */
+    settle();
+    assert_i64_eq(recs[3].err, MKD_EUNAVAILABLE);
     SUBMIT(S1, "2", &recs[2]);
     settle();
     srv_answer_all(c0);
@@ -1410,6 +1432,7 @@ int main(void)
         T(test_statement_prepared_once_per_connection),
         T(test_prepare_off_sends_unnamed_statements),
         T(test_failed_prepare_fails_query_and_is_retried),
+        T(test_prepare_cancelled_by_timeout_is_unavailable),
         T(test_query_errors_map_sqlstate_and_keep_connection),
         T(test_stats_follow_connection_states),
         T(test_destroy_fails_inflight_and_waiting_once),
