@@ -1081,6 +1081,16 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
         (unsigned long long)os.hits, (unsigned long long)os.stale, os.entries, os.bytes,
         (unsigned long long)probes, stamp_waiters);
     jbuf_puts(b, line);
+    uint64_t waited, at_once;
+    cache_get_inval_failures(&waited, &at_once);
+    snprintf(line, sizeof(line),
+             "# HELP marketd_cache_invalidation_failures_total Invalidations Redis did not confirm: after "
+             "waiting out their patience, or at once (Redis down or already failing).\n"
+             "# TYPE marketd_cache_invalidation_failures_total counter\n"
+             "marketd_cache_invalidation_failures_total{waited=\"yes\"} %llu\n"
+             "marketd_cache_invalidation_failures_total{waited=\"no\"} %llu\n",
+             (unsigned long long)waited, (unsigned long long)at_once);
+    jbuf_puts(b, line);
     snprintf(line, sizeof(line),
              "# HELP marketd_read_batches_total Statements that read several ids at once (Redis out).\n"
              "# TYPE marketd_read_batches_total counter\nmarketd_read_batches_total %llu\n"

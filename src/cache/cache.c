@@ -573,6 +573,25 @@ static void flush_needed(void)
 
 #define INVALIDATE_PATIENCE_US 1500000
 
+/* Atomic, process-wide: when an invalidation first gave up after its
+ * patience with none succeeding since (0: none failing). Once that is
+ * INVALIDATE_OUTAGE_US ago — longer than a failover takes — writes stop
+ * waiting for Redis: it answers but refuses (a cluster that lost its slots
+ * or its replicas, WAIT never satisfied), so waiting only made every write
+ * 1.5 s late (the compose drills after a Redis restart ran at p99
+ * 1.6-2.3 s), and the flush covers what it would have protected, exactly
+ * as for a Redis that has been down longer than the patience. Sooner, a
+ * failover may be under way, and waiting lets the writes behind it land. */
+#define INVALIDATE_OUTAGE_US 10000000
+static uint64_t inval_failing_since_us;
+static uint64_t inval_gave_up_waited, inval_gave_up_at_once; /* atomic counters (metrics) */
+
+void cache_get_inval_failures(uint64_t *waited, uint64_t *at_once)
+{
+    *waited = __atomic_load_n(&inval_gave_up_waited, __ATOMIC_RELAXED);
+    *at_once = __atomic_load_n(&inval_gave_up_at_once, __ATOMIC_RELAXED);
+}
+
 static int send_versions(cache_inval_op_t *op);
 static void on_inval_retry(h2o_timeout_entry_t *entry);
 
@@ -580,6 +599,8 @@ static void inval_finish(cache_inval_op_t *op, int ok)
 {
     if (op->is_epoch) {
         __atomic_store_n(&flushing, 0, __ATOMIC_RELEASE);
+        if (ok)
+            __atomic_store_n(&inval_failing_since_us, 0, __ATOMIC_RELEASE);
         if (ok && op->lsn > 0) {
             uint64_t w = op->wanted_at;
             __atomic_compare_exchange_n(&epoch_lsn_wanted, &w, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
@@ -593,6 +614,8 @@ static void inval_finish(cache_inval_op_t *op, int ok)
         free(op);
         return;
     }
+    if (ok && __atomic_exchange_n(&inval_failing_since_us, 0, __ATOMIC_ACQ_REL) != 0)
+        log_info("cache: an invalidation succeeded; writes wait for Redis again when it falters");
     if (!ok && now_us() < op->deadline_us) {
         /* Redis is failing over or briefly gone: the answer waits (up to
          * INVALIDATE_PATIENCE_US) so that the write is not acknowledged
@@ -602,8 +625,20 @@ static void inval_finish(cache_inval_op_t *op, int ok)
         h2o_timeout_link(op->cw->loop, &op->cw->retry_timeout, &op->retry);
         return;
     }
-    if (!ok)
+    if (!ok) {
+        uint64_t zero = 0;
+        if (op->waited_for_redis) {
+            __atomic_add_fetch(&inval_gave_up_waited, 1, __ATOMIC_RELAXED);
+            if (__atomic_compare_exchange_n(&inval_failing_since_us, &zero, now_us(), 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED))
+                log_warn("cache: an invalidation failed for %d ms; if none succeeds within %d s, writes stop "
+                         "waiting for Redis until one does",
+                         INVALIDATE_PATIENCE_US / 1000, INVALIDATE_OUTAGE_US / 1000000);
+        } else {
+            __atomic_add_fetch(&inval_gave_up_at_once, 1, __ATOMIC_RELAXED);
+        }
         flush_needed();
+    }
     op->done(op->arg);
 }
 
@@ -749,11 +784,15 @@ void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags
         return;
     }
     op->deadline_us = now_us() + INVALIDATE_PATIENCE_US;
-    if (redis_down_for_ms(cw->redis) * 1000 >= INVALIDATE_PATIENCE_US)
-        /* Redis has been away longer than the patience: an outage, not a
-         * failover. Waiting would only delay the answer (a write took 1.5 s
-         * in the compose redis-down drill); the flush below covers it. */
+    uint64_t failing_since = __atomic_load_n(&inval_failing_since_us, __ATOMIC_ACQUIRE);
+    if (redis_down_for_ms(cw->redis) * 1000 >= INVALIDATE_PATIENCE_US ||
+        (failing_since != 0 && now_us() - failing_since >= INVALIDATE_OUTAGE_US))
+        /* Redis has been away longer than the patience, or invalidations
+         * have failed for longer than a failover takes: an outage. Waiting
+         * would only delay the answer (a write took 1.5 s in the compose
+         * redis-down drill); the flush below covers it. */
         op->deadline_us = 0;
+    op->waited_for_redis = op->deadline_us != 0;
     if (cw->lsn_versions && lsn == 0) {
         /* Replicas, but the write's LSN is unknown (the primary went away
          * after the commit): a new epoch without an LSN sends every fill to

@@ -112,6 +112,7 @@ typedef struct cache_inval_op {
     uint64_t lsn;       /* > 0: versions carry it (lsn_versions) */
     uint64_t wanted_at; /* an epoch with an LSN: the wish it answers */
     uint64_t deadline_us;
+    int waited_for_redis; /* it had a patience to wait out (metrics) */
     h2o_timeout_entry_t retry;
     cache_tags_t keys; /* "{t}:<tag>" */
 } cache_inval_op_t;
@@ -141,6 +142,11 @@ void cache_invalidate(cache_worker_t *cw, cache_inval_op_t *op, const cache_tags
  * the epoch's. Pure.
  */
 int cache_versions_lsn(const cache_versions_t *v, uint64_t *lsn);
+
+/* Invalidations that gave up, process-wide: after waiting out their
+ * patience, or at once (Redis down, or invalidations already failing for
+ * longer than the patience: then writes stop waiting until one succeeds). */
+void cache_get_inval_failures(uint64_t *waited, uint64_t *at_once);
 
 /* Asks for a new epoch carrying a primary LSN read after now (process-wide). */
 void cache_epoch_lsn_wanted(void);

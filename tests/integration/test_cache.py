@@ -1751,6 +1751,70 @@ class CacheRedisFullTests(CacheCase):
         self.check_write_while_full(self.server2, "through another instance")
 
 
+def inval_failures(port):
+    """marketd_cache_invalidation_failures_total by `waited`, from /metrics."""
+    text = fetch(port, "GET", "/metrics").raw.decode("utf-8", "replace")
+    out = {}
+    for m in re.finditer(r'^marketd_cache_invalidation_failures_total\{waited="(\w+)"\} (\d+)$', text, re.M):
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+class CacheRefusingRedisTests(CacheCase):
+    """A Redis that answers but refuses every write (min-replicas-to-write 1
+    with no replica: NOREPLICAS), as a cluster that lost its slots or its
+    replicas does. A write whose invalidation fails waits out the patience
+    (a failover may be under way); once invalidations have failed for longer
+    than a failover takes (10 s), writes stop waiting until one succeeds —
+    every write 1.5 s late helps nobody, and the flush covers the rest
+    (docs/cache.md "Degrading"). Each write is still seen by the next read
+    through the writing instance (B2)."""
+
+    def refuse_writes(self, on):
+        self.redis.call("CONFIG", "SET", "min-replicas-to-write", "1" if on else "0")
+
+    def patch(self, uid, path):
+        title = unique("Отказ ")
+        self.expect(self.call("PATCH", path, uid, {"title": title}), 200, "PATCH")
+        r = self.GET(path)
+        self.expect(r, 200, "GET after the PATCH")
+        self.assertEqual(r.body["title"], title, "the writing instance served the entry from before its write")
+
+    def test_writes_stop_waiting_once_invalidations_fail_and_wait_again_after_one_succeeds(self):
+        uid, _ = self.new_seller()
+        path = "/api/v1/products/%d" % self.new_product(uid)["id"]
+        self.warm(path)
+        f0 = inval_failures(self.server.port)
+        self.refuse_writes(True)
+        try:
+            self.patch(uid, path)
+            f1 = inval_failures(self.server.port)
+            self.assertEqual(f1["yes"] - f0["yes"], 1, "the first failing invalidation waits its patience")
+            # Longer than a failover takes (10 s from the first failure):
+            # an outage, so the writes stop waiting.
+            time.sleep(10.5)
+            self.patch(uid, path)
+            self.patch(uid, path)
+            f2 = inval_failures(self.server.port)
+            self.assertEqual(f2["yes"], f1["yes"], "later writes waited for a Redis that keeps refusing")
+            self.assertEqual(f2["no"] - f1["no"], 2)
+        finally:
+            self.refuse_writes(False)
+        # An invalidation succeeds again (or the flush's new epoch does):
+        # from then on a failing one waits its patience again.
+        self.assertTrue(wait_until(lambda: self.call("PATCH", path, uid, {"title": unique("Снова ")}).status == 200
+                                   and inval_failures(self.server.port)["no"] == f2["no"]
+                                   and inval_failures(self.server.port)["yes"] == f2["yes"], 30.0, interval=0.5),
+                        "no invalidation succeeded after Redis took writes again")
+        self.refuse_writes(True)
+        try:
+            self.patch(uid, path)
+            f3 = inval_failures(self.server.port)
+            self.assertEqual(f3["yes"] - f2["yes"], 1, "after a success, a failing invalidation waits again")
+        finally:
+            self.refuse_writes(False)
+
+
 # ---------------------------------------------------------------------------
 # 7. Redis Cluster (S7): the core of the above, and failovers
 # ---------------------------------------------------------------------------
