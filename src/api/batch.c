@@ -1,7 +1,6 @@
 #include "api/batch.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -39,12 +38,6 @@ char *batch_ids_literal(const batch_item_t *list, int n, char *buf, size_t size)
     buf[len] = '\0';
     return buf;
 }
-
-/* One statement in flight and the reads it answers. */
-typedef struct batch_call {
-    batcher_t *b;
-    batch_item_t *items;
-} batch_call_t;
 
 static void send_batch(batcher_t *b);
 
@@ -104,14 +97,10 @@ static void answer(batch_item_t *list, PGresult *res, int err)
     }
 }
 
+/* arg: the first of the statement's reads, the head of their list. */
 static void on_batch(void *arg, PGresult *res, int err)
 {
-    batch_call_t *call = arg;
-    batch_item_t *items = call->items;
-    batcher_t *b = call->b;
-    free(call);
-    __atomic_store_n(&b->in_flight, b->in_flight - 1, __ATOMIC_RELAXED);
-    answer(items, res, err);
+    answer(arg, res, err);
 }
 
 static void send_batch(batcher_t *b)
@@ -133,20 +122,11 @@ static void send_batch(batcher_t *b)
     char ids[BATCH_MAX * 21 + 3];
     batch_ids_literal(first, n, ids, sizeof(ids));
     b->last_sent_ms = h2o_now(b->loop);
-    batch_call_t *call = malloc(sizeof(*call));
-    if (call == NULL)
-        abort();
-    call->b = b;
-    call->items = first;
     __atomic_store_n(&b->statements, b->statements + 1, __ATOMIC_RELAXED);
     __atomic_store_n(&b->items, b->items + (uint64_t)n, __ATOMIC_RELAXED);
-    __atomic_store_n(&b->in_flight, b->in_flight + 1, __ATOMIC_RELAXED);
-    int rc = b->send(first, b->stmt, ids, on_batch, call);
-    if (rc != 0) {
-        free(call);
-        __atomic_store_n(&b->in_flight, b->in_flight - 1, __ATOMIC_RELAXED);
+    int rc = b->send(first, b->stmt, ids, on_batch, first);
+    if (rc != 0)
         answer(first, NULL, rc);
-    }
     kick(b); /* what is left waits for the pace */
 }
 

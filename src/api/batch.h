@@ -52,7 +52,6 @@ typedef struct batcher {
     batch_item_t *pending; /* in arrival order */
     batch_item_t **tail;
     int npending;
-    int in_flight; /* statements sent and not yet answered */
     uint64_t last_sent_ms;
     h2o_loop_t *loop;
     h2o_timeout_t *pace; /* BATCH_INTERVAL_MS, shared by a worker's batchers */

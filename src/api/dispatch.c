@@ -1027,27 +1027,10 @@ void api_dispatch_tick(worker_t *w)
     }
 }
 
-void api_render_admission_metrics(jbuf_t *b, server_t *s)
+/* The stand-ins for a Redis that is out (outage store, batched reads) and
+ * the invalidations it did not confirm, all workers. */
+static void render_outage_metrics(jbuf_t *b, server_t *s)
 {
-    static const char *const names[ADMIT_NCLASSES] = {"read", "write"};
-    int limit[ADMIT_NCLASSES] = {0}, inflight[ADMIT_NCLASSES] = {0}, queued[ADMIT_NCLASSES] = {0};
-    uint64_t refused[ADMIT_NCLASSES] = {0}, expired[ADMIT_NCLASSES] = {0};
-    /* Other workers' counters, read without their lock-free owner's help:
-     * relaxed and approximate, as every gauge here. */
-    for (int wk = 0; wk < s->nworkers; wk++) {
-        api_worker_t *aw = api_worker(&s->workers[wk]);
-        if (aw == NULL)
-            continue;
-        for (int k = 0; k < aw->nadmission; k++) {
-            admission_t *a = &aw->admission[k];
-            int i = k < nroutes && routes[k].db == DB_READ ? ADMIT_READS : ADMIT_WRITES;
-            limit[i] += admission_limit(a);
-            inflight[i] += __atomic_load_n(&a->inflight, __ATOMIC_RELAXED);
-            queued[i] += __atomic_load_n(&a->queued, __ATOMIC_RELAXED);
-            refused[i] += __atomic_load_n(&a->refused, __ATOMIC_RELAXED);
-            expired[i] += __atomic_load_n(&a->expired, __ATOMIC_RELAXED);
-        }
-    }
     uint64_t probes = 0, batches = 0, batched = 0;
     int stamp_waiters = 0;
     for (int wk = 0; wk < s->nworkers; wk++) {
@@ -1098,6 +1081,31 @@ void api_render_admission_metrics(jbuf_t *b, server_t *s)
              "# TYPE marketd_read_batched_total counter\nmarketd_read_batched_total %llu\n",
              (unsigned long long)batches, (unsigned long long)batched);
     jbuf_puts(b, line);
+}
+
+void api_render_admission_metrics(jbuf_t *b, server_t *s)
+{
+    static const char *const names[ADMIT_NCLASSES] = {"read", "write"};
+    int limit[ADMIT_NCLASSES] = {0}, inflight[ADMIT_NCLASSES] = {0}, queued[ADMIT_NCLASSES] = {0};
+    uint64_t refused[ADMIT_NCLASSES] = {0}, expired[ADMIT_NCLASSES] = {0};
+    /* Other workers' counters, read without their lock-free owner's help:
+     * relaxed and approximate, as every gauge here. */
+    for (int wk = 0; wk < s->nworkers; wk++) {
+        api_worker_t *aw = api_worker(&s->workers[wk]);
+        if (aw == NULL)
+            continue;
+        for (int k = 0; k < aw->nadmission; k++) {
+            admission_t *a = &aw->admission[k];
+            int i = k < nroutes && routes[k].db == DB_READ ? ADMIT_READS : ADMIT_WRITES;
+            limit[i] += admission_limit(a);
+            inflight[i] += __atomic_load_n(&a->inflight, __ATOMIC_RELAXED);
+            queued[i] += __atomic_load_n(&a->queued, __ATOMIC_RELAXED);
+            refused[i] += __atomic_load_n(&a->refused, __ATOMIC_RELAXED);
+            expired[i] += __atomic_load_n(&a->expired, __ATOMIC_RELAXED);
+        }
+    }
+    render_outage_metrics(b, s);
+    char line[256];
     snprintf(line, sizeof(line),
              "# HELP marketd_flight_waiters Reads waiting for a database query another read of the same key "
              "runs.\n# TYPE marketd_flight_waiters gauge\nmarketd_flight_waiters %d\n",

@@ -1181,14 +1181,6 @@ class CacheLostInvalidationTests(CacheCase):
 # 4. The race of a fill and a write (B3)
 # ---------------------------------------------------------------------------
 
-def flight_waiters(port):
-    """marketd_flight_waiters from /metrics: reads waiting on another
-    read's query (src/api/flight.c)."""
-    text = fetch(port, "GET", "/metrics").raw.decode()
-    m = re.search(r"^marketd_flight_waiters (\d+)$", text, re.M)
-    return int(m.group(1)) if m else -1
-
-
 class CacheRaceTests(CacheCase):
     """docs/cache.md "Why a stale entry can never be served": a fill reads
     the versions of its tags before the database; a write changes them

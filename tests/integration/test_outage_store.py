@@ -43,6 +43,13 @@ class OutageCase(RedisOutCase):
 
     outage_store_mb = "64"
 
+    def own_product(self):
+        """A new seller's new product, made through the second instance:
+        (the seller's user id, the product, its path)."""
+        uid, _ = self.new_seller(server=self.server2)
+        p = self.new_product(uid, server=self.server2)
+        return uid, p, "/api/v1/products/%d" % p["id"]
+
     def queries_since(self, mark, table):
         return [q for q in self.proxy.sql_since(mark) if "FROM " + table in q]
 
@@ -87,9 +94,7 @@ class OutageStoreTests(OutageCase):
         self.assertGreater(m1["marketd_outage_store_bytes"], 0)
 
     def test_a_write_through_another_instance_is_seen_by_the_next_read(self):
-        uid, _ = self.new_seller(server=self.server2)
-        p = self.new_product(uid, server=self.server2)
-        path = "/api/v1/products/%d" % p["id"]
+        uid, p, path = self.own_product()
         self.stored(path, "the product")
         stale0 = outage_metrics(self.server.port)["marketd_outage_store_checks_total.stale"]
         title = unique("Новое название ")
@@ -102,9 +107,7 @@ class OutageStoreTests(OutageCase):
         self.assertEqual(self.read(path, "again").body["title"], title)
 
     def test_a_write_made_outside_marketd_is_seen_by_the_next_read(self):
-        uid, _ = self.new_seller(server=self.server2)
-        p = self.new_product(uid, server=self.server2)
-        path = "/api/v1/products/%d" % p["id"]
+        uid, p, path = self.own_product()
         self.stored(path, "the product")
         title = unique("Из psql ")
         self.db("UPDATE products SET title = %s WHERE id = %s", (title, p["id"]))
@@ -112,9 +115,7 @@ class OutageStoreTests(OutageCase):
                          "a commit no marketd knew of did not change the stamp")
 
     def test_a_read_after_a_write_never_takes_a_stamp_taken_before_it(self):
-        uid, _ = self.new_seller(server=self.server2)
-        p = self.new_product(uid, server=self.server2)
-        path = "/api/v1/products/%d" % p["id"]
+        uid, p, path = self.own_product()
         self.stored(path, "the product")
         out = {}
         self.proxy.hold()
@@ -215,9 +216,7 @@ class OutageBatchTests(OutageCase):
         self.assertGreaterEqual(m1["marketd_read_batched_total"] - m0["marketd_read_batched_total"], len(paths) - 2)
 
     def test_a_batched_read_after_a_write_sees_it(self):
-        uid, _ = self.new_seller(server=self.server2)
-        p = self.new_product(uid, server=self.server2)
-        path = "/api/v1/products/%d" % p["id"]
+        uid, p, path = self.own_product()
         self.read(path, "before")
         title = unique("Пакетом ")
         self.expect(self.call("PATCH", path, uid, {"title": title}, server=self.server2), 200, "PATCH")
